@@ -1,0 +1,3 @@
+from kedahttp.cli.main import main
+
+main()
