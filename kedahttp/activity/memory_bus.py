@@ -74,7 +74,7 @@ class MemoryTransport:
         yield CAUGHT_UP
         while True:
             async with log.changed:
-                await log.changed.wait_for(lambda: log.down or log.end > index)
+                await log.changed.wait_for(lambda i=index: log.down or log.end > i)
             if log.down:
                 raise BusUnavailable(f"{self.url}: down")
             start = max(index, log.trimmed) - log.trimmed

@@ -16,7 +16,7 @@ import click
 
 from kedahttp import __version__
 from kedahttp.process import settings as settings_mod
-from kedahttp.process.settings import SPEC_BY_NAME, Settings, SettingError
+from kedahttp.process.settings import SPEC_BY_NAME, SettingError, Settings
 
 COMMON = ("bus", "metrics_addr", "log_format", "log_level")
 PROXY = (

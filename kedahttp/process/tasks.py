@@ -35,7 +35,7 @@ class TaskOwner:
             return
         exc = task.exception()
         if exc is not None:
-            log.error("background task died", exc_info=exc, extra={"task": task.get_name()})
+            log.error("background task %s died", task.get_name(), exc_info=exc, extra={"task": task.get_name()})
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -47,6 +47,6 @@ class TaskOwner:
         for task in tasks:
             task.cancel()
         if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=timeout)
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
             for task in pending:
                 log.warning("task did not stop after cancel", extra={"task": task.get_name()})

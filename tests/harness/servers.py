@@ -66,9 +66,9 @@ class ServerProcess:
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
         try:
             wait_port(self.port)
-        except TimeoutError:
+        except TimeoutError as exc:
             self.stop()
-            raise RuntimeError(f"{self.name} did not start: {(self.workdir / 'server.log').read_text()[-2000:]}")
+            raise RuntimeError(f"{self.name} did not start: {(self.workdir / 'server.log').read_text()[-2000:]}") from exc
 
     def stop(self) -> None:
         """Kills the server at once (SIGKILL): an outage, not a polite shutdown."""

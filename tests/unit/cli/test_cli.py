@@ -1,0 +1,38 @@
+"""The console script as an operator meets it: exit codes and messages (run as a real subprocess)."""
+
+import subprocess
+import sys
+
+
+def kedahttp(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("KEDAHTTP_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "kedahttp", *args], capture_output=True, text=True, timeout=60, env=full_env
+    )
+
+
+def test_help_lists_the_commands() -> None:
+    out = kedahttp("--help")
+    assert out.returncode == 0
+    for command in ("proxy", "scaler", "dev", "apps"):
+        assert command in out.stdout
+
+
+def test_bad_setting_from_flag_exits_2_naming_it() -> None:
+    out = kedahttp("proxy", "--max-held-requests", "lots")
+    assert out.returncode == 2
+    assert "KEDAHTTP_MAX_HELD_REQUESTS" in out.stderr and "--max-held-requests" in out.stderr
+    assert out.stdout == ""
+
+
+def test_bad_setting_from_env_exits_2_naming_it() -> None:
+    out = kedahttp("scaler", env={"KEDAHTTP_BUS": "kafka://broker"})
+    assert out.returncode == 2
+    assert "KEDAHTTP_BUS" in out.stderr
+
+
+def test_unknown_flag_is_a_usage_error() -> None:
+    assert kedahttp("proxy", "--no-such-flag").returncode == 2

@@ -1,0 +1,82 @@
+import pytest
+
+from kedahttp.process import settings
+from kedahttp.process.settings import Address, SettingError, load, parse_address
+
+
+def test_defaults_match_the_contract() -> None:
+    s = load({}, environ={})
+    assert s.bus == "redis://127.0.0.1:6379/0"
+    assert s.proxy_addr == Address("0.0.0.0", 8080)
+    assert s.admin_addr == Address("0.0.0.0", 8081)
+    assert s.metrics_addr == Address("0.0.0.0", 9102)
+    assert s.scaler_addr == Address("0.0.0.0", 9090)
+    assert s.routes == "kubernetes"
+    assert s.admin_token is None
+    assert s.cold_start_timeout_seconds == 60
+    assert s.max_held_requests == 1000
+    assert s.report_interval_seconds == 0.25
+    assert s.workers == 1
+    assert (s.log_format, s.log_level) == ("json", "info")
+
+
+def test_scaler_metrics_default_differs() -> None:
+    assert load({}, environ={}, component="scaler").metrics_addr == Address("0.0.0.0", 9103)
+
+
+def test_flag_wins_over_environment() -> None:
+    env = {"KEDAHTTP_WORKERS": "3", "KEDAHTTP_LOG_FORMAT": "text"}
+    s = load({"workers": "5"}, environ=env)
+    assert s.workers == 5
+    assert s.log_format == "text"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reason"),
+    [
+        ("cold_start_timeout_seconds", "abc", "expected a number"),
+        ("cold_start_timeout_seconds", "0", "greater than 0"),
+        ("cold_start_timeout_seconds", "nan", "greater than 0"),
+        ("max_held_requests", "1.5", "whole number"),
+        ("workers", "0", "at least 1"),
+        ("bus", "kafka://x", "scheme must be one of"),
+        ("proxy_addr", "8080", "host:port"),
+        ("proxy_addr", "host:99999", "0-65535"),
+        ("log_format", "xml", "one of json, text"),
+    ],
+)
+def test_bad_value_names_the_setting(name: str, value: str, reason: str) -> None:
+    with pytest.raises(SettingError) as info:
+        load({}, environ={settings.env_name(name): value})
+    message = str(info.value)
+    assert settings.env_name(name) in message
+    assert "--" + settings.flag_name(name) in message
+    assert reason in message
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port", "loopback"),
+    [
+        ("0.0.0.0:8080", "0.0.0.0", 8080, False),
+        ("127.0.0.1:1", "127.0.0.1", 1, True),
+        ("[::1]:9090", "::1", 9090, True),
+        ("localhost:80", "localhost", 80, True),
+        ("example.com:443", "example.com", 443, False),
+    ],
+)
+def test_addresses(text: str, host: str, port: int, loopback: bool) -> None:
+    addr = parse_address(text)
+    assert (addr.host, addr.port, addr.is_loopback) == (host, port, loopback)
+    assert parse_address(str(addr)) == addr
+
+
+def test_redacted_hides_the_token() -> None:
+    s = load({"admin_token": "sekrit"}, environ={})
+    assert s.admin_token == "sekrit"
+    assert "sekrit" not in str(s.redacted())
+
+
+def test_settings_are_frozen() -> None:
+    s = load({}, environ={})
+    with pytest.raises(AttributeError):
+        s.workers = 2  # type: ignore[misc]
