@@ -1,0 +1,173 @@
+"""ScaledObjects: valid against KEDA's CRD schema, plus what that schema leaves to KEDA's CEL rules and
+admission webhook, plus the kedahttp trigger contract (CONTRACT section 4).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+import jsonschema
+import pytest
+
+from kedahttp.process import settings
+from tests.manifests import render
+from tests.manifests.render import Build
+
+CRD = render.SHARED / "schemas" / "keda.sh_scaledobjects.yaml"
+CONTRACT = render.SHARED / "CONTRACT.md"
+TRIGGER_TYPES = {"external-push", "external"}
+# CONTRACT section 4, checked against the document itself below when it is beside the repository.
+TRIGGER_KEYS = {
+    "scalerAddress",
+    "backend",
+    "targetConcurrency",
+    "targetRequestRate",
+    "rateWindowSeconds",
+    "activityWindowSeconds",
+}
+NUMERIC_KEYS = TRIGGER_KEYS - {"scalerAddress", "backend"}
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+KEDA_DEFAULT_MAX_REPLICAS = 100  # what KEDA's CEL rule assumes when maxReplicaCount is absent
+
+needs_shared = pytest.mark.skipif(not CRD.exists(), reason=f"{CRD} is not beside the repository")
+
+
+def closed(schema: Any) -> Any:
+    """The schema with unknown fields rejected, as ``kubectl apply`` (strict field validation) does."""
+    if isinstance(schema, dict):
+        out = {k: closed(v) for k, v in schema.items()}
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [closed(v) for v in schema]
+    return schema
+
+
+@pytest.fixture(scope="session")
+def scaledobject_schema() -> dict[str, Any]:
+    crd = render.load_yaml(CRD)
+    schema: dict[str, Any] = copy.deepcopy(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    return closed(schema)
+
+
+def scaled_objects(built: Build) -> list[dict[str, Any]]:
+    return built.of_kind("ScaledObject")
+
+
+def kedahttp_triggers(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    return [t for t in obj["spec"]["triggers"] if t["type"] in TRIGGER_TYPES]
+
+
+@needs_shared
+def test_the_closed_schema_still_rejects_and_accepts(scaledobject_schema: dict[str, Any]) -> None:
+    """Guards the helper: the closed schema must accept a minimal object and reject a misspelt field."""
+    minimal: dict[str, Any] = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "a"},
+        "spec": {"scaleTargetRef": {"name": "a"}, "triggers": [{"type": "external-push", "metadata": {}}]},
+    }
+    jsonschema.validate(minimal, scaledobject_schema)
+    misspelt = copy.deepcopy(minimal)
+    misspelt["spec"]["cooldownPeriods"] = 300
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(misspelt, scaledobject_schema)
+
+
+@needs_shared
+def test_scaled_objects_match_the_crd_schema(built: Build, scaledobject_schema: dict[str, Any]) -> None:
+    for obj in scaled_objects(built):
+        try:
+            jsonschema.validate(obj, scaledobject_schema)
+        except jsonschema.ValidationError as exc:
+            pytest.fail(
+                f"{built.name}: ScaledObject {obj['metadata']['name']}: {exc.message} at {list(exc.path)}"
+            )
+
+
+def test_scaled_objects_pass_what_keda_checks_beyond_the_schema(built: Build) -> None:
+    targets: set[tuple[str, str]] = set()
+    for obj in scaled_objects(built):
+        name, namespace, spec = obj["metadata"]["name"], obj["metadata"]["namespace"], obj["spec"]
+        assert DNS_LABEL.match(name), f"{built.name}: ScaledObject name {name!r} must be a DNS label (<= 63)"
+        low = spec.get("minReplicaCount", 0)
+        high = spec.get("maxReplicaCount", KEDA_DEFAULT_MAX_REPLICAS)
+        assert low <= high, f"{built.name}: {name}: minReplicaCount {low} > maxReplicaCount {high}"
+        target = spec["scaleTargetRef"]
+        assert target.get("kind", "Deployment") == "Deployment"
+        assert (namespace, target["name"]) not in targets, f"{built.name}: two ScaledObjects scale {target}"
+        targets.add((namespace, target["name"]))
+        deployment = built.get("Deployment", namespace, target["name"])
+        assert deployment is not None, f"{built.name}: {name} scales a Deployment this build lacks"
+        assert "replicas" not in deployment["spec"], (
+            f"{built.name}: KEDA scales Deployment {target['name']}: a replicas field resets it on apply"
+        )
+        for trigger in spec["triggers"]:
+            for key, value in trigger["metadata"].items():
+                assert isinstance(value, str), (
+                    f"{built.name}: {name}: trigger metadata {key} must be a string"
+                )
+
+
+def test_kedahttp_triggers_use_only_contract_keys_with_good_values(built: Build) -> None:
+    scaler_address = settings.load({}, environ={}).scaler_address
+    for obj in scaled_objects(built):
+        name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
+        triggers = kedahttp_triggers(obj)
+        assert triggers, f"{built.name}: {name} has no external-push trigger"
+        for trigger in triggers:
+            metadata = trigger["metadata"]
+            unknown = set(metadata) - TRIGGER_KEYS
+            assert not unknown, f"{built.name}: {name}: trigger keys unknown to kedahttp: {sorted(unknown)}"
+            assert metadata.get("scalerAddress") == scaler_address, (
+                f"{built.name}: {name} must dial the scaler at {scaler_address}"
+            )
+            for key in NUMERIC_KEYS & set(metadata):
+                assert float(metadata[key]) > 0, f"{built.name}: {name}: {key} must be a number > 0"
+            backend_ns, _, backend_name = metadata.get("backend", f"{namespace}/{name}").partition("/")
+            assert DNS_LABEL.match(backend_ns) and DNS_LABEL.match(backend_name), metadata.get("backend")
+            service = built.get("Service", backend_ns, backend_name)
+            assert service is not None, (
+                f"{built.name}: {name}: backend {backend_ns}/{backend_name} is no Service here"
+            )
+            assert service["metadata"]["labels"].get("app.kubernetes.io/managed-by") == "kedahttp"
+            annotations = service["metadata"].get("annotations", {})
+            assert annotations.get("kedahttp.dev/hosts"), (
+                f"{built.name}: Service {backend_name} routes no host"
+            )
+            assert annotations.get("kedahttp.dev/path-prefixes", "/").startswith("/")
+
+
+def test_the_example_shows_every_trigger_key(example: Build) -> None:
+    keys = {key for obj in scaled_objects(example) for t in kedahttp_triggers(obj) for key in t["metadata"]}
+    assert keys == TRIGGER_KEYS
+
+
+def test_the_scaler_service_answers_at_the_default_scaler_address(base: Build) -> None:
+    host, _, port = str(settings.SPEC_BY_NAME["scaler_address"].default).rpartition(":")
+    service_name, namespace, svc = host.split(".")
+    assert svc == "svc"
+    service = base.get("Service", namespace, service_name)
+    assert service is not None, f"no Service {namespace}/{service_name} for the default scaler address"
+    grpc = [p for p in service["spec"]["ports"] if p["port"] == int(port)]
+    assert grpc and grpc[0].get("appProtocol") == "grpc"
+    _, scaler = base.component("scaler")
+    assert grpc[0]["targetPort"] in render.named_ports(scaler)
+
+
+@pytest.mark.skipif(not CONTRACT.exists(), reason=f"{CONTRACT} is not beside the repository")
+def test_trigger_keys_are_those_of_the_contract() -> None:
+    text = CONTRACT.read_text()
+    section = text[text.index("## 4. KEDA trigger") :]
+    block = section[
+        section.index("```yaml") + len("```yaml") : section.index("```", section.index("```yaml") + 7)
+    ]
+    documented = render.yaml.safe_load(block)["triggers"][0]["metadata"]
+    assert set(documented) == TRIGGER_KEYS
