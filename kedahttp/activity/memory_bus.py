@@ -14,13 +14,41 @@ from kedahttp.activity.bus import CAUGHT_UP, RETENTION_SECONDS, BusUnavailable, 
 
 
 class _Log:
-    """A retained log; entries are addressed by absolute index so trimming never confuses readers."""
+    """A retained log; entries are addressed by absolute index so trimming never confuses readers.
+
+    Waiters are plain futures created on the waiting loop (not a Condition bound to the first loop that
+    used it), because a log outlives any one event loop, and flipping ``down`` wakes them at once.
+    """
 
     def __init__(self) -> None:
         self.entries: deque[tuple[float, bytes]] = deque()
         self.trimmed = 0  # absolute index of entries[0]
-        self.changed = asyncio.Condition()
-        self.down = False  # tests flip this to play an outage
+        self._down = False
+        self._waiters: set[asyncio.Future[None]] = set()
+
+    @property
+    def down(self) -> bool:
+        return self._down
+
+    @down.setter
+    def down(self, value: bool) -> None:
+        """Tests flip this to play an outage: subscribers fail at once, publish and connect fail."""
+        self._down = value
+        self.notify()
+
+    def notify(self) -> None:
+        waiters, self._waiters = self._waiters, set()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def changed(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        try:
+            await waiter
+        finally:
+            self._waiters.discard(waiter)
 
     @property
     def end(self) -> int:
@@ -60,8 +88,7 @@ class MemoryTransport:
         now = time.time()
         log.entries.extend((now, p) for p in payloads)
         log.trim(now)
-        async with log.changed:
-            log.changed.notify_all()
+        log.notify()
 
     async def subscribe(self, since: float) -> AsyncIterator[bytes | CaughtUp]:
         log = self._log
@@ -73,8 +100,8 @@ class MemoryTransport:
                 yield payload
         yield CAUGHT_UP
         while True:
-            async with log.changed:
-                await log.changed.wait_for(lambda i=index: log.down or log.end > i)
+            while not log.down and log.end <= index:
+                await log.changed()
             if log.down:
                 raise BusUnavailable(f"{self.url}: down")
             start = max(index, log.trimmed) - log.trimmed

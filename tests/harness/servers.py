@@ -62,8 +62,8 @@ class ServerProcess:
     def start(self) -> None:
         if self.running:
             return
-        log = open(self.workdir / "server.log", "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        with open(self.workdir / "server.log", "ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
         try:
             wait_port(self.port)
         except TimeoutError as exc:
@@ -134,7 +134,8 @@ def _nats_delete_streams(url: str) -> None:
         nc = await nats.connect(url)
         js = nc.jetstream()
         for info in await js.streams_info():
-            await js.delete_stream(info.config.name)
+            if info.config.name:
+                await js.delete_stream(info.config.name)
         await nc.close()
 
     asyncio.run(run())

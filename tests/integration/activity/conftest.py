@@ -1,0 +1,38 @@
+"""Helpers for the bus tests: transports opened on the test's server and closed after it, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from kedahttp.activity.bus import Transport, open_transport
+from tests.harness.servers import NatsServer, RedisServer
+
+TransportFactory = Callable[[], Transport]
+
+
+@pytest.fixture
+async def transports(bus_server: RedisServer | NatsServer) -> AsyncIterator[TransportFactory]:
+    """Opens transports on ``bus_server`` (Redis, then NATS); closes them all after the test."""
+    opened: list[Transport] = []
+
+    def factory() -> Transport:
+        transport = open_transport(bus_server.url)
+        opened.append(transport)
+        return transport
+
+    yield factory
+    bus_server.start()  # a test that stopped the server leaves it running for the next one
+    for transport in opened:
+        await transport.close()
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s")
+        await asyncio.sleep(0.01)
