@@ -1,0 +1,164 @@
+"""The scaler's view of the bus: the feed folding into the aggregator, and whether that view is fresh.
+
+Every call KEDA makes is answered from this one in-memory view, never from the bus directly, so a call
+costs a few dictionary lookups. Fresh means the feed is connected, has replayed the retained history
+(so this replica sees what its peers see), and has not gone quiet while proxies were known to be
+reporting: proxies send a report every interval even when idle, so silence from all of them at once
+means the feed is stuck, not that traffic stopped. Data that is not fresh is never served as a zero:
+the service answers UNAVAILABLE and the push streams stay silent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Final
+
+from kedahttp.activity.aggregate import Aggregator
+from kedahttp.activity.bus import CaughtUp, Transport
+from kedahttp.activity.feed import ActivityFeed, FeedState
+from kedahttp.activity.model import ReportLike, WakeLike
+from kedahttp.process.lifecycle import BaseComponent
+from kedahttp.process.tasks import TaskOwner
+from kedahttp.scaler.streams import StreamHub
+
+log = logging.getLogger("kedahttp.scaler")
+
+TICK_SECONDS: Final = 0.25  # expiry and freshness checks
+REEVALUATE_SECONDS: Final = 1.0  # push streams re-read active-to-inactive changes this often
+# Silence from every proxy for this long (or this many of their report intervals, if longer) while
+# proxies were reporting means the feed is stuck: the view is stale.
+STALE_AFTER_SECONDS: Final = 5.0
+STALE_AFTER_INTERVALS: Final = 10
+
+
+class CooperativeTransport:
+    """Wraps a transport so reading it yields to the event loop every ``slice_seconds`` of work.
+
+    A transport hands over messages in batches (a Redis XREAD returns up to a page), and the feed folds
+    each as it comes without awaiting: after a bus hiccup that can be hundreds of reports in one go. A
+    KEDA call arriving meanwhile would wait for all of them; with this it waits for one slice at most.
+    """
+
+    def __init__(self, inner: Transport, slice_seconds: float = 0.0005) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.slice_seconds = slice_seconds
+
+    async def connect(self) -> None:
+        await self.inner.connect()
+
+    async def publish(self, payloads: Sequence[bytes]) -> None:
+        await self.inner.publish(payloads)
+
+    async def subscribe(self, since: float) -> AsyncIterator[bytes | CaughtUp]:
+        items = self.inner.subscribe(since)
+        clock = time.perf_counter
+        budget = self.slice_seconds
+        try:
+            resumed = clock()
+            async for item in items:
+                yield item  # the feed folds it before asking for the next one
+                if clock() - resumed > budget:
+                    await asyncio.sleep(0)
+                    resumed = clock()
+        finally:
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class ScalerState(BaseComponent):
+    """Owns the feed, the aggregator and the push hub; a lifecycle component (started first, closed last)."""
+
+    name = "scaler-state"
+
+    def __init__(self, transport: Transport, *, concurrency_window_seconds: float = 3.0) -> None:
+        self.aggregator = Aggregator(concurrency_window_seconds=concurrency_window_seconds)
+        self.hub = StreamHub(self.aggregator.is_active)
+        self.feed = ActivityFeed(CooperativeTransport(transport), self._on_message, on_state=self._on_feed_state)
+        self.last_message_at = 0.0
+        self.loop_lag = LagHistogram()
+        self.changed = asyncio.Event()  # readiness may have changed: the health service looks again
+        self._fresh = False
+        self._tasks = TaskOwner("scaler-state")
+
+    async def start(self) -> None:
+        self._tasks.spawn(self.feed.run(), "feed")
+        self._tasks.spawn(self._tick(), "tick")
+
+    async def close(self) -> None:
+        self.hub.shutdown()
+        await self._tasks.close()
+
+    # -- the feed's callbacks ----------------------------------------------------------------------------
+
+    def _on_message(self, message: ReportLike | WakeLike, now: float) -> None:
+        self.last_message_at = now
+        touched = self.aggregator.fold(message, now)
+        if touched:
+            self.hub.notify(touched, now)
+
+    def _on_feed_state(self, state: FeedState) -> None:
+        self._update(time.time())
+
+    # -- freshness ---------------------------------------------------------------------------------------
+
+    def fresh(self, now: float) -> bool:
+        """True when answers from this view can be trusted (see the module docstring)."""
+        if not self.feed.fresh:
+            return False
+        aggregator = self.aggregator
+        if aggregator.known_instances == 0:
+            return True  # no proxy has reported within the retention period: there is nothing to miss
+        quiet = max(STALE_AFTER_SECONDS, STALE_AFTER_INTERVALS * aggregator.max_interval_seconds)
+        return now - self.last_message_at <= quiet
+
+    def _update(self, now: float) -> None:
+        fresh = self.fresh(now)
+        if fresh != self._fresh:
+            self._fresh = fresh
+            log.info("activity view is fresh" if fresh else "activity view is not fresh: answering UNAVAILABLE",
+                     extra={"feed_connected": self.feed.state.connected,
+                            "feed_caught_up": self.feed.state.caught_up})
+            self.hub.set_fresh(fresh, now)
+            self.changed.set()
+
+    async def _tick(self) -> None:
+        next_reevaluate = 0.0
+        lag = self.loop_lag
+        while True:
+            now = time.time()
+            self.aggregator.expire(now)
+            self._update(now)
+            if now >= next_reevaluate:
+                self.hub.reevaluate(now)
+                next_reevaluate = now + REEVALUATE_SECONDS
+            slept = time.perf_counter()
+            await asyncio.sleep(TICK_SECONDS)
+            lag.observe(time.perf_counter() - slept - TICK_SECONDS)
+
+
+class LagHistogram:
+    """How late the tick wakes: every call waits behind whatever holds the loop, so this is the scaler's
+    own contribution to call latency. Plain counters, exported at scrape time."""
+
+    BUCKETS: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, 0.5, math.inf)
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(self.BUCKETS)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        seconds = max(0.0, seconds)
+        self.sum += seconds
+        for i, bound in enumerate(self.BUCKETS):
+            if seconds <= bound:
+                self.counts[i] += 1
+                return
