@@ -1,0 +1,116 @@
+"""The admin server on ADMIN_ADDR: health and readiness here, the /api/v1/apps routes from apps_api.py.
+
+aiohttp, off the data path. ``/healthz`` answers 200 while the process runs; ``/readyz`` answers 503 from
+the moment shutdown begins, so load balancers move away during the shutdown delay. The apps API is
+another module (it talks to Kubernetes); it plugs in through ``add_routes(app, context)`` when present,
+and gets what it needs from the proxy through ``AdminContext``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from kedahttp.process.lifecycle import BaseComponent
+from kedahttp.process.settings import Settings
+from kedahttp.proxy.routing import RouteTable
+
+log = logging.getLogger("kedahttp.proxy.admin")
+
+APPS_API_MODULE = "kedahttp.proxy.apps_api"
+RATE_WINDOW_SECONDS = 60.0
+
+
+@dataclass
+class AdminContext:
+    """What the admin routes may read from the proxy.
+
+    ``stats()`` returns the process-wide snapshot (summed over workers): ``{"backends": {"ns/name":
+    {"in_flight", "held", "started", "by_class", ...}}, "publisher": {...}, "routes": n}``; ``started``
+    is cumulative, so a request rate is the difference of two calls over their time apart.
+    ``routes`` is the route table with each backend's ready endpoints (``routes.routes[key].endpoints``).
+    """
+
+    settings: Settings
+    routes: RouteTable
+    stats: Callable[[], dict[str, Any]]
+    extra: dict[str, Any] = field(default_factory=dict)
+    _samples: dict[str, deque[tuple[float, int]]] = field(default_factory=dict, repr=False)
+
+    def app_status(self, key: str) -> dict[str, Any]:
+        """Live figures of one backend for the apps API: inFlight, held, readyEndpoints, requestRate.
+
+        The rate is requests started per second over the calls of the last minute (0 on the first call).
+        """
+        backend = self.stats().get("backends", {}).get(key)
+        route = self.routes.get(key)
+        now = time.monotonic()
+        started = backend["started"] if backend else 0
+        samples = self._samples.setdefault(key, deque())
+        samples.append((now, started))
+        while len(samples) > 1 and now - samples[0][0] > RATE_WINDOW_SECONDS:
+            samples.popleft()
+        t0, s0 = samples[0]
+        rate = (started - s0) / (now - t0) if now - t0 >= 1.0 else 0.0
+        return {
+            "inFlight": backend["in_flight"] if backend else 0,
+            "held": backend["held"] if backend else 0,
+            "readyEndpoints": len(route.endpoints) if route else 0,
+            "requestRate": round(rate, 3),
+        }
+
+
+class AdminServer(BaseComponent):
+    name = "admin"
+
+    def __init__(self, context: AdminContext) -> None:
+        self.context = context
+        self.ready = True
+        self._runner: web.AppRunner | None = None
+        self.port = context.settings.admin_addr.port
+
+    def build_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        try:
+            module = importlib.import_module(APPS_API_MODULE)
+        except ImportError as exc:
+            if exc.name != APPS_API_MODULE:
+                raise
+            log.debug("admin apps API not available", extra={"module": APPS_API_MODULE})
+        else:
+            module.add_routes(app, self.context)
+        return app
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if self.ready:
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text="draining\n")
+
+    async def start(self) -> None:
+        address = self.context.settings.admin_addr
+        self._runner = web.AppRunner(self.build_app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, address.host, address.port, reuse_address=True)
+        await site.start()
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]
+
+    def mark_not_ready(self) -> None:
+        self.ready = False
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

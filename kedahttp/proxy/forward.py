@@ -1,0 +1,347 @@
+"""One request's journey through the proxy: the exchange between a client connection and an upstream one.
+
+An ``Exchange`` is created when a request's head is parsed and lives until its response is written (or
+it fails). It carries the request body to the upstream as it arrives (buffered only while there is no
+upstream yet: held, connecting, or queued behind a pipelined request), the response back to the client
+re-framed by http1.py, the activity counters (started at arrival, finished exactly once), and the retry
+rule: a request is sent again only when nothing of it can have been acted on (the connection failed to
+open, or a reused keep-alive connection closed before any byte of the response while the whole body is
+still replayable); otherwise the client gets a 502.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from typing import TYPE_CHECKING
+
+from kedahttp.proxy import http1
+from kedahttp.proxy.counters import DURATION_BUCKETS
+from kedahttp.proxy.http1 import CHUNKED, LAST_CHUNK, NO_BODY
+
+if TYPE_CHECKING:
+    from kedahttp.proxy.counters import BackendCounters
+    from kedahttp.proxy.routing import Route
+    from kedahttp.proxy.server import ClientConnection
+    from kedahttp.proxy.upstream import UpstreamConnection
+
+QUEUED, HELD, CONNECTING, SENT, TUNNEL, DONE = range(6)
+# Why a client connection's reading is paused (bit flags; reading resumes when none is left)
+PAUSE_PIPELINE = 1  # a pipelined request waits for the one before it
+PAUSE_UPSTREAM = 2  # the upstream's write buffer is full
+PAUSE_BUFFER = 4  # request body buffered while there is no upstream yet
+REPLAY_LIMIT = 64 * 1024  # request body kept for a retry on a stale keep-alive connection
+BUFFER_LIMIT = 64 * 1024  # request body buffered before the client is paused
+MAX_ATTEMPTS = 3
+RETRY_AFTER_SECONDS = 5
+STATUS_CLIENT_GONE = 499
+
+_clock = time.monotonic
+
+NOT_FOUND_BODY = b"kedahttp: no backend for this host and path\n"
+BODIES = {
+    400: b"kedahttp: bad request\n",
+    405: b"kedahttp: method not allowed\n",
+    431: b"kedahttp: request header fields too large\n",
+    502: b"kedahttp: the backend failed to answer\n",
+    503: b"kedahttp: too many requests waiting for this backend to start\n",
+    504: b"kedahttp: the backend did not start in time\n",
+    500: b"kedahttp: internal error\n",
+}
+
+
+class Exchange:
+    # No __slots__: most fields start at these class-level defaults, so creating an exchange per
+    # request sets only the handful that differ (measurably cheaper on the hot path).
+    counters: BackendCounters | None = None
+    state = QUEUED
+    error = 0  # a status to answer with when this exchange becomes active
+    t_start = 0.0
+    out_bytes = 0  # bytes in ``out``
+    replay: list[bytes] | None = None  # every framed body piece so far, while under REPLAY_LIMIT
+    replay_bytes = 0  # -1 once the body outgrew REPLAY_LIMIT
+    up: UpstreamConnection | None = None
+    endpoint = ""
+    attempts = 0
+    held = False
+    held_at = 0.0
+    continued = False
+    status = 0
+    resp_started = False
+    resp_body = NO_BODY
+    resp_close = False
+    up_until_close = False
+
+    def __init__(self, conn: ClientConnection, method: bytes, head: bytes, body: int, expect_continue: bool,
+                 upgrade: bool, route: Route | None, keep_alive: bool, http10: bool) -> None:
+        self.conn = conn
+        self.method = method
+        self.is_head = method == b"HEAD"
+        self.head = head  # the request head for the upstream (kept for a retry)
+        self.body = body  # request body framing
+        self.expect_continue = expect_continue
+        self.upgrade = upgrade
+        self.route = route
+        self.keep_alive = keep_alive
+        self.http10 = http10
+        self.out: list[bytes] = [head]  # bytes for the upstream not written yet
+        self.req_done = body == NO_BODY
+
+    # -- request side ------------------------------------------------------------------------------
+
+    def activate(self) -> None:
+        """This exchange is now first in its connection's pipeline."""
+        if self.error:
+            self.fail(self.error, close=self.error != 404)
+        else:
+            self.conn.server.dispatcher.dispatch(self)
+
+    def request_body(self, data: bytes) -> None:
+        if self.state == DONE:
+            return
+        if self.body == CHUNKED:
+            data = b"%x\r\n%s\r\n" % (len(data), data)
+        self.out.append(data)
+        n = len(data)
+        self.out_bytes += n
+        if self.replay_bytes >= 0:
+            if self.replay_bytes + n <= REPLAY_LIMIT:
+                if self.replay is None:
+                    self.replay = []
+                self.replay.append(data)
+                self.replay_bytes += n
+            else:
+                self.replay = None
+                self.replay_bytes = -1
+        if self.state == SENT:
+            if not self.conn.batching:
+                self.flush_upstream()
+        elif self.out_bytes > BUFFER_LIMIT:
+            self.conn.pause_reading(PAUSE_BUFFER)
+
+    def request_done(self) -> None:
+        if self.req_done:
+            return
+        self.req_done = True
+        if self.state != DONE and self.body == CHUNKED:
+            self.request_body_raw(LAST_CHUNK)
+
+    def request_body_raw(self, data: bytes) -> None:
+        """Bytes for the upstream as they are (the last chunk of a chunked body)."""
+        self.out.append(data)
+        if self.replay is not None:
+            self.replay.append(data)
+        if (self.state == SENT and not self.conn.batching) or self.state == TUNNEL:
+            self.flush_upstream()
+
+    def flush_upstream(self) -> None:
+        out = self.out
+        up = self.up
+        if not out or up is None:
+            return
+        if len(out) == 1:
+            up.transport.write(out[0])
+        else:
+            up.transport.writelines(out)
+        self.out = []
+        if self.out_bytes > BUFFER_LIMIT:
+            self.conn.resume_reading(PAUSE_BUFFER)
+        self.out_bytes = 0
+
+    # -- dispatch (called by the dispatcher and the pool) --------------------------------------------
+
+    def waiting_for_connection(self) -> bool:
+        return self.state == CONNECTING
+
+    def attach(self, up: UpstreamConnection) -> None:
+        self.up = up
+        self.state = SENT
+        up.ex = self  # UpstreamConnection.bind, inlined: once per request
+        up.got_bytes = False
+        up.in_head = True
+        up.pending = b""
+        if self.expect_continue and not self.continued and not self.http10:
+            self.continued = True
+            self.conn.write(http1.CONTINUE_100)
+            if not self.conn.batching:
+                self.conn.flush()
+        if not self.conn.batching:
+            self.flush_upstream()
+
+    def connect_failed(self, endpoint: str, exc: BaseException) -> None:
+        if self.state != CONNECTING:
+            return
+        if self.counters is not None:
+            self.counters.upstream_errors += 1
+        route = self.route
+        dispatcher = self.conn.server.dispatcher
+        if route is not None and dispatcher.on_unreachable is not None:
+            dispatcher.on_unreachable(route.key)
+        if self.attempts < MAX_ATTEMPTS and route is not None and route.endpoints:
+            self.conn.server.dispatcher.send(self, fresh=True)
+        else:
+            self.fail(502)
+        self.conn.flush()
+
+    def upstream_lost(self, up: UpstreamConnection) -> None:
+        """The upstream connection closed while this exchange was using it."""
+        if self.state != SENT or self.up is not up:
+            return
+        if self.resp_started:
+            if self.up_until_close:
+                self.response_complete(up, False)
+            else:
+                self.abort(self.status)
+            self.conn.flush()
+            return
+        if self.counters is not None:
+            self.counters.upstream_errors += 1
+        if up.reused and not up.got_bytes and self.replay_bytes >= 0 and self.attempts < MAX_ATTEMPTS:
+            self.retry()
+        else:
+            self.up = None
+            self.fail(502)
+        self.conn.flush()
+
+    def upstream_failed(self, up: UpstreamConnection, reason: str) -> None:
+        """The upstream sent something that is not HTTP."""
+        if self.up is not up:
+            return
+        if self.counters is not None:
+            self.counters.upstream_errors += 1
+        self.up = None
+        up.ex = None
+        if self.resp_started:
+            self.abort(self.status)
+        else:
+            self.fail(502)
+
+    def retry(self) -> None:
+        self.up = None
+        self.out = [self.head, *(self.replay or ())]
+        self.out_bytes = 0
+        self.conn.server.dispatcher.send(self, fresh=True)
+
+    # -- response side (called by the upstream connection) ---------------------------------------
+
+    def response_head(self, status: int, head: bytes, upstream_keep_alive: bool) -> None:
+        self.status = status
+        conn = self.conn
+        if status < 200 and status != 101:
+            if status != 100 and not self.http10:  # our own 100 answered Expect already
+                conn.write(http1.rewrite_response(
+                    status, head, bodiless=True, client_http10=False, keep_alive=True, cold=False,
+                )[0])
+            return
+        keep = (
+            self.keep_alive and not conn.server.draining and self.req_done and not self.upgrade
+            and not (conn.closing and len(conn.queue) <= 1)
+        )
+        out, self.resp_body, self.resp_close, self.up_until_close = http1.rewrite_response(
+            status, head,
+            bodiless=self.is_head or status == 204 or status == 304,
+            client_http10=self.http10,
+            keep_alive=keep,
+            cold=self.held,
+        )
+        self.resp_started = True
+        conn.write(out)
+
+    def response_complete(self, up: UpstreamConnection, upstream_keep_alive: bool) -> None:
+        if self.state != SENT:
+            return
+        if self.resp_body == CHUNKED:
+            self.conn.write(LAST_CHUNK)
+        self.state = DONE
+        self.up = None
+        if upstream_keep_alive and self.req_done and up.open:
+            up.ex = None  # UpstreamConnection.release, inlined
+            up.reused = True
+            up.pool.put(up)
+        else:
+            up.abort()
+        counters = self.counters
+        if counters is not None:  # BackendCounters.finish, inlined: once per request
+            t = _clock()
+            counters.in_flight -= 1
+            counters.completed += 1
+            counters.busy_acc += t
+            d = t - self.t_start
+            counters.duration_buckets[bisect_left(DURATION_BUCKETS, d)] += 1
+            counters.duration_sum += d
+            counters.by_class[self.status // 100 if self.status < 600 else 0] += 1
+        self.conn.exchange_done(self, self.resp_close or not self.req_done)
+
+    def response_upgraded(self, up: UpstreamConnection, rest: bytes) -> None:
+        """101 Switching Protocols: from now on bytes pass through both ways untouched."""
+        if self.status != 101 or self.state != SENT:
+            self.upstream_failed(up, "unexpected upgrade")
+            up.abort()
+            return
+        self.state = TUNNEL
+        conn = self.conn
+        if rest:
+            conn.write(rest)
+        up.ex = None
+        up.tunnel = conn.transport
+        conn.tunnel = up.transport
+        self.flush_upstream()
+
+    def tunnel_data(self, data: bytes) -> None:
+        """Client bytes after an upgrade request, before (or without) a 101."""
+        if self.state == TUNNEL and self.up is not None:
+            self.up.transport.write(data)
+        elif self.state != DONE:
+            self.out.append(data)
+            if self.state == SENT:
+                self.flush_upstream()
+
+    # -- endings -----------------------------------------------------------------------------------
+
+    def fail(self, status: int, close: bool = False, retry_after: int | None = None) -> None:
+        """Ends the exchange with the proxy's own reply (or a cut connection if a response began)."""
+        if self.state == DONE:
+            return
+        if self.resp_started:
+            self.abort(self.status)
+            return
+        if status in (503, 504) and retry_after is None:
+            retry_after = RETRY_AFTER_SECONDS
+        conn = self.conn
+        close = (close or not self.req_done or not self.keep_alive or self.upgrade
+                 or (conn.closing and len(conn.queue) <= 1) or conn.server.draining)
+        body = NOT_FOUND_BODY if status == 404 else BODIES.get(status, b"kedahttp: error\n")
+        self.conn.write(http1.error_response(status, body, close=close, retry_after=retry_after,
+                                             head_only=self.is_head))
+        self._end(status)
+        self.conn.exchange_done(self, close)
+
+    def abort(self, status: int) -> None:
+        """Ends the exchange by closing the client connection (a response was already under way)."""
+        if self._end(status or 502):
+            self.conn.abort()
+
+    def client_gone(self) -> None:
+        """The client connection closed: forget the exchange wherever it is."""
+        if self.state == TUNNEL:
+            self._end(101)
+        else:
+            self._end(self.status if self.resp_started else STATUS_CLIENT_GONE)
+
+    def _end(self, status: int) -> bool:
+        """Leaves whatever state the exchange is in and counts it finished, once."""
+        state = self.state
+        if state == DONE:
+            return False
+        self.state = DONE
+        if state == HELD:
+            self.conn.server.dispatcher.unhold(self)
+        elif state in (SENT, TUNNEL):
+            up = self.up
+            self.up = None
+            if up is not None:
+                up.abort()
+        counters = self.counters
+        if counters is not None:
+            counters.finish(_clock(), self.t_start, status, held=state == HELD)
+        return True

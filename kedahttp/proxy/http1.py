@@ -1,0 +1,301 @@
+"""HTTP/1.1 message rewriting for a proxy: request and response heads, framing, and our own error replies.
+
+Pure functions over bytes, no I/O. Hop-by-hop headers (Connection and the names it lists, Keep-Alive,
+TE, Trailer, Transfer-Encoding, Upgrade, Proxy-*) never cross the proxy; bodies are re-framed: a
+Content-Length passes through, anything else becomes chunked (or, to an HTTP/1.0 client, ends with
+the connection). Header blocks are built as one ``bytes`` per message so a message goes out in one write.
+"""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+from typing import Final
+
+MAX_HEADER_BYTES: Final = 64 * 1024
+
+# body framing of a message
+NO_BODY: Final = 0
+LENGTH: Final = 1
+CHUNKED: Final = 2
+UNTIL_CLOSE: Final = 3  # responses only: the body ends when the connection does
+
+# lower-case request header names handled specially; values index the branches in rewrite_request
+_H_HOST, _H_CONNECTION, _H_DROP, _H_TE, _H_XFF, _H_EXPECT, _H_CL, _H_UPGRADE = range(8)
+_REQUEST_SPECIAL: Final[dict[bytes, int]] = {
+    b"host": _H_HOST,
+    b"connection": _H_CONNECTION,
+    b"keep-alive": _H_DROP,
+    b"te": _H_DROP,
+    b"trailer": _H_DROP,
+    b"transfer-encoding": _H_TE,
+    b"upgrade": _H_UPGRADE,
+    b"x-forwarded-for": _H_XFF,
+    b"x-forwarded-proto": _H_DROP,
+    b"x-forwarded-host": _H_DROP,
+    b"expect": _H_EXPECT,
+    b"content-length": _H_CL,
+}
+IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+
+
+class BadRequest(ValueError):
+    """A request the proxy refuses before routing; ``status`` is 400 or 431."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+# rewrite_request -> (head, host, path, body, expect_continue, upgrade): a plain tuple, made once per request
+RequestHead = tuple[bytes, bytes, bytes, int, bool, bool]
+# rewrite_response -> (head, body, close, upstream_until_close)
+ResponseHead = tuple[bytes, int, bool, bool]
+
+
+def _connection_tokens(value: bytes) -> list[bytes]:
+    return [t.strip().lower() for t in value.split(b",") if t.strip()]
+
+
+def rewrite_request(
+    method: bytes,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]],
+    client_ip: bytes,
+    upgrade: bool,
+    proto: bytes = b"http",
+) -> RequestHead:
+    """The upstream request head and what routing needs: ``(head, host, path, body, expect_continue, upgrade)``.
+
+    ``head`` is the request line, headers and final CRLF, framing included; ``host`` the Host (or the
+    absolute-form authority) as sent; ``path`` the origin-form target; ``body`` the framing (NO_BODY,
+    LENGTH, CHUNKED). ``upgrade`` comes from the parser, which also validated the framing.
+
+    Raises BadRequest for a header block over MAX_HEADER_BYTES or a target the proxy does not serve.
+    """
+    path = target
+    authority = b""
+    if target[:1] != b"/":
+        if target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
+            rest = target[target.index(b"//") + 2:]
+            cut = len(rest)
+            for sep in b"/?#":
+                i = rest.find(bytes((sep,)))
+                if 0 <= i < cut:
+                    cut = i
+            authority = rest[:cut]
+            path = rest[cut:] or b"/"
+            if path[:1] != b"/":
+                path = b"/" + path
+            if b"@" in authority or not authority:
+                raise BadRequest(400, "bad absolute-form target")
+        elif target != b"*":
+            raise BadRequest(400, "bad request target")
+    lines = [method + b" " + path + b" HTTP/1.1"]  # joined with CRLF at the end
+    append = lines.append
+    host = b""
+    xff = b""
+    expect_continue = False
+    has_length = False
+    upgrade_value = b""
+    chunked = False
+    dropped = 0  # bytes of headers not passed on, for the size limit
+    extra_tokens: list[bytes] | None = None
+    special = _REQUEST_SPECIAL
+    for name, value in headers:
+        lname = name.lower()
+        code = special.get(lname)
+        if code is None:
+            if lname[:6] == b"proxy-":
+                dropped += len(name) + len(value) + 4
+            else:
+                append(name + b": " + value)
+            continue
+        if code == _H_HOST:
+            if host:
+                raise BadRequest(400, "more than one Host header")
+            host = value
+            if not authority:
+                append(name + b": " + value)
+                continue
+        elif code == _H_CL:
+            has_length = True
+            append(name + b": " + value)
+            continue
+        elif code == _H_XFF:
+            xff = value if not xff else xff + b", " + value
+        elif code == _H_EXPECT:
+            if value.lower() == b"100-continue":
+                expect_continue = True
+            else:
+                append(name + b": " + value)
+                continue
+        elif code == _H_UPGRADE:
+            upgrade_value = value
+        elif code == _H_CONNECTION:
+            for token in _connection_tokens(value):
+                if token not in (b"close", b"keep-alive", b"upgrade"):
+                    if extra_tokens is None:
+                        extra_tokens = []
+                    extra_tokens.append(token)
+        elif code == _H_TE:
+            chunked = True  # the parser accepts only a Transfer-Encoding that ends in chunked
+        dropped += len(name) + len(value) + 4  # not passed on as received
+    # the head as received: the lines passed on so far plus the bytes dropped
+    if dropped + sum(map(len, lines)) + 2 * len(lines) > MAX_HEADER_BYTES:
+        raise BadRequest(431, "header block too large")
+    if authority:
+        host = authority
+        lines.insert(1, b"Host: " + authority)
+    if extra_tokens:
+        drop = set(extra_tokens)
+        lines = [lines[0], *(line for line in lines[1:] if line.partition(b":")[0].lower() not in drop)]
+        append = lines.append
+    append(b"X-Forwarded-For: " + (xff + b", " + client_ip if xff else client_ip))
+    append(b"X-Forwarded-Proto: " + proto)
+    if host:
+        append(b"X-Forwarded-Host: " + host)
+    if upgrade and upgrade_value:
+        append(b"Connection: upgrade")
+        append(b"Upgrade: " + upgrade_value)
+    if chunked:
+        body = CHUNKED
+        append(b"Transfer-Encoding: chunked")
+    else:
+        body = LENGTH if has_length else NO_BODY
+    append(b"")
+    append(b"")
+    return b"\r\n".join(lines), host, path, body, expect_continue, upgrade and bool(upgrade_value)
+
+
+# A header line the proxy must look at in a response head; everything else is copied as a slice.
+_RESPONSE_SPECIAL = re.compile(
+    rb"\r\n(connection|keep-alive|transfer-encoding|te|trailer|upgrade|proxy-[^:\r\n]*|content-length)"
+    rb"[ \t]*:[ \t]*([^\r\n]*)",
+    re.IGNORECASE,
+)  # anchored on the CRLF that ends the previous line: the engine skips ahead to each CRLF
+
+
+def rewrite_response(
+    status: int,
+    head: bytes,
+    *,
+    bodiless: bool,
+    client_http10: bool,
+    keep_alive: bool,
+    cold: bool,
+) -> ResponseHead:
+    """The client's response head from the upstream's raw one (status line and header lines, each ending
+    in CRLF, as the parser validated them): ``(head, body, close, upstream_until_close)``, where ``body``
+    is the framing towards the client and ``upstream_until_close`` says the upstream ends the body by
+    closing. ``bodiless``: HEAD request, 1xx, 204 or 304.
+
+    Works on the raw block with one regex scan: the lines to drop or note are few, the rest is copied as
+    slices, which is much cheaper per response than a callback and a rewrite per header.
+    """
+    first = head.find(b"\r\n")
+    parts = [b"HTTP/1.1", head[8:first]]  # the status line, version normalised
+    has_length = False
+    upstream_chunked = False
+    extra_tokens: list[bytes] | None = None
+    upgrade_value = b""
+    pos = first
+    for m in _RESPONSE_SPECIAL.finditer(head, first):
+        name = m.group(1).lower()
+        if name == b"content-length":
+            has_length = True
+            continue
+        parts.append(head[pos:m.start()])
+        pos = m.end()
+        if name == b"transfer-encoding":
+            upstream_chunked = True
+        elif name == b"connection":
+            value = m.group(2).lower()
+            if value != b"keep-alive" and value != b"close":
+                for token in _connection_tokens(value):
+                    if token not in (b"close", b"keep-alive", b"upgrade"):
+                        if extra_tokens is None:
+                            extra_tokens = []
+                        extra_tokens.append(token)
+        elif name == b"upgrade":
+            upgrade_value = m.group(2)
+    parts.append(head[pos:])
+    if extra_tokens:
+        parts = _drop_lines(parts, extra_tokens)
+    append = parts.append
+    if cold:
+        append(b"X-KEDAHTTP-Cold-Start: true\r\n")
+    if status == 101:
+        append(b"Connection: upgrade\r\nUpgrade: ")
+        append(upgrade_value)
+        append(b"\r\n\r\n")
+        return b"".join(parts), NO_BODY, False, False
+    until_close = False
+    if bodiless or status < 200:
+        body = NO_BODY
+    elif has_length and not upstream_chunked:
+        body = LENGTH
+    elif client_http10:
+        until_close = not upstream_chunked
+        body = UNTIL_CLOSE
+        keep_alive = False
+    else:
+        until_close = not upstream_chunked
+        body = CHUNKED
+        append(b"Transfer-Encoding: chunked\r\n")
+    if status < 200:
+        append(b"\r\n")
+    elif not keep_alive:
+        append(b"Connection: close\r\n\r\n")
+    elif client_http10:
+        append(b"Connection: keep-alive\r\n\r\n")
+    else:
+        append(b"\r\n")
+    if has_length and upstream_chunked:  # never both towards the client: chunked won upstream
+        parts = _drop_lines(parts, [b"content-length"])
+    return b"".join(parts), body, not keep_alive, until_close
+
+
+def _drop_lines(parts: list[bytes], names: list[bytes]) -> list[bytes]:
+    """Removes header lines named in ``names`` (lower case) from a head being assembled (rare path)."""
+    drop = set(names)
+    text = b"".join(parts[1:])
+    kept = [parts[0]]
+    for line in text.split(b"\r\n")[:-1]:
+        if line and line.partition(b":")[0].strip().lower() in drop:
+            continue
+        kept.append(line + b"\r\n")
+    if text.endswith(b"\r\n\r\n"):
+        kept.append(b"\r\n") if kept[-1] != b"\r\n" else None
+    return kept
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b"Unknown"
+
+
+def error_response(status: int, body: bytes, *, close: bool, retry_after: int | None = None,
+                   head_only: bool = False) -> bytes:
+    """One of the proxy's own short replies (CONTRACT section 6)."""
+    lines = [
+        b"HTTP/1.1 %d %s\r\n" % (status, _reason(status)),
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n" % len(body),
+        b"Cache-Control: no-store\r\n",
+    ]
+    if retry_after is not None:
+        lines.append(b"Retry-After: %d\r\n" % retry_after)
+    lines.append(b"Connection: close\r\n\r\n" if close else b"\r\n")
+    if not head_only:
+        lines.append(body)
+    return b"".join(lines)
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK: Final = b"0\r\n\r\n"
+CONTINUE_100: Final = b"HTTP/1.1 100 Continue\r\n\r\n"

@@ -1,0 +1,394 @@
+"""The client side of the data path: an HTTP/1.1 server at the asyncio.Protocol level (uvloop + httptools).
+
+``ClientConnection`` parses requests with httptools (strict llhttp: it rejects CL+TE, duplicate
+Content-Length, bad chunk sizes, obs-fold and other smuggling vectors; we map those to 400 + close and an
+oversized header block to 431), keeps pipelined requests in order (one active exchange; later ones wait
+with reading paused), applies backpressure both ways, and batches its writes: everything produced while
+handling one read goes out in one write. ``ProxyServer`` owns the listening socket, a one-second sweep
+(slow-header clients, idle keep-alive connections, idle upstream connections) and the drain on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections import deque
+from typing import Any
+
+import httptools
+
+from kedahttp.proxy import http1
+from kedahttp.proxy.dispatch import Dispatcher
+from kedahttp.proxy.forward import DONE, PAUSE_PIPELINE, Exchange
+from kedahttp.proxy.http1 import BadRequest
+from kedahttp.proxy.routing import RouteTable
+from kedahttp.proxy.upstream import UpstreamPool
+
+log = logging.getLogger("kedahttp.proxy.server")
+
+HEADER_TIMEOUT_SECONDS = 10.0  # a request head must be complete this long after its first byte
+KEEP_ALIVE_TIMEOUT_SECONDS = 75.0  # an idle client connection is closed after this (nginx's default)
+
+
+
+class ClientConnection(asyncio.Protocol):
+    __slots__ = (
+        "batching", "client_ip", "close_pending", "closing", "head_bytes", "headers", "in_head", "parser",
+        "paused", "queue", "reading", "server", "since", "transport", "tunnel", "upgraded", "url", "wbuf",
+        "write_paused",
+    )
+
+    def __init__(self, server: ProxyServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
+        self.client_ip = b"unknown"
+        self.queue: deque[Exchange] = deque()
+        self.reading: Exchange | None = None  # the exchange whose request body the parser is reading
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.in_head = False
+        self.head_bytes = 0
+        self.since = 0.0  # when the current head began, or when the connection went idle
+        self.wbuf: list[bytes] = []
+        self.batching = False
+        self.paused = 0
+        self.write_paused = False
+        self.closing = False  # close once the last response is written
+        self.close_pending = False
+        self.tunnel: Any = None  # the upstream transport once upgraded
+        self.upgraded: Exchange | None = None
+
+    # -- asyncio.Protocol --------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.client_ip = str(peer[0]).encode()
+        self.since = self.server.now
+        self.server.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
+        if self.upgraded is not None:
+            self.upgraded.tunnel_data(data)
+            return
+        parser = self.parser
+        if parser is None:  # a bad request is being answered; nothing more is read
+            return
+        self.batching = True
+        try:
+            parser.feed_data(data)
+            if self.in_head:
+                self.head_bytes += len(data)
+                if self.head_bytes > http1.MAX_HEADER_BYTES:
+                    self.bad_request(431)
+        except httptools.HttpParserUpgrade as exc:
+            ex = self.reading
+            if ex is not None and ex.upgrade:
+                self.upgraded = ex
+                rest = data[exc.args[0]:]
+                if rest:
+                    ex.tunnel_data(rest)
+            else:
+                self.bad_request(400)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, BadRequest):
+                self.bad_request(cause.status)
+            else:
+                log.error("request handling failed", exc_info=cause or exc)
+                self.bad_request(500)
+        except httptools.HttpParserError:
+            self.bad_request(400)
+        finally:
+            self.batching = False
+            queue = self.queue  # flush_all(), inlined: once per read
+            if queue:
+                ex = queue[0]
+                if ex.out and ex.up is not None:
+                    ex.flush_upstream()
+            if self.wbuf or self.close_pending:
+                self.flush()
+
+    def eof_received(self) -> bool | None:
+        # A client that half-closes while its request is active still gets the response; one that
+        # leaves while held (or idle) is gone.
+        queue = self.queue
+        if queue and queue[0].up is not None and self.tunnel is None:
+            self.closing = True
+            return True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        queue = self.queue
+        while queue:
+            queue.popleft().client_gone()
+        self.parser = None
+        if self.tunnel is not None:
+            tunnel, self.tunnel = self.tunnel, None
+            tunnel.close()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.queue:
+            up = self.queue[0].up
+            if up is not None and up.transport is not None:
+                up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.queue:
+            up = self.queue[0].up
+            if up is not None and up.transport is not None:
+                up.transport.resume_reading()
+
+    # -- httptools callbacks -----------------------------------------------------------------------
+
+    def on_url(self, url: bytes) -> None:
+        # The first callback of every request (no on_message_begin: one Python call less per request)
+        if self.in_head:
+            self.url += url
+        else:
+            self.in_head = True
+            self.head_bytes = 0
+            self.since = self.server.now
+            self.url = url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        parser = self.parser
+        assert parser is not None
+        headers = self.headers
+        self.headers = []
+        method = parser.get_method()
+        if method == b"CONNECT":
+            raise BadRequest(405, "CONNECT is not served")
+        server = self.server
+        head, host, path, body, expect_continue, upgrade = http1.rewrite_request(
+            method, self.url, headers, self.client_ip, parser.should_upgrade())
+        http10 = parser.get_http_version() == "1.0"
+        if not host and not http10:
+            raise BadRequest(400, "missing Host")
+        route = server.routes.lookup(host, path)
+        ex = Exchange(self, method, head, body, expect_continue, upgrade, route, parser.should_keep_alive(), http10)
+        if route is None:
+            ex.error = 404
+        else:
+            server.dispatcher.admit(ex, route)
+        self.reading = ex
+        queue = self.queue
+        queue.append(ex)
+        if len(queue) > 1:
+            self.pause_reading(PAUSE_PIPELINE)
+        elif route is not None and route.endpoints:
+            server.dispatcher.send(ex)  # the common case, without activate() and dispatch()
+        else:
+            ex.activate()
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.reading
+        if ex is not None:
+            ex.request_body(body)
+
+    def on_message_complete(self) -> None:
+        ex = self.reading
+        if ex is not None and not ex.req_done:
+            ex.request_done()
+
+    # -- called by exchanges -----------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.batching:
+            self.wbuf.append(data)
+        else:
+            self.transport.write(data)
+
+    def flush_all(self) -> None:
+        """After a batch: the active exchange's bytes for its upstream, then ours for the client."""
+        queue = self.queue
+        if queue:
+            ex = queue[0]
+            if ex.out and ex.up is not None:
+                ex.flush_upstream()
+        self.flush()
+
+    def flush(self) -> None:
+        wbuf = self.wbuf
+        if wbuf:
+            if len(wbuf) == 1:
+                self.transport.write(wbuf[0])
+            elif len(wbuf) < 8 and sum(map(len, wbuf)) < 16384:
+                self.transport.write(b"".join(wbuf))  # one write() beats a writev() of small pieces
+            else:
+                self.transport.writelines(wbuf)
+            self.wbuf = []
+        if self.close_pending:
+            self.close_pending = False
+            self.transport.close()
+
+    def exchange_done(self, ex: Exchange, close: bool) -> None:
+        queue = self.queue
+        if queue and queue[0] is ex:
+            queue.popleft()
+        if close or (self.closing and not queue):
+            self._close_after_writes()
+            return
+        self.since = self.server.now
+        if queue:
+            if len(queue) == 1:
+                self.resume_reading(PAUSE_PIPELINE)
+            queue[0].activate()
+        elif self.paused & PAUSE_PIPELINE:
+            self.resume_reading(PAUSE_PIPELINE)
+
+    def bad_request(self, status: int) -> None:
+        """The request being parsed is malformed: answer it in its turn, then close."""
+        self.parser = None
+        self.closing = True
+        self.in_head = False
+        ex = self.reading
+        if ex is not None and not ex.req_done and ex.state != DONE:
+            if self.queue and self.queue[0] is ex:
+                ex.req_done = True
+                ex.fail(status, close=True)
+                return
+            ex.error = status
+            return
+        # a new request: answer after the ones before it
+        bad = Exchange(self, b"GET", b"", http1.NO_BODY, False, False, None, False, False)
+        bad.error = status
+        self.reading = bad
+        self.queue.append(bad)
+        if len(self.queue) == 1:
+            bad.activate()
+
+    def pause_reading(self, reason: int) -> None:
+        if not self.paused:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused and self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def abort(self) -> None:
+        self.wbuf = []
+        self.transport.abort()
+
+    def _close_after_writes(self) -> None:
+        self.closing = True
+        self.parser = None
+        if self.batching:
+            self.close_pending = True
+        else:
+            self.flush()
+            self.transport.close()
+
+    def sweep(self, now: float) -> None:
+        server = self.server
+        if self.in_head:
+            # ``since`` comes from the coarse clock, up to one sweep early: allow for it
+            if now - self.since >= server.header_timeout_seconds + server.sweep_interval_seconds:
+                self.transport.abort()
+        elif not self.queue and self.upgraded is None and now - self.since >= server.keep_alive_timeout_seconds:
+            self.transport.close()
+
+    @property
+    def idle(self) -> bool:
+        return not self.queue and self.upgraded is None and not self.in_head
+
+
+class ProxyServer:
+    """The listening socket, its connections, and the shared state they reach through ``server``."""
+
+    def __init__(self, routes: RouteTable, dispatcher: Dispatcher, pool: UpstreamPool) -> None:
+        self.routes = routes
+        self.dispatcher = dispatcher
+        self.pool = pool
+        self.connections: set[ClientConnection] = set()
+        self.draining = False
+        self.header_timeout_seconds = HEADER_TIMEOUT_SECONDS
+        self.keep_alive_timeout_seconds = KEEP_ALIVE_TIMEOUT_SECONDS
+        self.sweep_interval_seconds = 1.0
+        self.now = time.monotonic()  # coarse clock for timeouts, updated by the sweep
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    async def start(self, host: str, port: int, *, reuse_port: bool = False,
+                    sock: socket.socket | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        if sock is not None:
+            self._server = await loop.create_server(lambda: ClientConnection(self), sock=sock, backlog=4096)
+        else:
+            self._server = await loop.create_server(
+                lambda: ClientConnection(self), host or None, port, reuse_port=reuse_port or None,
+                reuse_address=True, backlog=4096,
+            )
+        self._schedule_sweep()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def _schedule_sweep(self) -> None:
+        self._sweeper = asyncio.get_running_loop().call_later(self.sweep_interval_seconds, self._sweep)
+
+    def _sweep(self) -> None:
+        now = self.now = time.monotonic()
+        for conn in list(self.connections):
+            conn.sweep(now)
+        self.pool.sweep(now)
+        self._schedule_sweep()
+
+    def active_exchanges(self) -> int:
+        return sum(len(c.queue) + (c.upgraded is not None) for c in self.connections)
+
+    async def stop_accepting(self) -> None:
+        self.draining = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            if conn.idle:
+                conn.transport.close()
+            else:
+                conn.closing = True
+
+    async def drain(self, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        while loop.time() < deadline and any(not c.idle for c in self.connections):
+            for conn in list(self.connections):
+                if conn.idle:
+                    conn.transport.close()
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            # still held or in flight after the drain deadline: held requests get a 503, the rest a cut
+            for ex in list(conn.queue):
+                if ex is conn.queue[0] and not ex.resp_started:
+                    with contextlib.suppress(Exception):
+                        ex.fail(503, close=True)
+            conn.flush()
+            conn.transport.abort() if conn.queue else conn.transport.close()
+        self.pool.close()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)

@@ -1,0 +1,286 @@
+"""Connections to upstream endpoints: the response side of an exchange and a keep-alive pool per endpoint.
+
+An ``UpstreamConnection`` parses one response at a time (httptools) and hands each event to the exchange
+it is bound to; it goes back to the pool only when its response was read to the end, the request was
+sent in full and both sides allowed keep-alive, so a reused connection never carries leftovers. The pool
+keeps idle connections per ``host:port`` (most recently used first, so surplus ones age out) and opens
+new ones as owned tasks; the exchange decides what a failure means (retry or 502).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from kedahttp.process.tasks import TaskOwner
+from kedahttp.proxy.forward import PAUSE_UPSTREAM
+from kedahttp.proxy.http1 import CHUNKED, NO_BODY
+
+if TYPE_CHECKING:
+    from kedahttp.proxy.forward import Exchange
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+IDLE_TIMEOUT_SECONDS = 30.0
+MAX_IDLE_PER_ENDPOINT = 256
+MAX_RESPONSE_HEAD_BYTES = 256 * 1024  # an upstream head still incomplete past this is a 502
+
+
+class _HeadDone(Exception):
+    """Stops the parser after the head of a response that has no body (a response to HEAD)."""
+
+
+class _BadResponse(Exception):
+    """The upstream answered with something a proxy must not pass on."""
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "endpoint", "ex", "got_bytes", "idle_since", "in_head", "open", "parser", "pending", "pool", "reused",
+        "transport", "tunnel",
+    )
+
+    def __init__(self, pool: UpstreamPool, endpoint: str) -> None:
+        self.pool = pool
+        self.endpoint = endpoint
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.parser = httptools.HttpResponseParser(self)
+        self.ex: Exchange | None = None
+        self.open = False
+        self.reused = False  # has carried a response before this one
+        self.got_bytes = False  # a byte of the current response has arrived
+        self.in_head = False  # the head of the current response is not complete yet
+        self.pending = b""  # raw bytes of that head so far (the parser has no per-header callbacks)
+        self.idle_since = 0.0
+        self.tunnel: Any = None  # the client transport once upgraded
+
+    # -- binding -----------------------------------------------------------------------------------
+
+    def bind(self, ex: Exchange) -> None:
+        self.ex = ex
+        self.got_bytes = False
+        self.in_head = True
+        self.pending = b""
+
+    def release(self) -> None:
+        """The response is complete and the request was sent in full: back to the pool."""
+        self.ex = None
+        self.reused = True
+        self.pool.put(self)
+
+    def abort(self) -> None:
+        self.ex = None
+        self.open = False
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- asyncio.Protocol --------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.open = True
+
+    def data_received(self, data: bytes) -> None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.write(data)
+            return
+        ex = self.ex
+        if ex is None:  # bytes on an idle connection: the server broke the protocol
+            self.abort()
+            return
+        self.got_bytes = True
+        if self.in_head:
+            if self.pending:
+                self.pending += data
+                if len(self.pending) > MAX_RESPONSE_HEAD_BYTES:
+                    ex.upstream_failed(self, "response head too large")
+                    ex.conn.flush()
+                    self.abort()
+                    return
+            else:
+                self.pending = data
+        conn = ex.conn
+        conn.batching = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            ex.response_upgraded(self, data[exc.args[0]:])
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _HeadDone):
+                self.parser = httptools.HttpResponseParser(self)
+            elif isinstance(exc.__context__, _BadResponse) and self.ex is not None:
+                self.ex.upstream_failed(self, str(exc.__context__))
+                self.abort()
+            else:
+                raise
+        except httptools.HttpParserError:
+            if self.ex is not None:
+                self.ex.upstream_failed(self, "bad response")
+            self.abort()
+        finally:
+            conn.batching = False
+            queue = conn.queue  # ClientConnection.flush_all(), inlined: once per read
+            if queue:
+                nxt = queue[0]
+                if nxt.out and nxt.up is not None:
+                    nxt.flush_upstream()
+            if conn.wbuf or conn.close_pending:
+                conn.flush()
+
+    def eof_received(self) -> bool | None:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        if self.tunnel is not None:
+            tunnel, self.tunnel = self.tunnel, None
+            tunnel.close()
+        ex = self.ex
+        if ex is not None:
+            self.ex = None
+            ex.upstream_lost(self)
+        else:
+            self.pool.forget(self)
+
+    def pause_writing(self) -> None:
+        if self.tunnel is not None:  # upgraded: the client transport feeds us directly
+            self.tunnel.pause_reading()
+        elif self.ex is not None:
+            self.ex.conn.pause_reading(PAUSE_UPSTREAM)
+
+    def resume_writing(self) -> None:
+        if self.tunnel is not None:
+            if not self.tunnel.is_closing():
+                self.tunnel.resume_reading()
+        elif self.ex is not None:
+            self.ex.conn.resume_reading(PAUSE_UPSTREAM)
+
+    # -- httptools callbacks -----------------------------------------------------------------------
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        ex = self.ex
+        assert ex is not None
+        status = parser.get_status_code()
+        pending = self.pending
+        end = pending.find(b"\r\n\r\n")  # llhttp insists on CRLF, so the head ends here
+        head = pending[:end + 2]
+        if status < 200 and status != 101:  # an interim response; the final one follows
+            self.pending = pending[end + 4:]
+        else:
+            self.in_head = False
+            self.pending = b""
+            if status == 101 and not ex.upgrade:
+                raise _BadResponse("101 without an upgrade request")
+        ex.response_head(status, head, parser.should_keep_alive())
+        if ex.is_head and status >= 200:
+            ex.response_complete(self, True)
+            raise _HeadDone
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.ex  # only called from data_received, where the client connection is batching
+        if ex is not None:
+            mode = ex.resp_body
+            if mode == CHUNKED:
+                ex.conn.wbuf.append(b"%x\r\n%s\r\n" % (len(body), body))
+            elif mode != NO_BODY:
+                ex.conn.wbuf.append(body)
+
+    def on_message_complete(self) -> None:
+        ex = self.ex
+        if ex is not None and ex.status >= 200:
+            ex.response_complete(self, self.parser.should_keep_alive())
+
+
+class UpstreamPool:
+    """Idle keep-alive connections per endpoint, and connecting new ones."""
+
+    def __init__(self, tasks: TaskOwner, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.tasks = tasks
+        self.idle: dict[str, list[UpstreamConnection]] = {}
+        self._addresses: dict[str, tuple[str, int]] = {}
+        self.opened = 0
+        self.closed = False
+        self.now = time.monotonic()  # coarse clock, advanced by sweep()
+
+    def acquire(self, endpoint: str) -> UpstreamConnection | None:
+        conns = self.idle.get(endpoint)
+        while conns:
+            conn = conns.pop()
+            if conn.open:
+                return conn
+        return None
+
+    def put(self, conn: UpstreamConnection) -> None:
+        if self.closed or not conn.open:
+            conn.abort()
+            return
+        conns = self.idle.get(conn.endpoint)
+        if conns is None:
+            conns = self.idle[conn.endpoint] = []
+        if len(conns) >= MAX_IDLE_PER_ENDPOINT:
+            conn.abort()
+            return
+        conn.idle_since = self.now
+        conns.append(conn)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        conns = self.idle.get(conn.endpoint)
+        if conns and conn in conns:
+            conns.remove(conn)
+
+    def connect(self, endpoint: str, ex: Exchange) -> None:
+        self.tasks.spawn(self._connect(endpoint, ex), "connect")
+
+    async def _connect(self, endpoint: str, ex: Exchange) -> None:
+        loop = asyncio.get_running_loop()
+        host, port = self._address(endpoint)
+        attempt = ex.attempts
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+                _, conn = await loop.create_connection(lambda: UpstreamConnection(self, endpoint), host, port)
+        except (OSError, TimeoutError) as exc:
+            if ex.attempts == attempt:
+                ex.connect_failed(endpoint, exc)
+            return
+        self.opened += 1
+        if ex.attempts == attempt and ex.waiting_for_connection():
+            ex.attach(conn)
+        else:
+            self.put(conn)
+
+    def _address(self, endpoint: str) -> tuple[str, int]:
+        address = self._addresses.get(endpoint)
+        if address is None:
+            host, _, port = endpoint.rpartition(":")
+            address = self._addresses[endpoint] = (host.strip("[]"), int(port))
+        return address
+
+    def sweep(self, now: float) -> None:
+        """Closes connections idle for longer than IDLE_TIMEOUT_SECONDS."""
+        self.now = now
+        horizon = now - IDLE_TIMEOUT_SECONDS
+        for endpoint, conns in list(self.idle.items()):
+            keep = []
+            for conn in conns:
+                if conn.open and conn.idle_since >= horizon:
+                    keep.append(conn)
+                else:
+                    conn.abort()
+            if keep:
+                self.idle[endpoint] = keep
+            else:
+                del self.idle[endpoint]
+
+    def close(self) -> None:
+        self.closed = True
+        for conns in self.idle.values():
+            for conn in conns:
+                conn.abort()
+        self.idle.clear()
+
+    def idle_count(self) -> int:
+        return sum(len(c) for c in self.idle.values())
