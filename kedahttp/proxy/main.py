@@ -19,7 +19,7 @@ from typing import Any
 from kedahttp.activity.bus import Transport, open_transport
 from kedahttp.process import lifecycle, logs
 from kedahttp.process.lifecycle import BaseComponent, Component
-from kedahttp.process.settings import Settings
+from kedahttp.process.settings import SettingError, Settings
 from kedahttp.process.tasks import TaskOwner
 from kedahttp.proxy.admin import AdminContext, AdminServer
 from kedahttp.proxy.counters import CounterRegistry
@@ -188,7 +188,10 @@ def make_source(settings: Settings) -> RouteSource:
             module = importlib.import_module("kedahttp.proxy.kube_source")
         except ImportError as exc:
             raise SystemExit(f"kedahttp proxy: ROUTES=kubernetes needs kedahttp.proxy.kube_source ({exc})") from exc
-        source: RouteSource = module.KubernetesSource(settings)
+        # Load the cluster configuration now, so a proxy without one stops at start with the reason.
+        from kedahttp.proxy.cluster import Cluster
+
+        source: RouteSource = module.KubernetesSource(settings, cluster=Cluster.from_environment())
         return source
     load_routes_file(settings.routes)  # fail at start, with the file's own error
     return FileSource(settings.routes)
@@ -206,6 +209,14 @@ async def serve(settings: Settings, **options: Any) -> None:
 def main(settings: Settings) -> int:
     logs.configure(settings.log_format, settings.log_level)
     log.info("starting proxy", extra={"settings": settings.redacted()})
+    from kedahttp.proxy.apps_api import check_admin_exposure
+    from kedahttp.proxy.cluster import ClusterError
+
+    try:
+        check_admin_exposure(settings)
+    except SettingError as exc:
+        print(f"kedahttp proxy: bad setting {exc}", file=sys.stderr)
+        return 2
     try:
         if settings.routes != "kubernetes":
             load_routes_file(settings.routes)
@@ -214,7 +225,7 @@ def main(settings: Settings) -> int:
 
             return run_supervisor(settings)
         lifecycle.run(serve(settings))
-    except RoutesFileError as exc:
+    except (RoutesFileError, ClusterError) as exc:
         print(f"kedahttp proxy: {exc}", file=sys.stderr)
         return 1
     except SystemExit as exc:

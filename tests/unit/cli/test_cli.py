@@ -36,3 +36,18 @@ def test_bad_setting_from_env_exits_2_naming_it() -> None:
 
 def test_unknown_flag_is_a_usage_error() -> None:
     assert kedahttp("proxy", "--no-such-flag").returncode == 2
+
+
+def test_proxy_refuses_an_open_admin_api_without_a_token() -> None:
+    out = kedahttp("proxy", "--routes", "/nonexistent.yaml", "--admin-addr", "0.0.0.0:18081")
+    assert out.returncode == 2
+    assert "KEDAHTTP_ADMIN_TOKEN" in out.stderr and "KEDAHTTP_ADMIN_ADDR" in out.stderr
+
+
+def test_proxy_without_cluster_config_exits_1_with_the_reason() -> None:
+    out = kedahttp(
+        "proxy", "--admin-addr", "127.0.0.1:0", "--proxy-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0",
+        env={"KUBECONFIG": "/nonexistent/kubeconfig"},
+    )
+    assert out.returncode == 1
+    assert "no Kubernetes configuration" in out.stderr
