@@ -347,6 +347,8 @@ async def read_json(request: web.Request) -> Any:
         return json.loads(data)
     except ValueError as exc:
         raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+    except RecursionError:  # nesting deep enough to exhaust the parser's stack, well under the size cap
+        raise ApiError(400, "the body is not valid JSON: nested too deeply") from None
 
 
 APPS_API = web.AppKey("kedahttp.apps_api", AppsApi)

@@ -191,6 +191,8 @@ def _check_env(value: object) -> tuple[tuple[str, str], ...]:
             raise SpecError(f"env.{name}", "a variable name is letters, digits, '_', '-' and '.', not starting with a digit")
         if not isinstance(item, str):
             raise SpecError(f"env.{name}", "must be a string")
+        if "\x00" in item:  # the container runtime cannot pass it, so the pod would never start
+            raise SpecError(f"env.{name}", "must not contain a NUL character")
         out.append((name, item))
     return tuple(out)
 

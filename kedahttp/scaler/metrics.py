@@ -41,7 +41,11 @@ DEFAULT_RATE_WINDOW_SECONDS: Final = 60
 DEFAULT_ACTIVITY_WINDOW_SECONDS: Final = 60
 
 _DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-_KEDA_PREFIX: Final = re.compile(r"s\d+-")  # "s0-concurrency": how KEDA names our metric for the HPA
+_KEDA_PREFIX: Final = re.compile(r"s\d+-")
+# A plain ASCII decimal number (float() also takes "1_000", non-ASCII digits and Unicode spaces).
+_NUMBER: Final = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+MAX_TARGET: Final = 1e15  # far beyond any real target, well inside the int64 targetSize field
+MAX_SHOWN_VALUE: Final = 200  # "s0-concurrency": how KEDA names our metric for the HPA
 
 
 class InvalidArgument(ValueError):
@@ -51,7 +55,11 @@ class InvalidArgument(ValueError):
         self.key = key
         self.reason = reason
         self.value = value
-        got = "" if value is None else f" (got {value!r})"
+        # Bounded: a huge bad value must not push the error past the client's message size limit.
+        shown = repr(value)
+        if len(shown) > MAX_SHOWN_VALUE:
+            shown = shown[:MAX_SHOWN_VALUE] + f"... ({len(shown)} characters)"
+        got = "" if value is None else f" (got {shown})"
         super().__init__(f"{key}: {reason}{got}")
 
 
@@ -135,10 +143,10 @@ def parse_trigger(namespace: str, name: str, metadata: Mapping[str, str]) -> Tri
 
 
 def _number(key: str, text: str) -> float:
-    try:
-        value = float(text.strip())
-    except ValueError:
-        raise InvalidArgument(key, "must be a number", text) from None
+    stripped = text.strip(" \t")
+    if not _NUMBER.fullmatch(stripped):
+        raise InvalidArgument(key, "must be a number", text)
+    value = float(stripped)
     if not math.isfinite(value):
         raise InvalidArgument(key, "must be a finite number", text)
     return value
@@ -151,6 +159,8 @@ def _target(metadata: Mapping[str, str], key: str) -> float | None:
     value = _number(key, text)
     if value <= 0.0:
         raise InvalidArgument(key, "must be a number greater than 0", text)
+    if value > MAX_TARGET:
+        raise InvalidArgument(key, f"must be at most {MAX_TARGET:.0e}", text)
     return value
 
 

@@ -253,7 +253,8 @@ positive_ = st.floats(min_value=0.001, max_value=1e6, allow_nan=False) | st.inte
     name=labels_, namespace=labels_, port=st.integers(1, 65535), hosts=st.lists(hosts_, min_size=1, max_size=4),
     prefixes=prefixes_, low=st.integers(0, 5), extra=st.integers(0, 5), concurrency=positive_,
     rate=st.none() | positive_, cold=st.none() | positive_,
-    env=st.dictionaries(st.from_regex(r"[A-Z_][A-Z0-9_]{0,8}", fullmatch=True), st.text(max_size=20), max_size=3),
+    env=st.dictionaries(st.from_regex(r"[A-Z_][A-Z0-9_]{0,8}", fullmatch=True),
+                         st.text(st.characters(exclude_characters="\x00"), max_size=20), max_size=3),
 )
 def test_an_app_reads_back_as_it_was_created(
     name: str, namespace: str, port: int, hosts: list[str], prefixes: list[str], low: int, extra: int,
