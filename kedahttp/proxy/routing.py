@@ -10,6 +10,8 @@ and removals are passed to a listener (the dispatcher), which releases or fails 
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
@@ -52,6 +54,24 @@ def normalize_host(host: str) -> str:
     if host.count(":") == 1:
         host = host.partition(":")[0]
     return host.rstrip(".")
+
+
+# A request's Host (or absolute-form authority): a DNS name with at most one trailing dot, an IPv4
+# address, or a bracketed IPv6 literal, then an optional numeric port. Anything else routes nowhere.
+_REQUEST_HOST = re.compile(
+    r"(?:(?P<name>[a-z0-9_](?:[a-z0-9_-]{0,62})(?:\.[a-z0-9_](?:[a-z0-9_-]{0,62}))*\.?)"
+    r"|\[(?P<ip6>[0-9a-f:.]+)\])(?::[0-9]{1,5})?",
+    re.ASCII,
+)
+
+
+def request_host(raw: str) -> str | None:
+    """The routing name of a request's Host value, or None when it is not a valid host (RFC 9112 3.2)."""
+    match = _REQUEST_HOST.fullmatch(raw.strip().lower())
+    if match is None:
+        return None
+    name = match.group("name")
+    return name.rstrip(".") if name is not None else match.group("ip6")
 
 
 def prefix_matches(prefix: bytes, path: bytes) -> bool:
@@ -130,14 +150,16 @@ class RouteTable:
         return len(self.routes)
 
     def _candidates(self, raw: bytes) -> tuple[list[tuple[bytes, Route]], ...]:
-        host = normalize_host(raw.decode("latin-1"))
+        host = request_host(raw.decode("latin-1"))
         found: list[list[tuple[bytes, Route]]] = []
-        exact = self._exact.get(host)
-        if exact:
-            found.append(exact)
-        found.extend(
-            self._wild[suffix] for suffix in self._wild_suffixes if host.endswith(suffix) and len(host) > len(suffix)
-        )
+        if host is not None:  # an invalid Host matches nothing (cached like any other value)
+            exact = self._exact.get(host)
+            if exact:
+                found.append(exact)
+            found.extend(
+                self._wild[suffix] for suffix in self._wild_suffixes
+                if host.endswith(suffix) and len(host) > len(suffix)
+            )
         result = tuple(found)
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()

@@ -112,3 +112,18 @@ def test_listener_sees_adds_endpoint_changes_and_removals_once() -> None:
     route = t.get("ns/a")
     assert route is not None and route.endpoints == ("10.0.0.1:80",)
     assert key(t, b"a2.test") == "ns/a"  # the update kept the route and its endpoints
+
+
+@pytest.mark.parametrize(
+    ("raw", "name"),
+    [
+        ("App.Test", "app.test"), ("app.test.", "app.test"), ("app.test:8080", "app.test"),
+        ("[::1]:80", "::1"), ("[::1]", "::1"), ("10.0.0.1:80", "10.0.0.1"),
+        ("app.test:abc", None), ("[app.test]", None), ("app.test..", None), ("*.app.test", None),
+        ("user@app.test", None), ("", None), ("a b", None),
+    ],
+)
+def test_request_host_accepts_only_valid_hosts(raw: str, name: str | None) -> None:
+    from kedahttp.proxy.routing import request_host
+
+    assert request_host(raw) == name
