@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from kedahttp.proxy.routing import Route, RouteTable, normalize_host, prefix_matches
+import pytest
+
+from kedahttp.proxy.routing import Route, RouteTable, normalize_host, prefix_matches, request_host
 from kedahttp.proxy.sources import Backend
 
 
@@ -124,6 +126,4 @@ def test_listener_sees_adds_endpoint_changes_and_removals_once() -> None:
     ],
 )
 def test_request_host_accepts_only_valid_hosts(raw: str, name: str | None) -> None:
-    from kedahttp.proxy.routing import request_host
-
     assert request_host(raw) == name
