@@ -11,7 +11,6 @@ and removals are passed to a listener (the dispatcher), which releases or fails 
 from __future__ import annotations
 
 import re
-
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
