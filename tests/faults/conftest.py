@@ -1,0 +1,150 @@
+"""Fixtures for fault and soak tests: the scriptable upstream, the proxy in-process, and subprocess bookkeeping.
+
+Subprocesses started through ``procs`` are killed at the end of the test whatever happens, and their logs
+are printed when it failed, so a fault test never leaves a proxy or scaler behind on a shared machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kedahttp.activity.bus import open_transport
+from kedahttp.process import settings as settings_mod
+from kedahttp.process.lifecycle import Lifecycle
+from kedahttp.process.settings import Settings
+from kedahttp.process.tasks import TaskOwner
+from kedahttp.proxy.main import Proxy, build
+from kedahttp.proxy.sources import Backend, RouteSink
+from kedahttp.scaler.main import build_scaler
+from kedahttp.scaler.service import GrpcServer
+from tests.faults.clients import until
+from tests.faults.procs import KedahttpProcess
+from tests.faults.upstream import FaultyUpstream
+
+_names = itertools.count()
+
+
+class StaticSource:
+    """Routes the test sets once: backends and their ready endpoints."""
+
+    name = "static"
+
+    def __init__(self, backends: Sequence[Backend], endpoints: dict[str, list[str]]) -> None:
+        self.backends = list(backends)
+        self.endpoints = endpoints
+
+    async def run(self, sink: RouteSink) -> None:
+        sink.replace_backends(self.backends)
+        for key, endpoints in self.endpoints.items():
+            sink.set_endpoints(key, endpoints)
+        await asyncio.Event().wait()
+
+
+def proxy_settings(**overrides: Any) -> Settings:
+    base = settings_mod.load({}, environ={
+        "KEDAHTTP_BUS": f"memory://faults-{next(_names)}",
+        "KEDAHTTP_PROXY_ADDR": "127.0.0.1:0",
+        "KEDAHTTP_ADMIN_ADDR": "127.0.0.1:0",
+        "KEDAHTTP_METRICS_ADDR": "127.0.0.1:0",
+        "KEDAHTTP_ROUTES": "/nonexistent",
+        "KEDAHTTP_REPORT_INTERVAL_SECONDS": "0.25",
+        "KEDAHTTP_SHUTDOWN_DELAY_SECONDS": "0",
+    })
+    return base.replace(**overrides)
+
+
+class InProcessProxy:
+    """The real proxy components started in the test's loop, on a real port."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+
+    @property
+    def port(self) -> int:
+        return self.proxy.server.port
+
+    def counters(self, key: str = "default/app") -> Any:
+        return self.proxy.counters.backends[key]
+
+    async def start(self) -> InProcessProxy:
+        for component in self.proxy.components:
+            await component.start()
+        return self
+
+    async def stop(self) -> None:
+        for component in reversed(self.proxy.components):
+            await component.close()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FaultyUpstream]:
+    server = await FaultyUpstream().start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def proxy_for(upstream: FaultyUpstream) -> AsyncIterator[Any]:
+    """A factory: the in-process proxy in front of ``upstream`` (or ``target``) as backend default/app on
+    host app.test."""
+    started: list[InProcessProxy] = []
+
+    async def make(target: FaultyUpstream | None = None, **overrides: Any) -> InProcessProxy:
+        settings = proxy_settings(**overrides)
+        source = StaticSource([Backend(key="default/app", hosts=("app.test",))],
+                              {"default/app": [(target or upstream).endpoint]})
+        running = await InProcessProxy(build(settings, source, open_transport(settings.bus))).start()
+        started.append(running)
+        return running
+
+    yield make
+    for running in reversed(started):
+        await running.stop()
+
+
+@pytest.fixture
+def procs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[KedahttpProcess]]:
+    """Processes the test starts; all killed at the end, their logs shown if the test failed."""
+    started: list[KedahttpProcess] = []
+    yield started
+    for proc in started:
+        proc.stop()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for proc in started:
+            print(f"--- {proc.log.name} ---\n{proc.log_tail()}")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+@contextlib.asynccontextmanager
+async def running_scaler(bus: str, **overrides: str) -> AsyncIterator[list[Any]]:
+    """The real scaler components (``build_scaler``) under a Lifecycle in this loop, on free ports."""
+    flags: dict[str, str | None] = {"bus": bus, "scaler_addr": "127.0.0.1:0", "metrics_addr": "127.0.0.1:0",
+                                    "shutdown_delay_seconds": "0", "drain_timeout_seconds": "2", **overrides}
+    components = build_scaler(settings_mod.load(flags, environ={}, component="scaler"))
+    cycle = Lifecycle(components)
+    tasks = TaskOwner("test-scaler")
+    task = tasks.spawn(cycle.run(install_signals=False), "lifecycle")
+    grpc_server = next(c for c in components if isinstance(c, GrpcServer))
+    try:
+        await until(lambda: bool(grpc_server.port) or task.done(), 15, "scaler listening")
+        if task.done():
+            task.result()
+        yield components
+    finally:
+        cycle.request_stop()
+        await asyncio.wait({task}, timeout=15)
+        await tasks.close()
