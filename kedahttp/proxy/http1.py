@@ -151,20 +151,19 @@ def rewrite_request(
         drop = set(extra_tokens)
         lines = [lines[0], *(line for line in lines[1:] if line.partition(b":")[0].lower() not in drop)]
         append = lines.append
-    append(b"X-Forwarded-For: " + (xff + b", " + client_ip if xff else client_ip))
-    append(b"X-Forwarded-Proto: " + proto)
+    # the added lines as one piece: fewer list operations per request than a line each
+    tail = b"X-Forwarded-For: " + (xff + b", " + client_ip if xff else client_ip) + b"\r\nX-Forwarded-Proto: " + proto
     if host:
-        append(b"X-Forwarded-Host: " + host)
+        tail += b"\r\nX-Forwarded-Host: " + host
     if upgrade and upgrade_value:
-        append(b"Connection: upgrade")
-        append(b"Upgrade: " + upgrade_value)
+        tail += b"\r\nConnection: upgrade\r\nUpgrade: " + upgrade_value
     if chunked:
         body = CHUNKED
-        append(b"Transfer-Encoding: chunked")
+        tail += b"\r\nTransfer-Encoding: chunked\r\n\r\n"
     else:
         body = LENGTH if has_length else NO_BODY
-    append(b"")
-    append(b"")
+        tail += b"\r\n\r\n"
+    append(tail)
     return b"\r\n".join(lines), host, path, body, expect_continue, upgrade and bool(upgrade_value)
 
 
@@ -172,8 +171,9 @@ def rewrite_request(
 _RESPONSE_SPECIAL = re.compile(
     rb"\r\n(connection|keep-alive|transfer-encoding|te|trailer|upgrade|proxy-[^:\r\n]*|content-length)"
     rb"[ \t]*:[ \t]*([^\r\n]*)",
-    re.IGNORECASE,
-)  # anchored on the CRLF that ends the previous line: the engine skips ahead to each CRLF
+)  # anchored on the CRLF that ends the previous line: the engine skips ahead to each CRLF. Run on a
+# lower-cased copy of the head (same offsets): a case-sensitive scan plus bytes.lower() costs half of
+# an IGNORECASE scan.
 
 
 def rewrite_response(
@@ -194,14 +194,18 @@ def rewrite_response(
     slices, which is much cheaper per response than a callback and a rewrite per header.
     """
     first = head.find(b"\r\n")
-    parts = [b"HTTP/1.1", head[8:first]]  # the status line, version normalised
+    if head[:9] == b"HTTP/1.1 ":  # the status line passes as it is
+        parts = []
+        pos = 0
+    else:  # the version normalised
+        parts = [b"HTTP/1.1"]
+        pos = 8
     has_length = False
     upstream_chunked = False
     extra_tokens: list[bytes] | None = None
     upgrade_value = b""
-    pos = first
-    for m in _RESPONSE_SPECIAL.finditer(head, first):
-        name = m.group(1).lower()
+    for m in _RESPONSE_SPECIAL.finditer(head.lower(), first):
+        name = m.group(1)
         if name == b"content-length":
             has_length = True
             continue
@@ -210,7 +214,7 @@ def rewrite_response(
         if name == b"transfer-encoding":
             upstream_chunked = True
         elif name == b"connection":
-            value = m.group(2).lower()
+            value = m.group(2)
             if value != b"keep-alive" and value != b"close":
                 for token in _connection_tokens(value):
                     if token not in (b"close", b"keep-alive", b"upgrade"):
@@ -218,7 +222,7 @@ def rewrite_response(
                             extra_tokens = []
                         extra_tokens.append(token)
         elif name == b"upgrade":
-            upgrade_value = m.group(2)
+            upgrade_value = head[m.start(2):pos]  # as sent, not lower-cased
     parts.append(head[pos:])
     if extra_tokens:
         parts = _drop_lines(parts, extra_tokens)
@@ -257,17 +261,12 @@ def rewrite_response(
 
 
 def _drop_lines(parts: list[bytes], names: list[bytes]) -> list[bytes]:
-    """Removes header lines named in ``names`` (lower case) from a head being assembled (rare path)."""
+    """Removes header lines named in ``names`` (lower case) from a head being assembled (rare path); the
+    first line (status line) always stays."""
     drop = set(names)
-    text = b"".join(parts[1:])
-    kept = [parts[0]]
-    for line in text.split(b"\r\n")[:-1]:
-        if line and line.partition(b":")[0].strip().lower() in drop:
-            continue
-        kept.append(line + b"\r\n")
-    if text.endswith(b"\r\n\r\n"):
-        kept.append(b"\r\n") if kept[-1] != b"\r\n" else None
-    return kept
+    lines = b"".join(parts).split(b"\r\n")
+    kept = [lines[0], *(line for line in lines[1:] if not line or line.partition(b":")[0].strip().lower() not in drop)]
+    return [b"\r\n".join(kept)]
 
 
 def _reason(status: int) -> bytes:

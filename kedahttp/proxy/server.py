@@ -152,15 +152,17 @@ class ClientConnection(asyncio.Protocol):
 
     # -- httptools callbacks -----------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        # At the first byte of a request (llhttp calls this before the method is complete, where on_url
+        # would wait for the whole method): the header clock starts here, so "GE" alone is cut at the
+        # header timeout, not at the keep-alive one.
+        self.in_head = True
+        self.head_bytes = 0
+        self.since = self.server.now
+        self.url = b""
+
     def on_url(self, url: bytes) -> None:
-        # The first callback of every request (no on_message_begin: one Python call less per request)
-        if self.in_head:
-            self.url += url
-        else:
-            self.in_head = True
-            self.head_bytes = 0
-            self.since = self.server.now
-            self.url = url
+        self.url += url  # usually one piece: b"" + url is url itself
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
@@ -169,14 +171,14 @@ class ClientConnection(asyncio.Protocol):
         self.in_head = False
         parser = self.parser
         assert parser is not None
-        headers = self.headers
-        self.headers = []
+        headers = self.headers  # emptied below and reused: one list per connection, not per request
         method = parser.get_method()
         if method == b"CONNECT":
             raise BadRequest(405, "CONNECT is not served")
         server = self.server
         head, host, path, body, expect_continue, upgrade = http1.rewrite_request(
             method, self.url, headers, self.client_ip, parser.should_upgrade())
+        headers.clear()
         http10 = parser.get_http_version() == "1.0"
         if not host and not http10:
             raise BadRequest(400, "missing Host")
@@ -314,15 +316,19 @@ class ClientConnection(asyncio.Protocol):
 class ProxyServer:
     """The listening socket, its connections, and the shared state they reach through ``server``."""
 
-    def __init__(self, routes: RouteTable, dispatcher: Dispatcher, pool: UpstreamPool) -> None:
+    def __init__(self, routes: RouteTable, dispatcher: Dispatcher, pool: UpstreamPool, *,
+                 header_timeout_seconds: float = HEADER_TIMEOUT_SECONDS,
+                 keep_alive_timeout_seconds: float = KEEP_ALIVE_TIMEOUT_SECONDS,
+                 sweep_interval_seconds: float = 1.0) -> None:
         self.routes = routes
         self.dispatcher = dispatcher
         self.pool = pool
         self.connections: set[ClientConnection] = set()
         self.draining = False
-        self.header_timeout_seconds = HEADER_TIMEOUT_SECONDS
-        self.keep_alive_timeout_seconds = KEEP_ALIVE_TIMEOUT_SECONDS
-        self.sweep_interval_seconds = 1.0
+        # timeouts are checked by a sweep every ``sweep_interval_seconds``, so they fire up to one late
+        self.header_timeout_seconds = header_timeout_seconds
+        self.keep_alive_timeout_seconds = keep_alive_timeout_seconds
+        self.sweep_interval_seconds = sweep_interval_seconds
         self.now = time.monotonic()  # coarse clock for timeouts, updated by the sweep
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
@@ -338,6 +344,20 @@ class ProxyServer:
                 reuse_address=True, backlog=4096,
             )
         self._schedule_sweep()
+
+    def set_timeouts(self, *, header_timeout_seconds: float | None = None,
+                     keep_alive_timeout_seconds: float | None = None,
+                     sweep_interval_seconds: float | None = None) -> None:
+        """Changes the timeouts of a running server; the sweep is re-armed at the new interval at once."""
+        if header_timeout_seconds is not None:
+            self.header_timeout_seconds = header_timeout_seconds
+        if keep_alive_timeout_seconds is not None:
+            self.keep_alive_timeout_seconds = keep_alive_timeout_seconds
+        if sweep_interval_seconds is not None:
+            self.sweep_interval_seconds = sweep_interval_seconds
+            if self._sweeper is not None:
+                self._sweeper.cancel()
+                self._schedule_sweep()
 
     @property
     def port(self) -> int:
