@@ -4,8 +4,10 @@ Every call KEDA makes is answered from this one in-memory view, never from the b
 costs a few dictionary lookups. Fresh means the feed is connected, has replayed the retained history
 (so this replica sees what its peers see), and has not gone quiet while proxies were known to be
 reporting: proxies send a report every interval even when idle, so silence from all of them at once
-means the feed is stuck, not that traffic stopped. Data that is not fresh is never served as a zero:
-the service answers UNAVAILABLE and the push streams stay silent.
+means the feed is stuck, not that traffic stopped. After a bus outage the view also waits for every
+proxy that was reporting before it to send a report made after the bus came back (so their kept-back
+reports have landed), or until that proxy is presumed gone. Data that is not fresh is never served as
+a zero: the service answers UNAVAILABLE and the push streams stay silent.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Final
 
 from kedahttp.activity.aggregate import Aggregator
-from kedahttp.activity.bus import CaughtUp, Transport
+from kedahttp.activity.bus import RETENTION_SECONDS, CaughtUp, Transport
 from kedahttp.activity.feed import ActivityFeed, FeedState
 from kedahttp.activity.model import ReportLike, WakeLike
 from kedahttp.process.lifecycle import BaseComponent
@@ -33,6 +35,12 @@ REEVALUATE_SECONDS: Final = 1.0  # push streams re-read active-to-inactive chang
 # proxies were reporting means the feed is stuck: the view is stale.
 STALE_AFTER_SECONDS: Final = 5.0
 STALE_AFTER_INTERVALS: Final = 10
+# After a bus outage, the proxies send the reports they kept meanwhile once their own backoff lets them
+# (the publisher's longest backoff is 5 s). Until every proxy that was reporting before the outage has
+# sent a report made after we were back, the view lacks their backlog and would read low: not fresh.
+# A proxy that has not caught up after this long is presumed gone (it then expires as usual).
+CATCH_UP_GIVE_UP_SECONDS: Final = 8.0
+RECENT_INSTANCE_SECONDS: Final = 10.0  # proxies heard from this recently before the outage are awaited
 
 
 class CooperativeTransport:
@@ -87,6 +95,10 @@ class ScalerState(BaseComponent):
         self.loop_lag = LagHistogram()
         self.changed = asyncio.Event()  # readiness may have changed: the health service looks again
         self._fresh = False
+        self._last_sent: dict[str, float] = {}  # proxy instance -> sent_at of its newest report
+        self._lost_at: float | None = None  # when the feed last stopped being fresh
+        self._resumed_at = 0.0  # when it became fresh again after that
+        self._awaiting: frozenset[str] = frozenset()  # proxies whose post-outage report we still wait for
         self._tasks = TaskOwner("scaler-state")
 
     async def start(self) -> None:
@@ -101,12 +113,24 @@ class ScalerState(BaseComponent):
 
     def _on_message(self, message: ReportLike | WakeLike, now: float) -> None:
         self.last_message_at = now
+        sent_at = getattr(message, "sent_at", None)
+        if sent_at is not None:  # a report (wakes carry "at")
+            self._last_sent[message.instance] = sent_at
         touched = self.aggregator.fold(message, now)
         if touched:
             self.hub.notify(touched, now)
 
     def _on_feed_state(self, state: FeedState) -> None:
-        self._update(time.time())
+        now = time.time()
+        if not (state.connected and state.caught_up):
+            if self._lost_at is None:
+                self._lost_at = now
+                recent = self.last_message_at - RECENT_INSTANCE_SECONDS
+                self._awaiting = frozenset(n for n, sent in self._last_sent.items() if sent >= recent)
+        elif self._lost_at is not None:
+            self._lost_at = None
+            self._resumed_at = now
+        self._update(now)
 
     # -- freshness ---------------------------------------------------------------------------------------
 
@@ -114,11 +138,27 @@ class ScalerState(BaseComponent):
         """True when answers from this view can be trusted (see the module docstring)."""
         if not self.feed.fresh:
             return False
+        if self._awaiting and not self._caught_up(now):
+            return False
         aggregator = self.aggregator
         if aggregator.known_instances == 0:
             return True  # no proxy has reported within the retention period: there is nothing to miss
         quiet = max(STALE_AFTER_SECONDS, STALE_AFTER_INTERVALS * aggregator.max_interval_seconds)
         return now - self.last_message_at <= quiet
+
+    def _caught_up(self, now: float) -> bool:
+        """True once every proxy awaited after an outage has sent a report made after we were back."""
+        resumed = self._resumed_at
+        last = self._last_sent
+        if now - resumed < CATCH_UP_GIVE_UP_SECONDS and any(last.get(n, 0.0) < resumed for n in self._awaiting):
+            return False
+        self._awaiting = frozenset()
+        return True
+
+    def _forget_old_instances(self, now: float) -> None:
+        horizon = now - RETENTION_SECONDS
+        for name in [n for n, sent in self._last_sent.items() if sent < horizon]:
+            del self._last_sent[name]
 
     def _update(self, now: float) -> None:
         fresh = self.fresh(now)
@@ -139,6 +179,7 @@ class ScalerState(BaseComponent):
             self._update(now)
             if now >= next_reevaluate:
                 self.hub.reevaluate(now)
+                self._forget_old_instances(now)
                 next_reevaluate = now + REEVALUATE_SECONDS
             slept = time.perf_counter()
             await asyncio.sleep(TICK_SECONDS)

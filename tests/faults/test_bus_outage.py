@@ -124,9 +124,6 @@ class GatedTransport:
         await self.inner.close()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: after a bus outage the scaler is fresh again as soon as it has "
-                                       "re-subscribed, before the proxies have sent the reports they kept: "
-                                       "it answers concurrency 0 for a busy backend (scaler/state.py fresh)")
 async def test_no_zero_while_the_proxies_have_not_caught_up_after_an_outage(
         tmp_path: Path, procs: list[KedahttpProcess], upstream: FaultyUpstream, redis_server: RedisServer) -> None:
     """The scaler reconnects before the proxy does. Their backoffs are independent and jittered (the

@@ -237,8 +237,12 @@ async def test_outage_is_unavailable_never_zero_and_recovers(bus: str, proxy: Fa
         assert await keda.spec(so) == [("concurrency", 100, 100.0)]  # the spec does not depend on data
     finally:
         memory_bus._log_for(bus).down = False
-    await scaler.wait_fresh()
+    await until(lambda: scaler.state.feed.fresh, 5, "feed back")
+    # Back on the bus, but the proxy that was reporting has not caught up yet: still no answer.
+    assert not scaler.state.fresh(time.time())
+    assert await status_of(keda.stub.GetMetrics(keda_request(so))) == grpc.StatusCode.UNAVAILABLE
     await proxy.report(BackendActivity(APP, in_flight=2, busy_seconds=0.5))
+    await scaler.wait_fresh(timeout=2.0)
     await scaler.caught_up(proxy)
     assert await keda.metric(so, "concurrency") == (2, 2.0)
     assert not stream.call.done() and stream.messages.empty()  # open through the outage, and silent
