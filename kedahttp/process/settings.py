@@ -160,6 +160,13 @@ SPEC_BY_NAME: Mapping[str, Spec] = {spec.name: spec for spec in SPECS}
 
 COMPONENT_DEFAULTS: Mapping[str, Mapping[str, str]] = {
     "scaler": {"metrics_addr": "0.0.0.0:9103"},
+    # `kedahttp dev` is a demo on a workstation: nothing of it listens beyond this machine by default.
+    "dev": {
+        "proxy_addr": "127.0.0.1:8080",
+        "admin_addr": "127.0.0.1:8081",
+        "metrics_addr": "127.0.0.1:9102",
+        "scaler_addr": "127.0.0.1:9090",
+    },
 }
 
 

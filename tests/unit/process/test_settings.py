@@ -80,3 +80,9 @@ def test_settings_are_frozen() -> None:
     s = load({}, environ={})
     with pytest.raises(AttributeError):
         s.workers = 2  # type: ignore[misc]
+
+
+def test_dev_listens_on_loopback_only_by_default() -> None:
+    s = load({}, environ={}, component="dev")
+    assert all(a.is_loopback for a in (s.proxy_addr, s.admin_addr, s.metrics_addr, s.scaler_addr))
+    assert load({"proxy_addr": "0.0.0.0:8080"}, environ={}, component="dev").proxy_addr.host == "0.0.0.0"
