@@ -32,7 +32,7 @@ test: deps
 lint: $(STAMP)
 	$(BIN)/ruff check kedahttp tests bench
 	$(BIN)/mypy
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-cache
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix kedahttp tests bench
