@@ -17,7 +17,8 @@ from kedahttp.activity.model import BackendActivity, Report, ReportLike, WakeEve
 from kedahttp.activity.publisher import ActivityPublisher
 from kedahttp.process.tasks import TaskOwner
 from tests.harness.servers import NatsServer, RedisServer
-from tests.integration.activity.conftest import TransportFactory, until
+from tests.harness.waiting import until
+from tests.integration.activity.conftest import TransportFactory
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -15,6 +15,7 @@ from kedahttp.activity.feed import RESUBSCRIBE_MARGIN_SECONDS, ActivityFeed, Fee
 from kedahttp.activity.memory_bus import MemoryTransport
 from kedahttp.activity.model import BackendActivity, Report, ReportLike, WakeEvent, WakeLike
 from kedahttp.process.tasks import TaskOwner
+from tests.harness.waiting import until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -40,14 +41,6 @@ def report(seq: int, sent_at: float | None = None, instance: str = "proxy-1") ->
     return encode_report(
         Report(instance, seq, sent, sent - 0.25, 0.25, (BackendActivity("default/app", started=1),))
     )
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
 
 
 class Harness:

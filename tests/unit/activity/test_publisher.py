@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -15,6 +14,7 @@ from kedahttp.activity.codec import decode
 from kedahttp.activity.memory_bus import MemoryTransport
 from kedahttp.activity.model import BackendActivity, Report, ReportLike, WakeEvent, WakeLike
 from kedahttp.activity.publisher import ActivityPublisher
+from tests.harness.waiting import until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -31,14 +31,6 @@ def wake(backend: str = "default/app", at: float = 0.0) -> WakeEvent:
 @pytest.fixture
 def transport() -> MemoryTransport:
     return MemoryTransport(f"memory://{uuid.uuid4().hex}")
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
 
 
 async def read_log(transport: MemoryTransport) -> list[ReportLike | WakeLike]:

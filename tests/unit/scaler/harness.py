@@ -26,16 +26,9 @@ from kedahttp.scaler.main import build_scaler
 from kedahttp.scaler.service import GrpcServer
 from kedahttp.scaler.state import ScalerState
 from kedahttp.scaler.telemetry import MetricsServer
+from tests.harness.waiting import until
 
 INTERVAL = 0.25
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        await asyncio.sleep(0.01)
 
 
 def hpa_desired(value: float, target: float) -> int:
