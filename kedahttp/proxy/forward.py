@@ -5,8 +5,18 @@ it fails). It carries the request body to the upstream as it arrives (buffered o
 upstream yet: held, connecting, or queued behind a pipelined request), the response back to the client
 re-framed by http1.py, the activity counters (started at arrival, finished exactly once), and the retry
 rule: a request is sent again only when nothing of it can have been acted on (the connection failed to
-open, or a reused keep-alive connection closed before any byte of the response while the whole body is
-still replayable); otherwise the client gets a 502.
+open), or when it is idempotent and a reused keep-alive connection closed before any byte of the response
+while the whole body is still replayable (the stale keep-alive race); otherwise the client gets a 502.
+A POST is never sent twice.
+
+An upstream failure after the response began can no longer be answered 502: the client connection is
+cut (so the client sees a truncated response, never a complete one), and the request is counted as an
+upstream error with status 502 (class 5xx), the answer it would have had a moment earlier. A body that
+ends with the connection is complete only on a clean close (EOF), never on a reset.
+
+Bytes a client sends after an Upgrade request are held (bounded) until the upstream answers 101, and
+dropped with the client connection if it declines: sent early, a declining upstream would read them as
+a request that never went through the proxy.
 """
 
 from __future__ import annotations
@@ -47,6 +57,8 @@ BODIES = {
     503: b"kedahttp: too many requests waiting for this backend to start\n",
     504: b"kedahttp: the backend did not start in time\n",
     500: b"kedahttp: internal error\n",
+    501: b"kedahttp: transfer coding not implemented\n",
+    505: b"kedahttp: HTTP version not supported\n",
 }
 
 
@@ -71,6 +83,8 @@ class Exchange:
     resp_body = NO_BODY
     resp_close = False
     up_until_close = False
+    early: list[bytes] | None = None  # client bytes after an Upgrade request, held until the 101
+    early_bytes = 0
 
     def __init__(self, conn: ClientConnection, method: bytes, head: bytes, body: int, expect_continue: bool,
                  upgrade: bool, route: Route | None, keep_alive: bool, http10: bool) -> None:
@@ -183,20 +197,22 @@ class Exchange:
             self.fail(502)
         self.conn.flush()
 
-    def upstream_lost(self, up: UpstreamConnection) -> None:
-        """The upstream connection closed while this exchange was using it."""
+    def upstream_lost(self, up: UpstreamConnection, clean: bool) -> None:
+        """The upstream connection closed while this exchange was using it; ``clean``: by EOF, not a reset."""
         if self.state != SENT or self.up is not up:
             return
-        if self.resp_started:
-            if self.up_until_close:
-                self.response_complete(up, False)
-            else:
-                self.abort(self.status)
+        if self.resp_started and self.up_until_close and clean:
+            self.response_complete(up, False)
             self.conn.flush()
             return
         if self.counters is not None:
             self.counters.upstream_errors += 1
-        if up.reused and not up.got_bytes and self.replay_bytes >= 0 and self.attempts < MAX_ATTEMPTS:
+        if self.resp_started:
+            self.abort(502)  # a cut response: counted as the 502 it would have been a moment earlier
+            self.conn.flush()
+            return
+        if (up.reused and not up.got_bytes and self.replay_bytes >= 0 and self.attempts < MAX_ATTEMPTS
+                and self.method in http1.IDEMPOTENT):
             self.retry()
         else:
             self.up = None
@@ -212,9 +228,24 @@ class Exchange:
         self.up = None
         up.ex = None
         if self.resp_started:
-            self.abort(self.status)
+            self.abort(502)
         else:
             self.fail(502)
+
+    def upstream_misbound(self, up: UpstreamConnection) -> None:
+        """``up`` was handed to this exchange while the rest of a read still held another response (an
+        upstream answering twice). If the head has not gone out on it yet, a fresh connection takes the
+        request; otherwise the upstream misbehaved with this request in its hands: 502."""
+        if self.up is not up or self.state != SENT:
+            return
+        if self.out and self.out[0] is self.head and not self.resp_started:
+            if self.counters is not None:
+                self.counters.upstream_errors += 1
+            self.up = None
+            up.ex = None
+            self.conn.server.dispatcher.send(self, fresh=True)
+        else:
+            self.upstream_failed(up, "a response to no request")
 
     def retry(self) -> None:
         self.up = None
@@ -285,16 +316,24 @@ class Exchange:
         up.ex = None
         up.tunnel = conn.transport
         conn.tunnel = up.transport
+        early = self.early
+        if early:  # the client's first bytes of the new protocol, held until now
+            self.early = None
+            self.out.extend(early)
+            self.out_bytes += self.early_bytes
         self.flush_upstream()
 
     def tunnel_data(self, data: bytes) -> None:
-        """Client bytes after an upgrade request, before (or without) a 101."""
+        """Client bytes after an upgrade request: held until the 101 (dropped if it never comes)."""
         if self.state == TUNNEL and self.up is not None:
             self.up.transport.write(data)
         elif self.state != DONE:
-            self.out.append(data)
-            if self.state == SENT:
-                self.flush_upstream()
+            if self.early is None:
+                self.early = []
+            self.early.append(data)
+            self.early_bytes += len(data)
+            if self.early_bytes > BUFFER_LIMIT:
+                self.conn.pause_reading(PAUSE_BUFFER)
 
     # -- endings -----------------------------------------------------------------------------------
 
@@ -310,6 +349,8 @@ class Exchange:
         conn = self.conn
         close = (close or not self.req_done or not self.keep_alive or self.upgrade
                  or (conn.closing and len(conn.queue) <= 1) or conn.server.draining)
+        if not self.req_done:  # the client may still be sending the body: let it read the answer first
+            conn.linger = True
         body = NOT_FOUND_BODY if status == 404 else BODIES.get(status, b"kedahttp: error\n")
         self.conn.write(http1.error_response(status, body, close=close, retry_after=retry_after,
                                              head_only=self.is_head))
@@ -322,11 +363,12 @@ class Exchange:
             self.conn.abort()
 
     def client_gone(self) -> None:
-        """The client connection closed: forget the exchange wherever it is."""
+        """The client connection closed (or half-closed with this request unanswered or incomplete): forget
+        the exchange wherever it is, closing its upstream connection."""
         if self.state == TUNNEL:
             self._end(101)
         else:
-            self._end(self.status if self.resp_started else STATUS_CLIENT_GONE)
+            self._end(self.status if self.resp_started and self.req_done else STATUS_CLIENT_GONE)
 
     def _end(self, status: int) -> bool:
         """Leaves whatever state the exchange is in and counts it finished, once."""

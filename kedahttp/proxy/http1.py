@@ -4,6 +4,12 @@ Pure functions over bytes, no I/O. Hop-by-hop headers (Connection and the names 
 TE, Trailer, Transfer-Encoding, Upgrade, Proxy-*) never cross the proxy; bodies are re-framed: a
 Content-Length passes through, anything else becomes chunked (or, to an HTTP/1.0 client, ends with
 the connection). Header blocks are built as one ``bytes`` per message so a message goes out in one write.
+
+Framing is never negotiable by a sender: a Connection header naming Content-Length, Transfer-Encoding or
+Host is obeyed for every other name it lists and ignored for those (as nginx, which ignores all of them),
+since removing them would let the next hop frame the body differently than we did (request smuggling).
+A request Transfer-Encoding other than exactly one ``chunked`` is refused rather than re-framed: 501 for
+codings before chunked (we would have to pass them on), 400 when chunked is not last or comes twice.
 """
 
 from __future__ import annotations
@@ -37,10 +43,13 @@ _REQUEST_SPECIAL: Final[dict[bytes, int]] = {
     b"content-length": _H_CL,
 }
 IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+# Connection tokens that never remove a header: the framing, Host, and those handled here anyway
+_KEPT_TOKENS: Final = frozenset({b"close", b"keep-alive", b"upgrade", b"content-length", b"transfer-encoding",
+                                 b"host"})
 
 
 class BadRequest(ValueError):
-    """A request the proxy refuses before routing; ``status`` is 400 or 431."""
+    """A request the proxy refuses before routing; ``status`` is 400, 431, 501 or 505."""
 
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
@@ -71,7 +80,8 @@ def rewrite_request(
     absolute-form authority) as sent; ``path`` the origin-form target; ``body`` the framing (NO_BODY,
     LENGTH, CHUNKED). ``upgrade`` comes from the parser, which also validated the framing.
 
-    Raises BadRequest for a header block over MAX_HEADER_BYTES or a target the proxy does not serve.
+    Raises BadRequest for a header block over MAX_HEADER_BYTES, a target the proxy does not serve, or a
+    Transfer-Encoding other than exactly ``chunked``.
     """
     path = target
     authority = b""
@@ -101,6 +111,7 @@ def rewrite_request(
     chunked = False
     dropped = 0  # bytes of headers not passed on, for the size limit
     extra_tokens: list[bytes] | None = None
+    other_coding = False
     special = _REQUEST_SPECIAL
     for name, value in headers:
         lname = name.lower()
@@ -134,13 +145,18 @@ def rewrite_request(
             upgrade_value = value
         elif code == _H_CONNECTION:
             for token in _connection_tokens(value):
-                if token not in (b"close", b"keep-alive", b"upgrade"):
+                if token not in _KEPT_TOKENS:
                     if extra_tokens is None:
                         extra_tokens = []
                     extra_tokens.append(token)
         elif code == _H_TE:
-            chunked = True  # the parser accepts only a Transfer-Encoding that ends in chunked
+            # The parser accepts any list that ends in chunked; we pass on only chunked itself.
+            if chunked or value.strip(b" \t").lower() != b"chunked":
+                other_coding = True
+            chunked = True
         dropped += len(name) + len(value) + 4  # not passed on as received
+    if other_coding:
+        raise _bad_transfer_coding(headers)
     # the head as received: the lines passed on so far plus the bytes dropped
     if dropped + sum(map(len, lines)) + 2 * len(lines) > MAX_HEADER_BYTES:
         raise BadRequest(431, "header block too large")
@@ -165,6 +181,17 @@ def rewrite_request(
         tail += b"\r\n\r\n"
     append(tail)
     return b"\r\n".join(lines), host, path, body, expect_continue, upgrade and bool(upgrade_value)
+
+
+def _bad_transfer_coding(headers: list[tuple[bytes, bytes]]) -> BadRequest:
+    """The refusal of a request Transfer-Encoding that is not exactly one ``chunked`` (rare path): 400 when
+    chunked is not the final coding or comes twice (RFC 9112 6.1, 6.3), else 501 for the codings before it,
+    which we would have to pass on (as nginx)."""
+    codings = [c.strip(b" \t").lower() for name, value in headers if name.lower() == b"transfer-encoding"
+               for c in value.split(b",")]
+    if not codings or codings[-1] != b"chunked" or codings.count(b"chunked") > 1:
+        return BadRequest(400, "bad Transfer-Encoding")
+    return BadRequest(501, "transfer coding other than chunked")
 
 
 # A header line the proxy must look at in a response head; everything else is copied as a slice.
@@ -217,7 +244,7 @@ def rewrite_response(
             value = m.group(2)
             if value != b"keep-alive" and value != b"close":
                 for token in _connection_tokens(value):
-                    if token not in (b"close", b"keep-alive", b"upgrade"):
+                    if token not in _KEPT_TOKENS:
                         if extra_tokens is None:
                             extra_tokens = []
                         extra_tokens.append(token)

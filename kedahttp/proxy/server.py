@@ -4,7 +4,10 @@
 Content-Length, bad chunk sizes, obs-fold and other smuggling vectors; we map those to 400 + close and an
 oversized header block to 431), keeps pipelined requests in order (one active exchange; later ones wait
 with reading paused), applies backpressure both ways, and batches its writes: everything produced while
-handling one read goes out in one write. ``ProxyServer`` owns the listening socket, a one-second sweep
+handling one read goes out in one write. After a refused request (400, 431, 501, 505), or an answer
+given before the request body was read, the connection closes lingering, as nginx's lingering_close: writes are shut down, then input is read and dropped for up
+to LINGER_SECONDS or LINGER_BYTES, so a client still sending gets the error instead of a reset that can
+destroy it. ``ProxyServer`` owns the listening socket, a one-second sweep
 (slow-header clients, idle keep-alive connections, idle upstream connections) and the drain on shutdown.
 """
 
@@ -31,14 +34,20 @@ log = logging.getLogger("kedahttp.proxy.server")
 
 HEADER_TIMEOUT_SECONDS = 10.0  # a request head must be complete this long after its first byte
 KEEP_ALIVE_TIMEOUT_SECONDS = 75.0  # an idle client connection is closed after this (nginx's default)
+LINGER_SECONDS = 2.0  # after a refused request, input is drained this long at most (nginx: 5 s / 30 s)
+LINGER_BYTES = 64 * 1024  # ... and this much at most
 
+
+
+class _Closing(Exception):
+    """Stops the parser: the connection is closing, so the requests after the last answered are not read."""
 
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
-        "batching", "client_ip", "close_pending", "closing", "head_bytes", "headers", "in_head", "parser",
-        "paused", "queue", "reading", "server", "since", "transport", "tunnel", "upgraded", "url", "wbuf",
-        "write_paused",
+        "batching", "client_ip", "close_pending", "closing", "head_bytes", "headers", "in_head", "linger",
+        "lingering", "parser", "paused", "queue", "reading", "server", "since", "transport", "tunnel", "upgraded",
+        "url", "wbuf", "write_paused",
     )
 
     def __init__(self, server: ProxyServer) -> None:
@@ -59,6 +68,8 @@ class ClientConnection(asyncio.Protocol):
         self.write_paused = False
         self.closing = False  # close once the last response is written
         self.close_pending = False
+        self.linger = False  # close lingering (a request was refused)
+        self.lingering = 0  # bytes still to drop while lingering; 0 when not lingering
         self.tunnel: Any = None  # the upstream transport once upgraded
         self.upgraded: Exchange | None = None
 
@@ -81,12 +92,19 @@ class ClientConnection(asyncio.Protocol):
             return
         parser = self.parser
         if parser is None:  # a bad request is being answered; nothing more is read
+            if self.lingering:
+                self.lingering = max(0, self.lingering - len(data))
+                if not self.lingering:
+                    self.transport.close()
             return
         self.batching = True
         try:
             parser.feed_data(data)
-            if self.in_head:
-                self.head_bytes += len(data)
+            if self.in_head:  # a head still incomplete at the end of this read: bound it
+                if self.head_bytes >= 0:  # it began in an earlier read: all of this read is head
+                    self.head_bytes += len(data)
+                else:  # it began in this read, after whatever came before it (rare: a split head)
+                    self.head_bytes = self._partial_head_bytes()
                 if self.head_bytes > http1.MAX_HEADER_BYTES:
                     self.bad_request(431)
         except httptools.HttpParserUpgrade as exc:
@@ -100,7 +118,9 @@ class ClientConnection(asyncio.Protocol):
                 self.bad_request(400)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            if isinstance(cause, BadRequest):
+            if isinstance(cause, _Closing):
+                self.in_head = False  # the connection closes: what follows is not read
+            elif isinstance(cause, BadRequest):
                 self.bad_request(cause.status)
             else:
                 log.error("request handling failed", exc_info=cause or exc)
@@ -118,12 +138,19 @@ class ClientConnection(asyncio.Protocol):
                 self.flush()
 
     def eof_received(self) -> bool | None:
-        # A client that half-closes while its request is active still gets the response; one that
-        # leaves while held (or idle) is gone.
+        # A client that half-closes (FIN) once its request is complete and its response has begun still
+        # gets the rest of that response. Before that it has left, as nginx takes it: its request is
+        # ended (499 unless answered) and its upstream connection closed, rather than kept until an
+        # upstream that may never answer does; so are the pipelined requests behind it.
         queue = self.queue
-        if queue and queue[0].up is not None and self.tunnel is None:
-            self.closing = True
-            return True
+        if queue and self.tunnel is None:
+            ex = queue[0]
+            if ex.req_done and ex.resp_started and ex.up is not None:
+                self.closing = True
+                while len(queue) > 1:
+                    queue.pop().client_gone()
+                self.parser = None
+                return True
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -157,7 +184,7 @@ class ClientConnection(asyncio.Protocol):
         # would wait for the whole method): the header clock starts here, so "GE" alone is cut at the
         # header timeout, not at the keep-alive one.
         self.in_head = True
-        self.head_bytes = 0
+        self.head_bytes = -1  # began in the current read
         self.since = self.server.now
         self.url = b""
 
@@ -170,16 +197,24 @@ class ClientConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.in_head = False
         parser = self.parser
-        assert parser is not None
+        if parser is None:  # the connection is closing (a reply that ends it went out in this read)
+            raise _Closing
         headers = self.headers  # emptied below and reused: one list per connection, not per request
         method = parser.get_method()
         if method == b"CONNECT":
             raise BadRequest(405, "CONNECT is not served")
+        version = parser.get_http_version()
+        http10 = False
+        if version != "1.1":
+            if version != "1.0":
+                # llhttp reads a request line without a version as HTTP/0.9 with headers: malformed
+                # either way; 2.0 is a version, just not ours
+                raise BadRequest(400 if version[:2] == "0." else 505, "HTTP version not served")
+            http10 = True
         server = self.server
         head, host, path, body, expect_continue, upgrade = http1.rewrite_request(
             method, self.url, headers, self.client_ip, parser.should_upgrade())
         headers.clear()
-        http10 = parser.get_http_version() == "1.0"
         if not host and not http10:
             raise BadRequest(400, "missing Host")
         route = server.routes.lookup(host, path)
@@ -237,7 +272,7 @@ class ClientConnection(asyncio.Protocol):
             self.wbuf = []
         if self.close_pending:
             self.close_pending = False
-            self.transport.close()
+            self._close()
 
     def exchange_done(self, ex: Exchange, close: bool) -> None:
         queue = self.queue
@@ -254,10 +289,16 @@ class ClientConnection(asyncio.Protocol):
         elif self.paused & PAUSE_PIPELINE:
             self.resume_reading(PAUSE_PIPELINE)
 
+    def _partial_head_bytes(self) -> int:
+        """The size of an unfinished head from what the parser handed over so far (the request line and
+        complete header lines); the line in progress is counted from the next read on."""
+        return len(self.url) + 16 + sum(len(n) + len(v) + 4 for n, v in self.headers)
+
     def bad_request(self, status: int) -> None:
-        """The request being parsed is malformed: answer it in its turn, then close."""
+        """The request being parsed is malformed: answer it in its turn, then close (lingering)."""
         self.parser = None
         self.closing = True
+        self.linger = True
         self.in_head = False
         ex = self.reading
         if ex is not None and not ex.req_done and ex.state != DONE:
@@ -297,11 +338,26 @@ class ClientConnection(asyncio.Protocol):
             self.close_pending = True
         else:
             self.flush()
-            self.transport.close()
+            self._close()
+
+    def _close(self) -> None:
+        transport = self.transport
+        if not self.linger or transport.is_closing() or not transport.can_write_eof():
+            transport.close()
+            return
+        self.linger = False
+        self.lingering = LINGER_BYTES
+        self.since = self.server.now
+        transport.write_eof()  # after what is buffered: the client reads the answer, then EOF
+        self.paused = 0
+        transport.resume_reading()
 
     def sweep(self, now: float) -> None:
         server = self.server
-        if self.in_head:
+        if self.lingering:
+            if now - self.since >= LINGER_SECONDS + server.sweep_interval_seconds:
+                self.transport.close()
+        elif self.in_head:
             # ``since`` comes from the coarse clock, up to one sweep early: allow for it
             if now - self.since >= server.header_timeout_seconds + server.sweep_interval_seconds:
                 self.transport.abort()
@@ -355,6 +411,7 @@ class ProxyServer:
             self.keep_alive_timeout_seconds = keep_alive_timeout_seconds
         if sweep_interval_seconds is not None:
             self.sweep_interval_seconds = sweep_interval_seconds
+            self.now = time.monotonic()  # else stale by up to the old interval, more than the new margin
             if self._sweeper is not None:
                 self._sweeper.cancel()
                 self._schedule_sweep()

@@ -36,6 +36,11 @@ class _BadResponse(Exception):
     """The upstream answered with something a proxy must not pass on."""
 
 
+class _Unrequested(Exception):
+    """A response that answers no request: the upstream answered twice (more bytes after a complete
+    response, in the same read). They must never reach the request sent next on this connection."""
+
+
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "endpoint", "ex", "got_bytes", "idle_since", "in_head", "open", "parser", "pending", "pool", "reused",
@@ -111,6 +116,12 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, _HeadDone):
                 self.parser = httptools.HttpResponseParser(self)
+            elif isinstance(exc.__context__, _Unrequested):
+                if self.ex is not None:  # handed to the next request meanwhile: it counts the error
+                    self.ex.upstream_misbound(self)
+                elif ex.counters is not None:
+                    ex.counters.upstream_errors += 1
+                self.abort()
             elif isinstance(exc.__context__, _BadResponse) and self.ex is not None:
                 self.ex.upstream_failed(self, str(exc.__context__))
                 self.abort()
@@ -141,7 +152,7 @@ class UpstreamConnection(asyncio.Protocol):
         ex = self.ex
         if ex is not None:
             self.ex = None
-            ex.upstream_lost(self)
+            ex.upstream_lost(self, exc is None)
         else:
             self.pool.forget(self)
 
@@ -163,9 +174,12 @@ class UpstreamConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self.parser
         ex = self.ex
-        assert ex is not None
-        status = parser.get_status_code()
         pending = self.pending
+        # a response's head is all in ``pending`` from its first byte; not so for one that began after
+        # the previous response ended in the same read (the connection may have been handed on meanwhile)
+        if ex is None or pending[:5] != b"HTTP/":
+            raise _Unrequested
+        status = parser.get_status_code()
         end = pending.find(b"\r\n\r\n")  # llhttp insists on CRLF, so the head ends here
         head = pending[:end + 2]
         if status < 200 and status != 101:  # an interim response; the final one follows

@@ -60,9 +60,12 @@ async def test_sigterm_drains_in_flight_refuses_new_and_exits_in_time(
     await kept.stop()
 
     assert code == 0, proxy.log_tail()
-    answered = [status for _, status in probes if status]
-    assert answered and set(answered) == {503}, probes  # not ready from the first probe after SIGTERM on
-    not_ready_at = next(at for at, status in probes if status == 503)
+    answered = [(at, status) for at, status in probes if status]
+    # The signal is handled asynchronously: a probe racing it by microseconds may still see 200. From the
+    # first 503 on, never ready again; and that first 503 comes at once.
+    not_ready_at = next(at for at, status in answered if status == 503)
+    assert not_ready_at < 0.1, probes
+    assert all(status == 503 for at, status in answered if at >= not_ready_at), probes
     assert all(o.kind == OK for o in slow_outcomes), slow_outcomes  # in flight at SIGTERM: completed
     last_slow = max(o.ended for o in slow_outcomes) - t0
     assert last_slow <= exited <= DELAY_SECONDS + DRAIN_SECONDS + 1.0, (last_slow, exited)

@@ -51,9 +51,6 @@ async def test_reset_mid_response_cuts_the_client_connection(upstream: FaultyUps
     await settled(proxy)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a reset after the response began is not counted in "
-                                       "kedahttp_proxy_upstream_errors (forward.py upstream_lost, resp_started "
-                                       "branch) and is counted as a 2xx")
 async def test_a_reset_mid_response_is_counted_as_an_upstream_error(upstream: FaultyUpstream,
                                                                     proxy_for: Any) -> None:
     proxy = await proxy_for()
@@ -82,8 +79,6 @@ async def test_a_body_that_ends_with_the_connection_arrives_whole(upstream: Faul
     assert outcome.headers.get("transfer-encoding") == "chunked"  # re-framed for the HTTP/1.1 client
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an upstream reset ends a read-until-close body as if complete "
-                                       "(forward.py upstream_lost -> response_complete ignores the reset)")
 async def test_a_body_that_ends_with_a_reset_is_not_passed_off_as_complete(upstream: FaultyUpstream,
                                                                            proxy_for: Any) -> None:
     proxy = await proxy_for()
@@ -137,8 +132,6 @@ async def test_a_get_dropped_after_it_was_read_is_retried_only_on_a_reused_conne
     assert upstream.processed("df-2") == 2
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a POST the upstream read and dropped on a reused keep-alive "
-                                       "connection is sent again (forward.py upstream_lost retries any method)")
 async def test_a_post_is_never_sent_twice(upstream: FaultyUpstream, proxy_for: Any) -> None:
     proxy = await proxy_for()
     conn = HttpConnection(proxy.port)
@@ -204,9 +197,6 @@ async def test_a_stalled_upstream_holds_only_its_own_request(upstream: FaultyUps
     await settled(proxy)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a client that closes (FIN) while its upstream stalls stays in "
-                                       "flight forever (server.py eof_received keeps the half-closed connection "
-                                       "for a response that never comes; no upstream response timeout)")
 async def test_a_client_that_closes_while_the_upstream_stalls_stops_counting(upstream: FaultyUpstream,
                                                                              proxy_for: Any) -> None:
     proxy = await proxy_for()

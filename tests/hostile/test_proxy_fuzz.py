@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import re
 import socket
 import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
-from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests.hostile.recorder import Received, Recorder
@@ -215,25 +214,6 @@ def attacks(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-_VERSIONLESS = re.compile(rb"[A-Z]+ +[^ ]+ *")  # "GET /a": llhttp reads it as HTTP/0.9, headers and all
-
-
-def triggers_a_known_bug(data: bytes) -> bool:
-    """Inputs that hit bugs already shown by xfail tests elsewhere in tests/hostile (drop a clause when its
-    bug is fixed): HTTP/2.0, HTTP/0.9 and version-less request lines (test_proxy_limits), Connection naming
-    a framing header or Host, transfer codings other than chunked (test_proxy_smuggling), Upgrade (ditto)."""
-    lower = data.lower()
-    lines = lower.replace(b"\r", b"\n").split(b"\n")
-    if any(_VERSIONLESS.fullmatch(line) for line in data.replace(b"\r", b"\n").split(b"\n")):
-        return True
-    codings = [line.partition(b":")[2].strip() for line in lines if line.startswith(b"transfer-encoding")]
-    return (
-        b"http/2.0" in lower or b"http/0.9" in lower or b"upgrade" in lower or b"gzip" in lower
-        or any(b"connection" in line and (b"content-length" in line or b"host" in line) for line in lines)
-        or (len(codings) > 1 and any(c != b"chunked" for c in codings))
-    )
-
-
 # -- the invariants ----------------------------------------------------------------------------------------------
 
 
@@ -260,12 +240,7 @@ def check(stack: Stack, data: bytes) -> None:
         responses = read_responses(out, eof=True)
     except Malformed as exc:
         raise AssertionError(f"the proxy sent something that is not HTTP: {exc}: {out[:300]!r}") from None
-    # A 500 is an internal error, except the one known to follow a closing 404 (shown by
-    # test_a_refused_request_with_a_body_then_another_gives_no_internal_error; drop this when fixed).
-    internal = [i for i, r in enumerate(responses)
-                if r.status == 500 and not (i and responses[i - 1].status == 404
-                                            and responses[i - 1].value(b"connection") == b"close")]
-    assert not internal, f"an internal error: {out[:300]!r}"
+    assert not [r for r in responses if r.status == 500], f"an internal error: {out[:300]!r}"
     stack.settle()
     received = stack.received_from(ip)
     assert stack.recorder.malformed == [], stack.recorder.malformed[:1]
@@ -282,7 +257,6 @@ def check(stack: Stack, data: bytes) -> None:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(attacks())
 def test_fuzzed_requests_never_desync_or_break_the_proxy(stack: Stack, data: bytes) -> None:
-    assume(not triggers_a_known_bug(data))
     check(stack, data)
 
 

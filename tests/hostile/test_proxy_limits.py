@@ -50,10 +50,6 @@ async def test_invalid_request_lines_are_400_and_closed(proxy: RunningProxy, rec
     assert recorder.requests == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: llhttp accepts HTTP/0.9 and HTTP/2.0 request lines, and a request "
-                   "line with no version at all as HTTP/0.9 with headers and body; server.ClientConnection."
-                   "on_headers_complete never checks parser.get_http_version(), so all are forwarded as "
-                   "HTTP/1.1. Expected 505 for 0.9/2.0 and 400 for a missing version")
 @pytest.mark.parametrize("line", [b"GET /a HTTP/2.0", b"GET /a HTTP/0.9", b"GET /a", b"GET /a?HTTP/1.1"])
 async def test_versions_other_than_1_0_and_1_1_are_refused(proxy: RunningProxy, recorder: Recorder,
                                                            line: bytes) -> None:
@@ -120,10 +116,6 @@ async def test_very_long_url_is_431_and_a_long_one_passes_intact(proxy: RunningP
     assert recorder.paths() == [long.decode()]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: server.ClientConnection.data_received adds the length of the "
-                   "whole read to head_bytes when a head is in progress after it, so a request body and the "
-                   "start of the next (small) head arriving in one read over 64 KiB give the next request a "
-                   "spurious 431")
 async def test_a_large_body_does_not_count_against_the_next_head(proxy: RunningProxy, recorder: Recorder) -> None:
     body = b"x" * 100_000
     first = b"POST /a HTTP/1.1\r\n" + HOST + b"Content-Length: %d\r\n\r\n" % len(body) + body

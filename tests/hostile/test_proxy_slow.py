@@ -111,10 +111,6 @@ async def test_a_client_reset_mid_body_frees_the_upstream(proxy: RunningProxy, r
     assert (await send(proxy.port, GET)).statuses() == [200]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: server.ClientConnection.eof_received keeps a half-closed client "
-                   "connection open whenever its exchange has an upstream, even when the request body is not "
-                   "complete and never can be; the exchange, its upstream connection and its in-flight count "
-                   "then last until the upstream gives up (forever for an upstream without a read timeout)")
 async def test_a_client_closing_mid_body_frees_the_upstream(proxy: RunningProxy, recorder: Recorder) -> None:
     await leave_mid_body(proxy, recorder, reset=False)
     counters = proxy.counters()

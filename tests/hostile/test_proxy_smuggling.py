@@ -167,9 +167,6 @@ async def test_a_body_holding_a_request_is_a_body_even_byte_by_byte(proxy: Runni
 # -- bugs found here (see the reason of each) -------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Connection: content-length makes http1.rewrite_request drop the "
-                   "Content-Length header but still forward the body, so the upstream reads the body as the "
-                   "next request (request smuggling, upstream connection desync)")
 async def test_connection_naming_content_length_cannot_unframe_the_body(proxy: RunningProxy,
                                                                         recorder: Recorder) -> None:
     out = await send(proxy.port, post(b"Content-Length: %d\r\nConnection: content-length\r\n" % len(NEXT), NEXT)
@@ -181,18 +178,12 @@ async def test_connection_naming_content_length_cannot_unframe_the_body(proxy: R
         assert recorder.paths() == ["/a", "/first"] and recorder.requests[0].message.body == NEXT
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Connection: host makes http1.rewrite_request drop the Host header, "
-                   "so the upstream gets an HTTP/1.1 request without Host (CONTRACT 6: the original Host "
-                   "reaches the upstream)")
 async def test_connection_naming_host_keeps_the_host(proxy: RunningProxy, recorder: Recorder) -> None:
     out = await send(proxy.port, b"GET /a HTTP/1.1\r\nHost: app.test\r\nConnection: host, close\r\n\r\n")
     assert out.statuses() == [200]
     assert recorder.requests[0].message.values(b"host") == [b"app.test"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: 'Transfer-Encoding: gzip, chunked' is accepted and forwarded as "
-                   "'chunked' alone, so the upstream takes gzip-coded bytes for the body itself; codings other "
-                   "than chunked should be refused (400, or 501 as nginx does)")
 @pytest.mark.parametrize("codings", [b"Transfer-Encoding: gzip, chunked\r\n",
                                      b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"],
                          ids=["one field", "two fields"])
@@ -204,9 +195,6 @@ async def test_transfer_codings_other_than_chunked_are_refused(proxy: RunningPro
     assert recorder.requests == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: bytes after an Upgrade request are written to the upstream before "
-                   "its 101 (forward.Exchange.tunnel_data); when the upstream declines the upgrade they are "
-                   "parsed there as a new request that never went through the proxy")
 @pytest.mark.parametrize("upgrade", [b"Connection: upgrade\r\nUpgrade: websocket\r\n",
                                      b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
                                      b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"], ids=["websocket", "h2c"])
@@ -219,11 +207,6 @@ async def test_bytes_after_a_declined_upgrade_never_reach_the_upstream(proxy: Ru
     assert_upstream_clean(recorder)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a request with no route and a body (even Content-Length: 0) is "
-                   "answered 404 from inside on_headers_complete and the connection set to close "
-                   "(parser = None), but httptools keeps parsing the rest of the read: the next pipelined "
-                   "request hits 'assert parser is not None' in server.ClientConnection.on_headers_complete, "
-                   "which is logged as an ERROR with a traceback and answered 500 after the 404")
 async def test_a_refused_request_with_a_body_then_another_gives_no_internal_error(
     proxy: RunningProxy, recorder: Recorder, caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -277,9 +260,6 @@ async def stopping() -> AsyncIterator[list[RunningProxy]]:
         await p.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an upstream's 'Connection: content-length' makes "
-                   "http1.rewrite_response drop the Content-Length while the body is still sent as is, so a "
-                   "keep-alive client gets a response with no framing and reads the next response as its body")
 async def test_upstream_connection_header_cannot_unframe_a_response(stopping: list[RunningProxy]) -> None:
     async with FixedUpstream(b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nhello") as up:
         proxy = await proxy_to(up.port)
@@ -301,10 +281,6 @@ async def test_an_upstream_answering_twice_never_mixes_up_responses(stopping: li
             assert [r.body for r in out.responses()] == [b"one", b"one"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a second response in the same read as the first reaches "
-                   "upstream.UpstreamConnection.on_headers_complete with no exchange bound; its "
-                   "'assert ex is not None' escapes data_received and asyncio logs 'Fatal error: "
-                   "protocol.data_received() call failed' with a traceback for every such response")
 async def test_an_upstream_answering_twice_is_handled_without_a_traceback(
     stopping: list[RunningProxy], caplog: pytest.LogCaptureFixture,
 ) -> None:
