@@ -160,10 +160,11 @@ async def scale_from_zero_out_and_back(dev: Dev) -> None:
     assert peak == PREDICTED, dev.scalings()
     assert len(result.replicas) == PREDICTED, result.summary()  # every replica took traffic
 
-    # 3. idle: the HPA brings it down to its minimum (1), KEDA to 0 after the cooldown
-    await dev.wait_log(r"scaling default/hello 1 -> 0 \(keda: inactive for cooldownPeriod", timeout=30)
-    last_two = dev.scalings()[-2:]
-    assert last_two[-1] == (1, 0, "keda") and last_two[0][2] == "hpa", dev.scalings()
+    # 3. idle: KEDA scales to 0 after the cooldown, from whatever count the HPA has reached by then (as
+    # KEDA does: with a short cooldown that can be before the HPA's scale-down has come down to 1)
+    await dev.wait_log(r"scaling default/hello \d+ -> 0 \(keda: inactive for cooldownPeriod", timeout=30)
+    last = dev.scalings()[-1]
+    assert last[1:] == (0, "keda") and last[0] >= 1, dev.scalings()
     ports = [int(p) for p in READY_PORT.findall(dev.log())]
     await asyncio.sleep(0.5)
     assert not [p for p in ports if _listening(p)], "replicas still listening after scaling to zero"
