@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,43 +21,20 @@ from kedahttp.process.lifecycle import Lifecycle
 from kedahttp.process.settings import Settings
 from kedahttp.process.tasks import TaskOwner
 from kedahttp.proxy.main import Proxy, build
-from kedahttp.proxy.sources import Backend, RouteSink
+from kedahttp.proxy.sources import Backend
 from kedahttp.scaler.main import build_scaler
 from kedahttp.scaler.service import GrpcServer
 from tests.faults.clients import until
 from tests.faults.procs import KedahttpProcess
 from tests.faults.upstream import FaultyUpstream
+from tests.harness.static_source import StaticSource
+from tests.integration.proxy.conftest import make_settings
 
 _names = itertools.count()
 
 
-class StaticSource:
-    """Routes the test sets once: backends and their ready endpoints."""
-
-    name = "static"
-
-    def __init__(self, backends: Sequence[Backend], endpoints: dict[str, list[str]]) -> None:
-        self.backends = list(backends)
-        self.endpoints = endpoints
-
-    async def run(self, sink: RouteSink) -> None:
-        sink.replace_backends(self.backends)
-        for key, endpoints in self.endpoints.items():
-            sink.set_endpoints(key, endpoints)
-        await asyncio.Event().wait()
-
-
 def proxy_settings(**overrides: Any) -> Settings:
-    base = settings_mod.load({}, environ={
-        "KEDAHTTP_BUS": f"memory://faults-{next(_names)}",
-        "KEDAHTTP_PROXY_ADDR": "127.0.0.1:0",
-        "KEDAHTTP_ADMIN_ADDR": "127.0.0.1:0",
-        "KEDAHTTP_METRICS_ADDR": "127.0.0.1:0",
-        "KEDAHTTP_ROUTES": "/nonexistent",
-        "KEDAHTTP_REPORT_INTERVAL_SECONDS": "0.25",
-        "KEDAHTTP_SHUTDOWN_DELAY_SECONDS": "0",
-    })
-    return base.replace(**overrides)
+    return make_settings(**{"report_interval_seconds": 0.25, "cold_start_timeout_seconds": 60.0, **overrides})
 
 
 class InProcessProxy:

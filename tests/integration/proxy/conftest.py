@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,25 +15,10 @@ from kedahttp.activity.bus import open_transport
 from kedahttp.process import settings as settings_mod
 from kedahttp.process.settings import Settings
 from kedahttp.proxy.main import Proxy, build
-from kedahttp.proxy.sources import Backend, RouteSink
+from kedahttp.proxy.sources import Backend
+from tests.harness.static_source import StaticSource
 
 _bus_names = itertools.count()
-
-
-class StaticSource:
-    """A route source the test controls: initial backends and endpoints, then whatever the test sets."""
-
-    name = "static"
-
-    def __init__(self, backends: Sequence[Backend], endpoints: dict[str, list[str]]) -> None:
-        self.backends = list(backends)
-        self.endpoints = endpoints
-
-    async def run(self, sink: RouteSink) -> None:
-        sink.replace_backends(self.backends)
-        for key, eps in self.endpoints.items():
-            sink.set_endpoints(key, eps)
-        await asyncio.Event().wait()
 
 
 def make_settings(**overrides: Any) -> Settings:
