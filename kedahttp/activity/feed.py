@@ -52,7 +52,7 @@ class ActivityFeed:
         replay_seconds: float = RETENTION_SECONDS,
         on_state: Callable[[FeedState], None] | None = None,
         backoff_initial_seconds: float = 0.1,
-        backoff_max_seconds: float = 5.0,
+        backoff_max_seconds: float = 1.0,
     ) -> None:
         self.transport = transport
         self.on_message = on_message

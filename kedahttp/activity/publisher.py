@@ -59,7 +59,7 @@ class ActivityPublisher:
         *,
         max_pending_reports: int = 2400,
         backoff_initial_seconds: float = 0.1,
-        backoff_max_seconds: float = 5.0,
+        backoff_max_seconds: float = 1.0,
     ) -> None:
         if max_pending_reports < 1:
             raise ValueError("max_pending_reports must be at least 1")

@@ -36,10 +36,10 @@ REEVALUATE_SECONDS: Final = 1.0  # push streams re-read active-to-inactive chang
 STALE_AFTER_SECONDS: Final = 5.0
 STALE_AFTER_INTERVALS: Final = 10
 # After a bus outage, the proxies send the reports they kept meanwhile once their own backoff lets them
-# (the publisher's longest backoff is 5 s). Until every proxy that was reporting before the outage has
+# (the publisher's longest backoff is 1 s). Until every proxy that was reporting before the outage has
 # sent a report made after we were back, the view lacks their backlog and would read low: not fresh.
 # A proxy that has not caught up after this long is presumed gone (it then expires as usual).
-CATCH_UP_GIVE_UP_SECONDS: Final = 8.0
+CATCH_UP_GIVE_UP_SECONDS: Final = 4.0
 RECENT_INSTANCE_SECONDS: Final = 10.0  # proxies heard from this recently before the outage are awaited
 
 
