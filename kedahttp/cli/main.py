@@ -8,6 +8,7 @@ a bad value exits 2 with a message naming the setting. Exit codes: 0 done, 1 fai
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -104,8 +105,6 @@ def dev(config_path: str | None, view: bool | None, **flags: str | None) -> None
 
 
 def _env_has(name: str) -> bool:
-    import os
-
     return settings_mod.env_name(name) in os.environ
 
 

@@ -20,7 +20,7 @@ from kedahttp.process import settings as settings_mod
 from kedahttp.process.lifecycle import Lifecycle
 from kedahttp.process.settings import Settings
 from kedahttp.process.tasks import TaskOwner
-from kedahttp.proxy.main import Proxy, build
+from kedahttp.proxy.main import build
 from kedahttp.proxy.sources import Backend
 from kedahttp.scaler.main import build_scaler
 from kedahttp.scaler.service import GrpcServer
@@ -28,36 +28,13 @@ from tests.faults.clients import until
 from tests.faults.procs import KedahttpProcess
 from tests.faults.upstream import FaultyUpstream
 from tests.harness.static_source import StaticSource
-from tests.integration.proxy.conftest import make_settings
+from tests.integration.proxy.conftest import RunningProxy, make_settings
 
 _names = itertools.count()
 
 
 def proxy_settings(**overrides: Any) -> Settings:
     return make_settings(**{"report_interval_seconds": 0.25, "cold_start_timeout_seconds": 60.0, **overrides})
-
-
-class InProcessProxy:
-    """The real proxy components started in the test's loop, on a real port."""
-
-    def __init__(self, proxy: Proxy) -> None:
-        self.proxy = proxy
-
-    @property
-    def port(self) -> int:
-        return self.proxy.server.port
-
-    def counters(self, key: str = "default/app") -> Any:
-        return self.proxy.counters.backends[key]
-
-    async def start(self) -> InProcessProxy:
-        for component in self.proxy.components:
-            await component.start()
-        return self
-
-    async def stop(self) -> None:
-        for component in reversed(self.proxy.components):
-            await component.close()
 
 
 @pytest.fixture
@@ -71,13 +48,13 @@ async def upstream() -> AsyncIterator[FaultyUpstream]:
 async def proxy_for(upstream: FaultyUpstream) -> AsyncIterator[Any]:
     """A factory: the in-process proxy in front of ``upstream`` (or ``target``) as backend default/app on
     host app.test."""
-    started: list[InProcessProxy] = []
+    started: list[RunningProxy] = []
 
-    async def make(target: FaultyUpstream | None = None, **overrides: Any) -> InProcessProxy:
+    async def make(target: FaultyUpstream | None = None, **overrides: Any) -> RunningProxy:
         settings = proxy_settings(**overrides)
         source = StaticSource([Backend(key="default/app", hosts=("app.test",))],
                               {"default/app": [(target or upstream).endpoint]})
-        running = await InProcessProxy(build(settings, source, open_transport(settings.bus))).start()
+        running = await RunningProxy(build(settings, source, open_transport(settings.bus))).start()
         started.append(running)
         return running
 

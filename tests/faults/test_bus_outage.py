@@ -20,10 +20,11 @@ from kedahttp.activity.bus import BusUnavailable, CaughtUp, Transport, open_tran
 from kedahttp.proxy.main import build
 from kedahttp.proxy.sources import Backend
 from tests.faults.clients import OK, KedaClient, Poller, Traffic, ref, until
-from tests.faults.conftest import InProcessProxy, StaticSource, proxy_settings
+from tests.faults.conftest import StaticSource, proxy_settings
 from tests.faults.procs import KedahttpProcess, ProxyProcess, ScalerProcess, scrape
 from tests.faults.upstream import FaultyUpstream
 from tests.harness.servers import NatsServer, RedisServer
+from tests.integration.proxy.conftest import RunningProxy
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -134,7 +135,7 @@ async def test_no_zero_while_the_proxies_have_not_caught_up_after_an_outage(
     gate = GatedTransport(open_transport(redis_server.url))
     settings = proxy_settings(bus=redis_server.url)
     source = StaticSource([Backend(key="default/app", hosts=("app.test",))], {"default/app": [upstream.endpoint]})
-    proxy = await InProcessProxy(build(settings, source, gate)).start()
+    proxy = await RunningProxy(build(settings, source, gate)).start()
     await asyncio.to_thread(scaler.wait_listening)
     keda = KedaClient(scaler.target)
     traffic = Traffic(proxy.port, "app.test", concurrency=4, prefix="g", query="delay=20").start()

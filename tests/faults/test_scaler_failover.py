@@ -19,10 +19,11 @@ from kedahttp.activity.bus import open_transport
 from kedahttp.proxy.main import build
 from kedahttp.proxy.sources import Backend
 from tests.faults.clients import OK, HttpConnection, KedaClient, StreamWatcher, ref, send, until
-from tests.faults.conftest import InProcessProxy, StaticSource, proxy_settings
+from tests.faults.conftest import StaticSource, proxy_settings
 from tests.faults.procs import ScalerProcess
 from tests.faults.upstream import FaultyUpstream
 from tests.harness.servers import RedisServer
+from tests.integration.proxy.conftest import RunningProxy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,7 +38,7 @@ async def test_streams_move_to_the_surviving_replica_and_get_the_current_state(
     source = StaticSource([Backend(key="default/hot", hosts=("hot.test",)),
                            Backend(key="default/idle", hosts=("idle.test",))],
                           {"default/hot": [upstream.endpoint], "default/idle": [upstream.endpoint]})
-    proxy = await InProcessProxy(build(settings, source, open_transport(settings.bus))).start()
+    proxy = await RunningProxy(build(settings, source, open_transport(settings.bus))).start()
     clients: list[KedaClient] = []
     watchers: list[StreamWatcher] = []
     try:
