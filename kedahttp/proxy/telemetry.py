@@ -19,6 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from kedahttp.process.lifecycle import BaseComponent
 from kedahttp.process.settings import Address
+from kedahttp.proxy import compiled
 from kedahttp.proxy.counters import COLD_WAIT_BUCKETS, DURATION_BUCKETS, STATUS_CLASSES, sum_snapshots
 
 Snapshot = dict[str, Any]  # {"backends": {...}, "publisher": {...}, "routes": n, "connections": n}
@@ -117,6 +118,10 @@ class ProxyCollector:
         yield GaugeMetricFamily("kedahttp_proxy_routes", "Backends in the route table", value=snap.get("routes", 0))
         yield GaugeMetricFamily("kedahttp_proxy_client_connections", "Open client connections",
                                 value=snap.get("connections", 0))
+        info = GaugeMetricFamily("kedahttp_proxy_build_info", "How this proxy's data path runs: compiled or python",
+                                 labels=["data_path"])
+        info.add_metric([compiled.data_path()], 1)
+        yield info
 
 
 def make_registry(snapshot: Callable[[], Snapshot]) -> CollectorRegistry:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from kedahttp.proxy import compiled
 from tests.manifests.render import REPO, Build
 
 
@@ -152,7 +153,7 @@ def test_the_build_context_builds_the_whole_package(
     tmp_path: Path, dockerfile: list[list[tuple[str, str]]]
 ) -> None:
     context = build_context(REPO)
-    assert "pyproject.toml" in context and "README.md" in context
+    assert "pyproject.toml" in context and "README.md" in context and "setup.py" in context
     assert not [p for p in context if p.startswith((".venv/", ".git/", "tests/", "manifests/"))]
     sources = sorted(p for p in context if p.startswith("kedahttp/") and p.endswith((".py", ".pyi", ".yaml")))
     assert "kedahttp/cli/main.py" in sources
@@ -193,4 +194,10 @@ def test_the_build_context_builds_the_whole_package(
         entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
     missing = [p for p in sources if p not in names]
     assert not missing, f"the image would lack {missing}: a package without __init__.py, or package-data?"
+    # the data path is compiled (setup.py): one extension per module plus mypyc's shared library
+    extensions = {n for n in names if n.endswith(".so")}
+    for module in compiled.COMPILED_MODULES:
+        prefix = module.replace(".", "/") + "."
+        assert any(n.startswith(prefix) for n in extensions), f"{module} is not compiled in the wheel"
+    assert any(n.startswith("kedahttp_proxy__mypyc.") for n in extensions), sorted(extensions)
     assert re.search(r"^kedahttp = kedahttp\.cli\.main:main$", entry_points, re.M)

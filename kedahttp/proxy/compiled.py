@@ -1,0 +1,46 @@
+"""Whether the data path runs compiled (mypyc, see setup.py) or as plain Python, and whether a compiled
+module is older than its source (an edit not rebuilt: `make compile`)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+from pathlib import Path
+
+# The modules setup.py compiles; tests/unit/proxy/test_compiled.py keeps the two lists equal.
+COMPILED_MODULES = (
+    "kedahttp.proxy.counters",
+    "kedahttp.proxy.dispatch",
+    "kedahttp.proxy.forward",
+    "kedahttp.proxy.holding",
+    "kedahttp.proxy.http1",
+    "kedahttp.proxy.routing",
+    "kedahttp.proxy.server",
+    "kedahttp.proxy.upstream",
+)
+
+
+def _is_extension(path: str) -> bool:
+    return path.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+
+
+def data_path() -> str:
+    """"compiled" when every data-path module was loaded from an extension, "python" when none was,
+    "mixed" otherwise (a partial build: the pieces still work together, but it is not what was built)."""
+    compiled = [_is_extension(importlib.import_module(name).__file__ or "") for name in COMPILED_MODULES]
+    if all(compiled):
+        return "compiled"
+    return "python" if not any(compiled) else "mixed"
+
+
+def stale_modules() -> list[str]:
+    """Compiled modules whose source file beside them is newer than the extension that was loaded."""
+    stale = []
+    for name in COMPILED_MODULES:
+        loaded = importlib.import_module(name).__file__ or ""
+        if not _is_extension(loaded):
+            continue
+        source = Path(loaded).parent / (name.rpartition(".")[2] + ".py")
+        if source.exists() and source.stat().st_mtime > Path(loaded).stat().st_mtime:
+            stale.append(name)
+    return stale

@@ -1,0 +1,32 @@
+"""Builds the proxy's data path as C extensions with mypyc; everything else stays plain Python.
+
+The modules below are ordinary, type-checked Python: mypyc compiles them from the same source (native
+classes with typed attributes, direct calls between them), which roughly halves the Python cost of a
+proxied request (bench/RESULTS.md). Set KEDAHTTP_COMPILE=0 to install them as pure Python instead, e.g.
+on a platform without a C compiler; the behaviour is the same, only slower. `kedahttp proxy` logs which
+one it runs, and /metrics carries it as kedahttp_proxy_build_info{data_path="compiled"|"python"}.
+"""
+
+import os
+
+from setuptools import setup
+
+# The request hot path and what it calls per request. Keep in sync with kedahttp/proxy/compiled.py.
+COMPILED = [
+    "kedahttp/proxy/counters.py",
+    "kedahttp/proxy/dispatch.py",
+    "kedahttp/proxy/forward.py",
+    "kedahttp/proxy/holding.py",
+    "kedahttp/proxy/http1.py",
+    "kedahttp/proxy/routing.py",
+    "kedahttp/proxy/server.py",
+    "kedahttp/proxy/upstream.py",
+]
+
+ext_modules = []
+if os.environ.get("KEDAHTTP_COMPILE", "1") != "0":
+    from mypyc.build import mypycify
+
+    ext_modules = mypycify(COMPILED, opt_level="3", debug_level="0", group_name="kedahttp_proxy")
+
+setup(ext_modules=ext_modules)
