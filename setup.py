@@ -1,8 +1,9 @@
-"""Builds the proxy's data path as C extensions with mypyc; everything else stays plain Python.
+"""Builds the proxy's data path as C extensions; everything else stays plain Python.
 
 The modules below are ordinary, type-checked Python: mypyc compiles them from the same source (native
-classes with typed attributes, direct calls between them), which roughly halves the Python cost of a
-proxied request (bench/RESULTS.md). Set KEDAHTTP_COMPILE=0 to install them as pure Python instead, e.g.
+classes with typed attributes, direct calls between them). The head rewriting, byte work that compiled
+Python still does slowly, is also written in Cython (kedahttp/proxy/_heads.pyx) with http1.py as its
+pure-Python twin. Together they cut the proxy's own CPU per request by more than half (bench/RESULTS.md). Set KEDAHTTP_COMPILE=0 to install them as pure Python instead, e.g.
 on a platform without a C compiler; the behaviour is the same, only slower. `kedahttp proxy` logs which
 one it runs, and /metrics carries it as kedahttp_proxy_build_info{data_path="compiled"|"python"}.
 """
@@ -25,8 +26,16 @@ COMPILED = [
 
 ext_modules = []
 if os.environ.get("KEDAHTTP_COMPILE", "1") != "0":
+    from Cython.Build import cythonize
     from mypyc.build import mypycify
+    from setuptools import Extension
 
-    ext_modules = mypycify(COMPILED, opt_level="3", debug_level="0", group_name="kedahttp_proxy")
+    ext_modules = mypycify(COMPILED, opt_level="3", debug_level="0", group_name="kedahttp.proxy.native")
+    # the head rewriting in C (kedahttp/proxy/heads.py picks it, or http1.py's where it is missing)
+    ext_modules += cythonize(
+        [Extension("kedahttp.proxy._heads", ["kedahttp/proxy/_heads.pyx"], extra_compile_args=["-O2"])],
+        compiler_directives={"language_level": "3"},
+        quiet=True,
+    )
 
 setup(ext_modules=ext_modules)

@@ -7,7 +7,7 @@ import importlib
 import importlib.machinery
 from pathlib import Path
 
-# The modules setup.py compiles; tests/unit/proxy/test_compiled.py keeps the two lists equal.
+# The modules setup.py compiles with mypyc; tests/unit/proxy/test_compiled.py keeps the two lists equal.
 COMPILED_MODULES = (
     "kedahttp.proxy.counters",
     "kedahttp.proxy.dispatch",
@@ -18,6 +18,8 @@ COMPILED_MODULES = (
     "kedahttp.proxy.server",
     "kedahttp.proxy.upstream",
 )
+# and with Cython: the head rewriting (http1.py's functions are used where it is missing)
+CYTHON_MODULES = ("kedahttp.proxy._heads",)
 
 
 def _is_extension(path: str) -> bool:
@@ -28,19 +30,32 @@ def data_path() -> str:
     """"compiled" when every data-path module was loaded from an extension, "python" when none was,
     "mixed" otherwise (a partial build: the pieces still work together, but it is not what was built)."""
     compiled = [_is_extension(importlib.import_module(name).__file__ or "") for name in COMPILED_MODULES]
+    compiled.append(_heads_built())
     if all(compiled):
         return "compiled"
     return "python" if not any(compiled) else "mixed"
 
 
+def _heads_built() -> bool:
+    try:
+        importlib.import_module("kedahttp.proxy._heads")
+    except ImportError:
+        return False
+    return True
+
+
 def stale_modules() -> list[str]:
     """Compiled modules whose source file beside them is newer than the extension that was loaded."""
     stale = []
-    for name in COMPILED_MODULES:
-        loaded = importlib.import_module(name).__file__ or ""
+    for name in (*COMPILED_MODULES, *CYTHON_MODULES):
+        try:
+            loaded = importlib.import_module(name).__file__ or ""
+        except ImportError:
+            continue
         if not _is_extension(loaded):
             continue
-        source = Path(loaded).parent / (name.rpartition(".")[2] + ".py")
+        stem = name.rpartition(".")[2]
+        source = Path(loaded).parent / (stem + (".pyx" if name in CYTHON_MODULES else ".py"))
         if source.exists() and source.stat().st_mtime > Path(loaded).stat().st_mtime:
             stale.append(name)
     return stale

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from kedahttp.proxy import http1
 from kedahttp.proxy.counters import DURATION_BUCKETS
+from kedahttp.proxy.heads import rewrite_response
 from kedahttp.proxy.http1 import CHUNKED, LAST_CHUNK, NO_BODY
 
 if TYPE_CHECKING:
@@ -260,7 +261,7 @@ class Exchange:
         conn = self.conn
         if status < 200 and status != 101:
             if status != 100 and not self.http10:  # our own 100 answered Expect already
-                conn.write(http1.rewrite_response(
+                conn.write(rewrite_response(
                     status, head, bodiless=True, client_http10=False, keep_alive=True, cold=False,
                 )[0])
             return
@@ -268,7 +269,7 @@ class Exchange:
             self.keep_alive and not conn.server.draining and self.req_done and not self.upgrade
             and not (conn.closing and len(conn.queue) <= 1)
         )
-        out, self.resp_body, self.resp_close, self.up_until_close = http1.rewrite_response(
+        out, self.resp_body, self.resp_close, self.up_until_close = rewrite_response(
             status, head,
             bodiless=self.is_head or status == 204 or status == 304,
             client_http10=self.http10,

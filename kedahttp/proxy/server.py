@@ -26,6 +26,7 @@ import httptools
 from kedahttp.proxy import http1
 from kedahttp.proxy.dispatch import Dispatcher
 from kedahttp.proxy.forward import DONE, PAUSE_PIPELINE, Exchange
+from kedahttp.proxy.heads import rewrite_request
 from kedahttp.proxy.http1 import BadRequest
 from kedahttp.proxy.routing import RouteTable
 from kedahttp.proxy.upstream import UpstreamPool
@@ -212,7 +213,7 @@ class ClientConnection(asyncio.Protocol):
                 raise BadRequest(400 if version[:2] == "0." else 505, "HTTP version not served")
             http10 = True
         server = self.server
-        head, host, path, body, expect_continue, upgrade = http1.rewrite_request(
+        head, host, path, body, expect_continue, upgrade = rewrite_request(
             method, self.url, headers, self.client_ip, parser.should_upgrade())
         headers.clear()
         if not host and not http10:

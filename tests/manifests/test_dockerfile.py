@@ -199,5 +199,5 @@ def test_the_build_context_builds_the_whole_package(
     for module in compiled.COMPILED_MODULES:
         prefix = module.replace(".", "/") + "."
         assert any(n.startswith(prefix) for n in extensions), f"{module} is not compiled in the wheel"
-    assert any(n.startswith("kedahttp_proxy__mypyc.") for n in extensions), sorted(extensions)
+    assert any(n.startswith("kedahttp/proxy/native__mypyc.") for n in extensions), sorted(extensions)
     assert re.search(r"^kedahttp = kedahttp\.cli\.main:main$", entry_points, re.M)

@@ -1,0 +1,350 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
+"""The request and response head rewriting of http1.py, in C, for the shapes nearly every message has.
+
+``rewrite_request`` and ``rewrite_response`` take and return exactly what the functions of the same name in
+http1.py do, and give the same result (tests/unit/proxy/test_heads.py checks it on generated heads). Each
+walks the head once over raw bytes and writes the new head into one buffer. Anything unusual is handed to
+http1.py whole, so the rules live in one place: an absolute-form or ``*`` target, a Connection header that
+names other headers, more than one Host, X-Forwarded-For or Transfer-Encoding, a Transfer-Encoding other
+than ``chunked``, a head over the size limit, a response with both Content-Length and Transfer-Encoding.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcmp, memcpy
+
+from kedahttp.proxy import http1
+
+cdef object _py_rewrite_request = http1.rewrite_request
+cdef object _py_rewrite_response = http1.rewrite_response
+cdef Py_ssize_t _MAX_HEADER_BYTES = http1.MAX_HEADER_BYTES
+cdef int _NO_BODY = http1.NO_BODY
+cdef int _LENGTH = http1.LENGTH
+cdef int _CHUNKED = http1.CHUNKED
+cdef int _UNTIL_CLOSE = http1.UNTIL_CLOSE
+
+# request header names handled specially
+cdef enum:
+    H_OTHER, H_HOST, H_CONNECTION, H_DROP, H_TE, H_XFF, H_EXPECT, H_CL, H_UPGRADE, H_PROXY
+
+
+cdef inline unsigned char _lower(unsigned char c) noexcept nogil:
+    return c + 32 if 65 <= c <= 90 else c
+
+
+cdef inline bint _is(const char* s, Py_ssize_t n, const char* lit, Py_ssize_t m) noexcept nogil:
+    """``s[:n]`` equals the lower-case literal ``lit[:m]``, ignoring ASCII case."""
+    cdef Py_ssize_t i
+    if n != m:
+        return False
+    for i in range(n):
+        if _lower(<unsigned char>s[i]) != <unsigned char>lit[i]:
+            return False
+    return True
+
+
+cdef inline bint _starts(const char* s, Py_ssize_t n, const char* lit, Py_ssize_t m) noexcept nogil:
+    return n >= m and _is(s, m, lit, m)
+
+
+cdef int _request_code(const char* s, Py_ssize_t n) noexcept nogil:
+    cdef unsigned char c
+    if n < 2:
+        return H_OTHER
+    c = _lower(<unsigned char>s[0])
+    if c == b'h':
+        return H_HOST if _is(s, n, b"host", 4) else H_OTHER
+    if c == b'c':
+        if _is(s, n, b"connection", 10):
+            return H_CONNECTION
+        return H_CL if _is(s, n, b"content-length", 14) else H_OTHER
+    if c == b'k':
+        return H_DROP if _is(s, n, b"keep-alive", 10) else H_OTHER
+    if c == b't':
+        if _is(s, n, b"te", 2) or _is(s, n, b"trailer", 7):
+            return H_DROP
+        return H_TE if _is(s, n, b"transfer-encoding", 17) else H_OTHER
+    if c == b'u':
+        return H_UPGRADE if _is(s, n, b"upgrade", 7) else H_OTHER
+    if c == b'x':
+        if _is(s, n, b"x-forwarded-for", 15):
+            return H_XFF
+        if _is(s, n, b"x-forwarded-proto", 17) or _is(s, n, b"x-forwarded-host", 16):
+            return H_DROP
+        return H_OTHER
+    if c == b'e':
+        return H_EXPECT if _is(s, n, b"expect", 6) else H_OTHER
+    if c == b'p':
+        return H_PROXY if _starts(s, n, b"proxy-", 6) else H_OTHER
+    return H_OTHER
+
+
+cdef inline void _trim(const char** s, Py_ssize_t* n) noexcept nogil:
+    while n[0] and (s[0][0] == b' ' or s[0][0] == b'\t'):
+        s[0] += 1
+        n[0] -= 1
+    while n[0] and (s[0][n[0] - 1] == b' ' or s[0][n[0] - 1] == b'\t'):
+        n[0] -= 1
+
+
+cdef bint _only_kept_tokens(const char* s, Py_ssize_t n) noexcept nogil:
+    """Every token of a Connection value is one the proxy handles itself (close, keep-alive, upgrade and
+    the framing and Host names, which a Connection header never removes)."""
+    cdef Py_ssize_t i = 0, start, length
+    cdef const char* token
+    while i <= n:
+        start = i
+        while i < n and s[i] != b',':
+            i += 1
+        token = s + start
+        length = i - start
+        _trim(&token, &length)
+        if length and not (
+            _is(token, length, b"close", 5) or _is(token, length, b"keep-alive", 10)
+            or _is(token, length, b"upgrade", 7) or _is(token, length, b"content-length", 14)
+            or _is(token, length, b"transfer-encoding", 17) or _is(token, length, b"host", 4)
+        ):
+            return False
+        i += 1
+    return True
+
+
+cdef inline char* _put(char* out, const char* s, Py_ssize_t n) noexcept nogil:
+    memcpy(out, s, n)
+    return out + n
+
+
+def rewrite_request(bytes method, bytes target, list headers, bytes client_ip, bint upgrade,
+                    bytes proto=b"http"):
+    """http1.rewrite_request (same arguments, result and errors)."""
+    cdef Py_ssize_t n_target = PyBytes_GET_SIZE(target)
+    if n_target == 0 or PyBytes_AS_STRING(target)[0] != b'/':
+        return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto)
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(method) + n_target + 12, total = 0
+    cdef object host = None, xff = None, upgrade_value = None
+    cdef bint expect_continue = False, has_length = False, chunked = False
+    cdef int code
+    cdef const char* name
+    cdef const char* value
+    cdef Py_ssize_t n_name, n_value
+    cdef tuple item
+    cdef bytes name_obj, value_obj
+    # First pass: classify, check, and measure what is passed on.
+    for item in headers:
+        name_obj = item[0]
+        value_obj = item[1]
+        name = PyBytes_AS_STRING(name_obj)
+        n_name = PyBytes_GET_SIZE(name_obj)
+        value = PyBytes_AS_STRING(value_obj)
+        n_value = PyBytes_GET_SIZE(value_obj)
+        size += n_name + n_value + 4
+        code = _request_code(name, n_name)
+        if code == H_OTHER or code == H_CL:
+            total += n_name + n_value + 4
+            if code == H_CL:
+                has_length = True
+        elif code == H_HOST:
+            if host is not None:
+                return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto)
+            host = value_obj
+            total += n_name + n_value + 4
+        elif code == H_XFF:
+            if xff is not None:  # several are joined in order: the reference does that
+                return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto)
+            if n_value:
+                xff = value_obj
+        elif code == H_EXPECT:
+            _trim(&value, &n_value)
+            if PyBytes_GET_SIZE(value_obj) == 12 and _is(value, n_value, b"100-continue", 12):
+                expect_continue = True
+            else:
+                total += n_name + PyBytes_GET_SIZE(value_obj) + 4
+        elif code == H_UPGRADE:
+            upgrade_value = value_obj
+        elif code == H_CONNECTION:
+            if not _only_kept_tokens(value, n_value):
+                return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto)
+        elif code == H_TE:
+            _trim(&value, &n_value)
+            if chunked or not _is(value, n_value, b"chunked", 7):
+                return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto)
+            chunked = True
+    if size > _MAX_HEADER_BYTES:
+        return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto)
+    cdef bint upgrading = upgrade and upgrade_value is not None and PyBytes_GET_SIZE(upgrade_value) > 0
+    if host is None:
+        host = b""
+    total += (PyBytes_GET_SIZE(method) + n_target + 11 + 17 + PyBytes_GET_SIZE(client_ip) + 21
+              + PyBytes_GET_SIZE(proto) + 2 + 2 + 32 + PyBytes_GET_SIZE(host) + 40)
+    if xff is not None:
+        total += PyBytes_GET_SIZE(xff) + 2
+    if upgrading:
+        total += PyBytes_GET_SIZE(upgrade_value) + 32
+    cdef char* buf = <char*>malloc(total)
+    if buf == NULL:
+        raise MemoryError()
+    cdef char* out = buf
+    # Second pass: write.
+    try:
+        out = _put(out, PyBytes_AS_STRING(method), PyBytes_GET_SIZE(method))
+        out = _put(out, b" ", 1)
+        out = _put(out, PyBytes_AS_STRING(target), n_target)
+        out = _put(out, b" HTTP/1.1\r\n", 11)
+        for item in headers:
+            name_obj = item[0]
+            value_obj = item[1]
+            name = PyBytes_AS_STRING(name_obj)
+            n_name = PyBytes_GET_SIZE(name_obj)
+            code = _request_code(name, n_name)
+            if code == H_EXPECT:
+                if PyBytes_GET_SIZE(value_obj) == 12 and _is(PyBytes_AS_STRING(value_obj), 12, b"100-continue", 12):
+                    continue
+            elif not (code == H_OTHER or code == H_CL or code == H_HOST):
+                continue
+            out = _put(out, name, n_name)
+            out = _put(out, b": ", 2)
+            out = _put(out, PyBytes_AS_STRING(value_obj), PyBytes_GET_SIZE(value_obj))
+            out = _put(out, b"\r\n", 2)
+        out = _put(out, b"X-Forwarded-For: ", 17)
+        if xff is not None:
+            out = _put(out, PyBytes_AS_STRING(xff), PyBytes_GET_SIZE(xff))
+            out = _put(out, b", ", 2)
+        out = _put(out, PyBytes_AS_STRING(client_ip), PyBytes_GET_SIZE(client_ip))
+        out = _put(out, b"\r\nX-Forwarded-Proto: ", 21)
+        out = _put(out, PyBytes_AS_STRING(proto), PyBytes_GET_SIZE(proto))
+        if PyBytes_GET_SIZE(host):
+            out = _put(out, b"\r\nX-Forwarded-Host: ", 20)
+            out = _put(out, PyBytes_AS_STRING(host), PyBytes_GET_SIZE(host))
+        if upgrading:
+            out = _put(out, b"\r\nConnection: upgrade\r\nUpgrade: ", 32)
+            out = _put(out, PyBytes_AS_STRING(upgrade_value), PyBytes_GET_SIZE(upgrade_value))
+        if chunked:
+            out = _put(out, b"\r\nTransfer-Encoding: chunked\r\n\r\n", 32)
+        else:
+            out = _put(out, b"\r\n\r\n", 4)
+        head = PyBytes_FromStringAndSize(buf, out - buf)
+    finally:
+        free(buf)
+    return (head, host, target, _CHUNKED if chunked else (_LENGTH if has_length else _NO_BODY),
+            expect_continue, upgrading)
+
+
+cdef inline Py_ssize_t _find_crlf(const char* s, Py_ssize_t start, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i = start
+    while i + 1 < n:
+        if s[i] == b'\r' and s[i + 1] == b'\n':
+            return i
+        i += 1
+    return -1
+
+
+def rewrite_response(int status, bytes head, *, bint bodiless, bint client_http10, bint keep_alive, bint cold):
+    """http1.rewrite_response (same arguments and result)."""
+    cdef const char* s = PyBytes_AS_STRING(head)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(head)
+    cdef Py_ssize_t first = _find_crlf(s, 0, n)
+    if first < 9:
+        return _py_rewrite_response(status, head, bodiless=bodiless, client_http10=client_http10,
+                                    keep_alive=keep_alive, cold=cold)
+    cdef bint has_length = False, upstream_chunked = False
+    cdef const char* upgrade_value = NULL
+    cdef Py_ssize_t n_upgrade = 0
+    # room for the head and what may be added: the cold-start header and the framing or upgrade lines (the
+    # Upgrade value comes from a line that is dropped)
+    cdef char* buf = <char*>malloc(n + 160)
+    if buf == NULL:
+        raise MemoryError()
+    cdef char* out = buf
+    cdef Py_ssize_t pos, end, colon, n_name, n_value
+    cdef const char* line
+    cdef const char* value
+    cdef unsigned char c
+    cdef bint drop
+    cdef int body
+    cdef bint until_close = False
+    try:
+        if memcmp(s, b"HTTP/1.1 ", 9) == 0:
+            out = _put(out, s, first + 2)  # the status line passes as it is (HTTP/1.1)
+        else:
+            out = _put(out, b"HTTP/1.1", 8)  # the version normalised
+            out = _put(out, s + 8, first + 2 - 8)
+        pos = first + 2
+        while pos < n:
+            end = _find_crlf(s, pos, n)
+            if end < 0:  # not a head as the parser passes it: the reference decides
+                return _py_rewrite_response(status, head, bodiless=bodiless, client_http10=client_http10,
+                                            keep_alive=keep_alive, cold=cold)
+            line = s + pos
+            colon = 0
+            while pos + colon < end and line[colon] != b':':
+                colon += 1
+            n_name = colon
+            drop = False
+            c = _lower(<unsigned char>line[0]) if n_name else 0
+            if c == b'c':
+                if _is(line, n_name, b"connection", 10):
+                    value = line + colon + 1
+                    n_value = end - pos - colon - 1
+                    _trim(&value, &n_value)
+                    if not (_is(value, n_value, b"keep-alive", 10) or _is(value, n_value, b"close", 5)
+                            or _only_kept_tokens(value, n_value)):
+                        return _py_rewrite_response(status, head, bodiless=bodiless,
+                                                    client_http10=client_http10, keep_alive=keep_alive,
+                                                    cold=cold)
+                    drop = True
+                elif _is(line, n_name, b"content-length", 14):
+                    has_length = True
+            elif c == b'k':
+                drop = _is(line, n_name, b"keep-alive", 10)
+            elif c == b't':
+                if _is(line, n_name, b"transfer-encoding", 17):
+                    drop = upstream_chunked = True
+                else:
+                    drop = _is(line, n_name, b"te", 2) or _is(line, n_name, b"trailer", 7)
+            elif c == b'u':
+                if _is(line, n_name, b"upgrade", 7):
+                    drop = True
+                    upgrade_value = line + colon + 1  # as sent, without the whitespace before it
+                    n_upgrade = end - pos - colon - 1
+                    while n_upgrade and (upgrade_value[0] == b' ' or upgrade_value[0] == b'\t'):
+                        upgrade_value += 1
+                        n_upgrade -= 1
+            elif c == b'p':
+                drop = _starts(line, n_name, b"proxy-", 6)
+            if not drop:
+                out = _put(out, line, end + 2 - pos)
+            pos = end + 2
+        if has_length and upstream_chunked:  # Content-Length must go too: the reference does that
+            return _py_rewrite_response(status, head, bodiless=bodiless, client_http10=client_http10,
+                                        keep_alive=keep_alive, cold=cold)
+        if cold:
+            out = _put(out, b"X-KEDAHTTP-Cold-Start: true\r\n", 29)
+        if status == 101:
+            out = _put(out, b"Connection: upgrade\r\nUpgrade: ", 30)
+            if n_upgrade:
+                out = _put(out, upgrade_value, n_upgrade)
+            out = _put(out, b"\r\n\r\n", 4)
+            return PyBytes_FromStringAndSize(buf, out - buf), _NO_BODY, False, False
+        if bodiless or status < 200:
+            body = _NO_BODY
+        elif has_length and not upstream_chunked:
+            body = _LENGTH
+        elif client_http10:
+            until_close = not upstream_chunked
+            body = _UNTIL_CLOSE
+            keep_alive = False
+        else:
+            until_close = not upstream_chunked
+            body = _CHUNKED
+            out = _put(out, b"Transfer-Encoding: chunked\r\n", 28)
+        if status < 200:
+            out = _put(out, b"\r\n", 2)
+        elif not keep_alive:
+            out = _put(out, b"Connection: close\r\n\r\n", 21)
+        elif client_http10:
+            out = _put(out, b"Connection: keep-alive\r\n\r\n", 26)
+        else:
+            out = _put(out, b"\r\n", 2)
+        return PyBytes_FromStringAndSize(buf, out - buf), body, not keep_alive, until_close
+    finally:
+        free(buf)
