@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	KEDAHTTP_COMPILE=0 $(BIN)/pip install -q -e '.[dev]'  # compiled below, by the $(DATAPATH) rule
 	touch $(STAMP)
 
-# The data path compiled with mypyc (setup.py), rebuilt whenever one of its modules changes.
+# The data path compiled with mypyc and Cython (setup.py), rebuilt whenever one of its sources changes.
 # KEDAHTTP_COMPILE=0 leaves it as plain Python (and removes an earlier build).
 COMPILED := $(shell sed -n 's/^    "\(kedahttp\/proxy\/[a-z0-9_]*\.py\)",$$/\1/p' setup.py)
 DATAPATH := $(VENV)/.compiled-$(if $(filter 0,$(KEDAHTTP_COMPILE)),python,mypyc)

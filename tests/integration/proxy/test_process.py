@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import websockets
 
+from kedahttp.proxy import compiled
 from tests.harness.servers import env_with, free_port, wait_port
 from tests.integration.proxy.conftest import Upstream, curl
 
@@ -141,8 +142,11 @@ async def test_two_workers_share_the_port_and_metrics_add_up(tmp_path: Path) -> 
         await asyncio.sleep(1.5)  # one stats interval
         code, out, _ = await curl(f"http://127.0.0.1:{proxy.metrics}/metrics")
         assert 'kedahttp_proxy_requests_total{backend="default/app",code="2xx"} 20.0' in out
+        # the proxy process runs the data path this suite was built with, and says so
+        assert f'kedahttp_proxy_build_info{{data_path="{compiled.data_path()}"}} 1.0' in out
         log = proxy.log.read_text()
         assert "worker=0" in log and "worker=1" in log
+        assert f"data_path={compiled.data_path()}" in log
         # a worker that dies is replaced, and the port keeps serving meanwhile
         workers = await asyncio.to_thread(worker_pids, proxy.proc.pid)
         assert len(workers) == 2
