@@ -120,7 +120,7 @@ def rewrite_request(bytes method, bytes target, list headers, bytes client_ip, b
     cdef Py_ssize_t n_target = PyBytes_GET_SIZE(target)
     if n_target == 0 or PyBytes_AS_STRING(target)[0] != b'/':
         return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto)
-    cdef Py_ssize_t size = PyBytes_GET_SIZE(method) + n_target + 12, total = 0
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(method) + n_target + 12, total
     cdef object host = None, xff = None, upgrade_value = None
     cdef bint expect_continue = False, has_length = False, chunked = False
     cdef int code
@@ -139,26 +139,20 @@ def rewrite_request(bytes method, bytes target, list headers, bytes client_ip, b
         n_value = PyBytes_GET_SIZE(value_obj)
         size += n_name + n_value + 4
         code = _request_code(name, n_name)
-        if code == H_OTHER or code == H_CL:
-            total += n_name + n_value + 4
-            if code == H_CL:
-                has_length = True
+        if code == H_CL:
+            has_length = True
         elif code == H_HOST:
             if host is not None:
                 return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto)
             host = value_obj
-            total += n_name + n_value + 4
         elif code == H_XFF:
             if xff is not None:  # several are joined in order: the reference does that
                 return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto)
             if n_value:
                 xff = value_obj
         elif code == H_EXPECT:
-            _trim(&value, &n_value)
-            if PyBytes_GET_SIZE(value_obj) == 12 and _is(value, n_value, b"100-continue", 12):
+            if _is(value, n_value, b"100-continue", 12):  # exactly, as http1.py
                 expect_continue = True
-            else:
-                total += n_name + PyBytes_GET_SIZE(value_obj) + 4
         elif code == H_UPGRADE:
             upgrade_value = value_obj
         elif code == H_CONNECTION:
@@ -174,12 +168,14 @@ def rewrite_request(bytes method, bytes target, list headers, bytes client_ip, b
     cdef bint upgrading = upgrade and upgrade_value is not None and PyBytes_GET_SIZE(upgrade_value) > 0
     if host is None:
         host = b""
-    total += (PyBytes_GET_SIZE(method) + n_target + 11 + 17 + PyBytes_GET_SIZE(client_ip) + 21
-              + PyBytes_GET_SIZE(proto) + 2 + 2 + 32 + PyBytes_GET_SIZE(host) + 40)
+    # ``size`` already counts the request line and every header as received (what is passed on is no
+    # more); the added lines are X-Forwarded-* (with the Host and an incoming X-Forwarded-For), the
+    # upgrade pair and the framing.
+    total = size + PyBytes_GET_SIZE(client_ip) + PyBytes_GET_SIZE(proto) + PyBytes_GET_SIZE(host) + 160  # 124 at most
     if xff is not None:
-        total += PyBytes_GET_SIZE(xff) + 2
+        total += PyBytes_GET_SIZE(xff)
     if upgrading:
-        total += PyBytes_GET_SIZE(upgrade_value) + 32
+        total += PyBytes_GET_SIZE(upgrade_value)
     cdef char* buf = <char*>malloc(total)
     if buf == NULL:
         raise MemoryError()
@@ -197,7 +193,7 @@ def rewrite_request(bytes method, bytes target, list headers, bytes client_ip, b
             n_name = PyBytes_GET_SIZE(name_obj)
             code = _request_code(name, n_name)
             if code == H_EXPECT:
-                if PyBytes_GET_SIZE(value_obj) == 12 and _is(PyBytes_AS_STRING(value_obj), 12, b"100-continue", 12):
+                if _is(PyBytes_AS_STRING(value_obj), PyBytes_GET_SIZE(value_obj), b"100-continue", 12):
                     continue
             elif not (code == H_OTHER or code == H_CL or code == H_HOST):
                 continue
