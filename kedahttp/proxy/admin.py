@@ -24,7 +24,7 @@ from kedahttp.proxy.routing import RouteTable
 
 log = logging.getLogger("kedahttp.proxy.admin")
 
-APPS_API_MODULE = "kedahttp.proxy.apps_api"
+APPS_API_MODULE = "kedahttp.kube.apps_api"
 RATE_WINDOW_SECONDS = 60.0
 
 

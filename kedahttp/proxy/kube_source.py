@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kedahttp.kube import appspec
+from kedahttp.kube.cluster import ENDPOINT_SLICE, SERVICE, Cluster, ClusterError, Gone, Kind
 from kedahttp.process.settings import Settings
-from kedahttp.proxy import appspec
-from kedahttp.proxy.cluster import ENDPOINT_SLICE, SERVICE, Cluster, ClusterError, Gone, Kind
 from kedahttp.proxy.sources import Backend, RouteSink
 
 log = logging.getLogger("kedahttp.kube_source")

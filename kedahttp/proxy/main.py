@@ -191,7 +191,7 @@ def make_source(settings: Settings) -> RouteSource:
         except ImportError as exc:
             raise SystemExit(f"kedahttp proxy: ROUTES=kubernetes needs kedahttp.proxy.kube_source ({exc})") from exc
         # Load the cluster configuration now, so a proxy without one stops at start with the reason.
-        from kedahttp.proxy.cluster import Cluster
+        from kedahttp.kube.cluster import Cluster
 
         source: RouteSource = module.KubernetesSource(settings, cluster=Cluster.from_environment())
         return source
@@ -211,8 +211,8 @@ async def serve(settings: Settings, **options: Any) -> None:
 def main(settings: Settings) -> int:
     logs.configure(settings.log_format, settings.log_level)
     log.info("starting proxy", extra={"settings": settings.redacted()})
-    from kedahttp.proxy.apps_api import check_admin_exposure
-    from kedahttp.proxy.cluster import ClusterError
+    from kedahttp.kube.apps_api import check_admin_exposure
+    from kedahttp.kube.cluster import ClusterError
 
     try:
         check_admin_exposure(settings)

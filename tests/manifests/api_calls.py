@@ -2,11 +2,11 @@
 
 Two layers are read with ``ast``, nothing is run:
 
-1. ``kedahttp/proxy/cluster.py`` (the only module that imports ``kubernetes``): which client function
+1. ``kedahttp/kube/cluster.py`` (the only module that imports ``kubernetes``): which client function
    serves each operation (``_Ops`` field) for each ``Kind``, and which operations each public ``Cluster``
    method uses. The client function's own request (HTTP method and path) comes from the installed
    ``kubernetes`` client, so the path is the client's truth, not a guess from the function name.
-2. Every other module importing ``kedahttp.proxy.cluster``: which ``Cluster`` methods it calls (or passes
+2. Every other module importing ``kedahttp.kube.cluster``: which ``Cluster`` methods it calls (or passes
    on, as in ``self._call(cluster.create, kind, ...)``) with which ``Kind``. A literal Kind constant
    counts exactly; a Kind held in a variable counts as every Kind constant that module names.
 
@@ -26,8 +26,8 @@ from kubernetes import client as k8s
 from tests.manifests.render import REPO
 
 PACKAGE = REPO / "kedahttp"
-CLUSTER = PACKAGE / "proxy" / "cluster.py"
-CLUSTER_MODULE = "kedahttp.proxy.cluster"
+CLUSTER = PACKAGE / "kube" / "cluster.py"
+CLUSTER_MODULE = "kedahttp.kube.cluster"
 
 
 @dataclass(frozen=True, order=True)

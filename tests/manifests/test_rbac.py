@@ -13,11 +13,6 @@ from tests.manifests import api_calls
 from tests.manifests.api_calls import Permission
 from tests.manifests.render import Build
 
-pytestmark = pytest.mark.skipif(
-    not api_calls.CLUSTER.exists(),
-    reason=f"{api_calls.CLUSTER} (the proxy's Kubernetes calls) does not exist yet",
-)
-
 
 @pytest.fixture(scope="module")
 def derived() -> tuple[set[Permission], list[str]]:
@@ -60,7 +55,7 @@ def granted(rules: list[dict[str, Any]]) -> set[Permission]:
 
 def test_only_the_cluster_module_imports_kubernetes() -> None:
     importers = [p for p in api_calls.PACKAGE.rglob("*.py") if api_calls.imports_kubernetes(p)]
-    assert importers == [api_calls.CLUSTER], "every API call must go through kedahttp/proxy/cluster.py"
+    assert importers == [api_calls.CLUSTER], "every API call must go through kedahttp/kube/cluster.py"
 
 
 def test_the_derivation_finds_what_the_contract_requires(derived: tuple[set[Permission], list[str]]) -> None:

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from kedahttp.kube.apps_api import AppsApi, add_routes
+from kedahttp.kube.cluster import Cluster
 from kedahttp.process.settings import Settings, load
-from kedahttp.proxy.apps_api import AppsApi, add_routes
-from kedahttp.proxy.cluster import Cluster
 from tests.harness.servers import free_port
 from tests.integration.kube.fake_apiserver import FakeApiServer
 

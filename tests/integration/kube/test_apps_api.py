@@ -11,8 +11,8 @@ import aiohttp
 import jsonschema
 import pytest
 
+from kedahttp.kube.cluster import Cluster
 from kedahttp.process.settings import load
-from kedahttp.proxy.cluster import Cluster
 from tests.harness.servers import free_port
 from tests.integration.kube.fake_apiserver import FakeApiServer
 from tests.integration.kube.fixtures import SCALER_ADDRESS, Admin, AdminContext, admin_settings, start_admin

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from kedahttp.kube.cluster import Cluster
 from kedahttp.process.settings import load
-from kedahttp.proxy.cluster import Cluster
 from kedahttp.proxy.kube_source import KubernetesSource
 from tests.integration.kube.fake_apiserver import FakeApiServer
 from tests.unit.kube.test_cluster_routes import RecordingSink, eps, service

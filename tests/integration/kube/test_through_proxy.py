@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from kedahttp.activity.bus import open_transport
-from kedahttp.proxy.cluster import Cluster
+from kedahttp.kube.cluster import Cluster
 from kedahttp.proxy.kube_source import KubernetesSource
 from tests.integration.kube.fake_apiserver import FakeApiServer
 from tests.integration.kube.test_kube_source import until

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from kedahttp.kube.apps_api import AdminExposureError, check_admin_exposure
 from kedahttp.process.settings import SettingError, load
-from kedahttp.proxy.apps_api import AdminExposureError, check_admin_exposure
 
 
 @pytest.mark.parametrize("addr", ["127.0.0.1:8081", "[::1]:8081", "localhost:8081", "127.0.0.9:1"])

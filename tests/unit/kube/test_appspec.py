@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kedahttp.proxy import appspec
-from kedahttp.proxy.appspec import AppSpec, SpecError
+from kedahttp.kube import appspec
+from kedahttp.kube.appspec import AppSpec, SpecError
 from tests.unit.kube.schemas import validate_builtin, validate_scaled_object
 
 BASE: dict[str, Any] = {"name": "hello", "image": "ghcr.io/acme/hello:1.2", "port": 8080, "hosts": ["hello.example.com"]}

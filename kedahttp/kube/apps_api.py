@@ -23,10 +23,9 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from kedahttp.process.settings import SettingError, Settings
-from kedahttp.proxy import appspec, openapi
-from kedahttp.proxy.appspec import SpecError
-from kedahttp.proxy.cluster import (
+from kedahttp.kube import appspec, openapi
+from kedahttp.kube.appspec import SpecError
+from kedahttp.kube.cluster import (
     DEPLOYMENT,
     SCALED_OBJECT,
     SERVICE,
@@ -41,6 +40,7 @@ from kedahttp.proxy.cluster import (
     NotFound,
     Unavailable,
 )
+from kedahttp.process.settings import SettingError, Settings
 
 log = logging.getLogger("kedahttp.admin.apps")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from kedahttp import __version__
-from kedahttp.proxy import appspec
+from kedahttp.kube import appspec
 
 _DNS1035 = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
 _DNS1123 = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
