@@ -20,7 +20,7 @@ from kedahttp.process import settings as settings_mod
 from kedahttp.process.lifecycle import Lifecycle
 from kedahttp.process.settings import Settings
 from kedahttp.process.tasks import TaskOwner
-from kedahttp.proxy.main import build
+from kedahttp.proxy.assembly import build
 from kedahttp.proxy.sources import Backend
 from kedahttp.scaler.main import build_scaler
 from kedahttp.scaler.service import GrpcServer

@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from kedahttp.activity.bus import BusUnavailable, CaughtUp, Transport, open_transport
-from kedahttp.proxy.main import build
+from kedahttp.proxy.assembly import build
 from kedahttp.proxy.sources import Backend
 from tests.faults.clients import OK, KedaClient, Poller, Traffic, ref, until
 from tests.faults.conftest import StaticSource, proxy_settings

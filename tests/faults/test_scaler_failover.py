@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from kedahttp.activity.bus import open_transport
-from kedahttp.proxy.main import build
+from kedahttp.proxy.assembly import build
 from kedahttp.proxy.sources import Backend
 from tests.faults.clients import OK, HttpConnection, KedaClient, StreamWatcher, ref, send, until
 from tests.faults.conftest import StaticSource, proxy_settings

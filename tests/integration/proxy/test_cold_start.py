@@ -11,7 +11,7 @@ import pytest
 from kedahttp.activity.codec import decode
 from kedahttp.activity.memory_bus import _log_for
 from kedahttp.proxy.file_source import FileSource
-from kedahttp.proxy.main import Proxy
+from kedahttp.proxy.assembly import Proxy
 from tests.harness.servers import free_port
 from tests.integration.proxy.conftest import (
     RunningProxy,
