@@ -10,19 +10,13 @@ import pytest
 
 from kedahttp.activity.codec import decode
 from kedahttp.activity.memory_bus import _log_for
-from kedahttp.proxy.file_source import FileSource
 from kedahttp.proxy.assembly import Proxy
+from kedahttp.proxy.file_source import FileSource
+from tests.harness.clients import curl, raw_exchange, read_response
+from tests.harness.proxy import RunningProxy, app_backend, make_settings
 from tests.harness.servers import free_port
-from tests.integration.proxy.conftest import (
-    RunningProxy,
-    StaticSource,
-    Upstream,
-    app_backend,
-    curl,
-    make_settings,
-    raw_exchange,
-    read_response,
-)
+from tests.harness.static_source import StaticSource
+from tests.harness.upstreams import Upstream
 
 pytestmark = pytest.mark.timeout(60)
 
