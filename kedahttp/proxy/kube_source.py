@@ -315,8 +315,7 @@ class Watcher:
                     break
                 log.warning(
                     "watch failed: retrying",
-                    extra={"kind": self.kind.plural, "namespace": where, "error": str(exc),
-                           "retry_seconds": round(backoff.delay_seconds, 2)},
+                    extra={"kind": self.kind.plural, "namespace": where, "error": str(exc), "retry_seconds": round(backoff.delay_seconds, 2)},
                 )
                 self._stopped.wait(backoff.next_delay())
             except RuntimeError:  # the event loop is closed: nobody is listening any more
