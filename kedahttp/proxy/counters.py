@@ -66,11 +66,10 @@ class BackendCounters:
         self.busy_acc -= t
         self.last_start = t
 
-    def start_held(self, t: float) -> None:
+    def hold(self) -> None:
+        """A started request waits for its backend to start: still active, now held."""
+        self.in_flight -= 1
         self.held += 1
-        self.started += 1
-        self.busy_acc -= t
-        self.last_start = t
 
     def release(self, waited: float) -> None:
         """A held request goes to an endpoint: it stays active, now in flight."""

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from kedahttp.proxy.counters import BackendCounters, CounterRegistry
-from kedahttp.proxy.forward import CONNECTING, HELD, Exchange
+from kedahttp.proxy.forward import CONNECTING, HELD, Dispatch, Exchange
 from kedahttp.proxy.holding import HoldQueue
 from kedahttp.proxy.routing import Route
 from kedahttp.proxy.upstream import UpstreamPool
@@ -34,7 +34,7 @@ class BackendState:
         self.woken = False  # a wake event went out in this cold episode
 
 
-class Dispatcher:
+class Dispatcher(Dispatch):
     def __init__(
         self,
         pool: UpstreamPool,
@@ -74,7 +74,7 @@ class Dispatcher:
         for ex in released:
             counters.release(now - ex.held_at)
             ex.state = CONNECTING  # leaves HELD; send() decides the rest
-            self.send(ex)
+            self.send(ex, False)
             touched.add(ex.conn)
         for conn in touched:
             conn.flush()
@@ -100,21 +100,17 @@ class Dispatcher:
             and t - counters.last_start > IDLE_WAKE_SECONDS
         ):
             self.on_wake(route.key)
-        # BackendCounters.start, inlined
-        counters.in_flight += 1
-        counters.started += 1
-        counters.busy_acc -= t
-        counters.last_start = t
+        counters.start(t)
 
     def dispatch(self, ex: Exchange) -> None:
         route = ex.route
         assert route is not None
         if route.endpoints:
-            self.send(ex)
+            self.send(ex, False)
         else:
             self.hold(ex)
 
-    def send(self, ex: Exchange, fresh: bool = False) -> None:
+    def send(self, ex: Exchange, fresh: bool) -> None:
         route = ex.route
         assert route is not None
         endpoints = route.endpoints
@@ -127,14 +123,7 @@ class Dispatcher:
         endpoint = endpoints[i % len(endpoints)]
         ex.attempts += 1
         ex.endpoint = endpoint
-        conn = None
-        if not fresh:
-            conns = self.pool.idle.get(endpoint)  # UpstreamPool.acquire, inlined
-            while conns:
-                candidate = conns.pop()
-                if candidate.open:
-                    conn = candidate
-                    break
+        conn = None if fresh else self.pool.acquire(endpoint)
         if conn is not None:
             ex.attach(conn)
         else:
@@ -156,8 +145,7 @@ class Dispatcher:
         ex.state = HELD
         ex.held = True
         ex.held_at = now
-        counters.in_flight -= 1
-        counters.held += 1
+        counters.hold()
         if not state.woken:
             state.woken = True
             counters.cold_starts += 1

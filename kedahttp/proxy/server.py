@@ -25,9 +25,10 @@ import httptools
 
 from kedahttp.proxy import http1
 from kedahttp.proxy.dispatch import Dispatcher
-from kedahttp.proxy.forward import DONE, PAUSE_PIPELINE, Exchange
+from kedahttp.proxy.forward import DONE, ClientSide, Exchange
 from kedahttp.proxy.heads import rewrite_request
 from kedahttp.proxy.http1 import BadRequest
+from kedahttp.proxy.pausing import PAUSE_PIPELINE
 from kedahttp.proxy.routing import RouteTable
 from kedahttp.proxy.upstream import UpstreamPool
 
@@ -44,7 +45,7 @@ class _Closing(Exception):
     """Stops the parser: the connection is closing, so the requests after the last answered are not read."""
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(asyncio.Protocol, ClientSide):
     __slots__ = (
         "batching", "client_ip", "close_pending", "closing", "head_bytes", "headers", "in_head", "linger",
         "lingering", "parser", "paused", "queue", "reading", "server", "since", "transport", "tunnel", "upgraded",
@@ -130,13 +131,7 @@ class ClientConnection(asyncio.Protocol):
             self.bad_request(400)
         finally:
             self.batching = False
-            queue = self.queue  # flush_all(), inlined: once per read
-            if queue:
-                ex = queue[0]
-                if ex.out and ex.up is not None:
-                    ex.flush_upstream()
-            if self.wbuf or self.close_pending:
-                self.flush()
+            self.flush_all()
 
     def eof_received(self) -> bool | None:
         # A client that half-closes (FIN) once its request is complete and its response has begun still
@@ -219,18 +214,20 @@ class ClientConnection(asyncio.Protocol):
         if not host and not http10:
             raise BadRequest(400, "missing Host")
         route = server.routes.lookup(host, path)
-        ex = Exchange(self, method, head, body, expect_continue, upgrade, route, parser.should_keep_alive(), http10)
+        dispatcher = server.dispatcher
+        ex = Exchange(self, dispatcher, method, head, body, expect_continue, upgrade, route,
+                      parser.should_keep_alive(), http10)
         if route is None:
             ex.error = 404
         else:
-            server.dispatcher.admit(ex, route)
+            dispatcher.admit(ex, route)
         self.reading = ex
         queue = self.queue
         queue.append(ex)
         if len(queue) > 1:
             self.pause_reading(PAUSE_PIPELINE)
         elif route is not None and route.endpoints:
-            server.dispatcher.send(ex)  # the common case, without activate() and dispatch()
+            dispatcher.send(ex, False)  # the common case, without activate() and dispatch()
         else:
             ex.activate()
 
@@ -253,13 +250,21 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(data)
 
     def flush_all(self) -> None:
-        """After a batch: the active exchange's bytes for its upstream, then ours for the client."""
+        """After a batch (a read from the client or from the active exchange's upstream): that exchange's
+        bytes for its upstream, then ours for the client."""
         queue = self.queue
         if queue:
             ex = queue[0]
             if ex.out and ex.up is not None:
                 ex.flush_upstream()
-        self.flush()
+        if self.wbuf or self.close_pending:
+            self.flush()
+
+    def closes_after_this(self) -> bool:
+        return (self.closing and len(self.queue) <= 1) or self.server.draining
+
+    def tunnel_to(self, transport: Any) -> None:
+        self.tunnel = transport
 
     def flush(self) -> None:
         wbuf = self.wbuf
@@ -310,7 +315,7 @@ class ClientConnection(asyncio.Protocol):
             ex.error = status
             return
         # a new request: answer after the ones before it
-        bad = Exchange(self, b"GET", b"", http1.NO_BODY, False, False, None, False, False)
+        bad = Exchange(self, self.server.dispatcher, b"GET", b"", http1.NO_BODY, False, False, None, False, False)
         bad.error = status
         self.reading = bad
         self.queue.append(bad)
