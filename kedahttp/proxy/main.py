@@ -19,13 +19,13 @@ from typing import Any
 from kedahttp.activity.bus import Transport, open_transport
 from kedahttp.process import lifecycle, logs
 from kedahttp.process.lifecycle import BaseComponent, Component
-from kedahttp.process.settings import SettingError, Settings
+from kedahttp.process.settings import Settings
 from kedahttp.process.tasks import TaskOwner
 from kedahttp.proxy import compiled
 from kedahttp.proxy.admin import AdminContext, AdminServer
 from kedahttp.proxy.counters import CounterRegistry
 from kedahttp.proxy.dispatch import Dispatcher
-from kedahttp.proxy.file_source import FileSource, RoutesFileError, load_routes_file
+from kedahttp.proxy.file_source import FileSource, load_routes_file
 from kedahttp.proxy.reporter import Publisher, Reporter, instance_id
 from kedahttp.proxy.routing import RouteTable
 from kedahttp.proxy.server import ProxyServer
@@ -209,35 +209,20 @@ async def serve(settings: Settings, **options: Any) -> None:
 
 
 def main(settings: Settings) -> int:
-    logs.configure(settings.log_format, settings.log_level)
+    """Runs the proxy; a configuration error or a failure to start propagates to the command line
+    (kedahttp.cli.main), which logs it in the configured format and exits 2 or 1."""
+    logs.configure(settings.log_format, settings.log_level, settings.secret_values())
     log.info("starting proxy", extra={"settings": settings.redacted()})
     from kedahttp.kube.apps_api import check_admin_exposure
-    from kedahttp.kube.cluster import ClusterError
 
-    try:
-        check_admin_exposure(settings)
-    except SettingError as exc:
-        print(f"kedahttp proxy: bad setting {exc}", file=sys.stderr)
-        return 2
-    try:
-        if settings.routes != "kubernetes":
-            load_routes_file(settings.routes)
-        if settings.workers > 1:
-            from kedahttp.proxy.workers import run_supervisor
+    check_admin_exposure(settings)
+    if settings.routes != "kubernetes":
+        load_routes_file(settings.routes)
+    if settings.workers > 1:
+        from kedahttp.proxy.workers import run_supervisor
 
-            return run_supervisor(settings)
-        lifecycle.run(serve(settings))
-    except (RoutesFileError, ClusterError) as exc:
-        print(f"kedahttp proxy: {exc}", file=sys.stderr)
-        return 1
-    except SystemExit as exc:
-        if isinstance(exc.code, str):
-            print(exc.code, file=sys.stderr)
-            return 1
-        raise
-    except OSError as exc:
-        print(f"kedahttp proxy: {exc}", file=sys.stderr)
-        return 1
+        return run_supervisor(settings)
+    lifecycle.run(serve(settings))
     with contextlib.suppress(Exception):
         sys.stderr.flush()
     return 0

@@ -21,7 +21,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
-SHARED = REPO.parent / "shared"
+SCHEMAS = REPO / "tests" / "schemas" / "keda"  # KEDA's CRDs, source in tests/schemas/README.md
 # kustomize v5 (kubectl 1.27+) understands everything the manifests use (labels, patches with targets).
 MIN_KUBECTL = (1, 27)
 
