@@ -262,8 +262,11 @@ def default_for(spec: Spec, process: str) -> str:
     return value if value is not None else ""
 
 
+PREFIX = "KEDAHTTP_"
+
+
 def env_name(name: str) -> str:
-    return "KEDAHTTP_" + name.upper()
+    return PREFIX + name.upper()
 
 
 def flag_name(name: str) -> str:
@@ -367,7 +370,8 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[UnknownV
     known = [env_name(spec.name) for spec in SPECS] + list(OTHER_VARIABLES)
     out = []
     for name in sorted(environ):
-        if name.startswith("KEDAHTTP_") and name not in known and not _SERVICE_LINK.match(name):
-            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-            out.append(UnknownVariable(name, close[0] if close else ""))
+        if name.startswith(PREFIX) and name not in known and not _SERVICE_LINK.match(name):
+            # Compared without the common prefix, which would make every name look alike.
+            close = difflib.get_close_matches(name[len(PREFIX):], [k[len(PREFIX):] for k in known], n=1, cutoff=0.6)
+            out.append(UnknownVariable(name, PREFIX + close[0] if close else ""))
     return out
