@@ -60,3 +60,20 @@ def test_the_keda_schema_checks_read_the_repositorys_copy() -> None:
         assert name in (ROOT / "tests" / "schemas" / "README.md").read_text()  # with its source noted
     for reader in ("tests/unit/kube/schemas.py", "tests/manifests/render.py"):
         assert '"tests" / "schemas" / "keda"' in (ROOT / reader).read_text()
+
+
+def make_dry_run(target: str) -> str:
+    import subprocess
+
+    out = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_make_run_installs_only_what_kedahttp_dev_needs() -> None:
+    run = make_dry_run("run")
+    assert "kedahttp dev" in run
+    for tool in ("redis-server", "apt-get", "kubectl"):  # dev runs on the in-memory bus, without a cluster
+        assert tool not in run, f"make run would install {tool}"
+    test = make_dry_run("test")
+    assert "redis-server" in test and "requirements/kubectl.txt" in test  # the tests install and say so
