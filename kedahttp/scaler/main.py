@@ -44,11 +44,7 @@ async def serve(settings: Settings) -> None:
 
 
 def main(settings: Settings) -> int:
-    configure(settings.log_format, settings.log_level)
+    configure(settings.log_format, settings.log_level, settings.secret_values())
     log.info("starting scaler", extra={"settings": settings.redacted()})
-    try:
-        run(serve(settings))
-    except OSError as exc:
-        log.error("scaler failed to start", extra={"error": str(exc)})
-        return 1
+    run(serve(settings))  # failures go to the command line, which logs them and picks the exit code
     return 0

@@ -1,5 +1,5 @@
 """Validators for the objects kedahttp writes: built-in kinds with kubernetes-validate, the ScaledObject
-with KEDA's CRD from ``../shared/schemas`` (beside the repository), made strict about unknown fields the
+with KEDA's CRD from ``tests/schemas/keda`` (source and version in its README), made strict about unknown fields the
 way the API server's pruning is."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import kubernetes_validate
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-SCHEMAS = REPO.parent / "shared" / "schemas"
+SCHEMAS = REPO / "tests" / "schemas" / "keda"
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")  # oldest we support, and the newest the package knows
 
 
@@ -42,7 +42,7 @@ def scaled_object_validator() -> jsonschema.protocols.Validator:
 
 def validate_scaled_object(obj: dict[str, Any]) -> None:
     scaled_object_validator().validate(obj)
-    # What the CRD schema leaves to CEL rules and KEDA's webhook (see ../shared/schemas/README.md):
+    # What the CRD schema leaves to CEL rules and KEDA's webhook (see tests/schemas/README.md):
     spec = obj["spec"]
     assert spec.get("minReplicaCount", 0) <= spec.get("maxReplicaCount", 100)
     assert len(obj["metadata"]["name"]) <= 63

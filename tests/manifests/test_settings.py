@@ -14,8 +14,8 @@ from kedahttp.process import settings
 from tests.harness.render import Build, named_ports, probe_port, rendered
 
 IMAGE = f"ghcr.io/kedahttp/kedahttp:{__version__}"
-# The settings each command accepts, from the CLI's own tables.
-TAKES = {"proxy": set(cli.PROXY), "scaler": set(cli.SCALER)}
+# The settings each command accepts, from the settings table the CLI builds its flags from.
+TAKES = {process: {spec.name for spec in settings.specs_for(process)} for process in ("proxy", "scaler")}
 PREFIX = "KEDAHTTP_"
 
 
