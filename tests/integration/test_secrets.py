@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -78,8 +79,20 @@ class Running:
         return self.output()
 
 
+def free_pair() -> int:
+    """A free port whose next port is free too: dev's scaler serves /metrics on the port after the proxy's."""
+    while True:
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
 def start(process: str, bus: str, log_format: str, tmp: Path) -> Running:
-    ports = {name: free_port() for name in ("proxy", "admin", "metrics", "scaler")}
+    ports = {name: free_port() for name in ("proxy", "admin", "scaler")} | {"metrics": free_pair()}
     args = [f"--bus={bus}", f"--log-format={log_format}", "--log-level=info",
             f"--metrics-addr=127.0.0.1:{ports['metrics']}"]
     pages = {"/metrics": ports["metrics"]}
@@ -103,8 +116,8 @@ def start(process: str, bus: str, log_format: str, tmp: Path) -> Running:
     with open(log, "wb") as err, open(stdout, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "kedahttp", process, *args], stdout=out, stderr=err, env=env)
     running = Running(proc, log, stdout, pages)
-    wait_port(ports["metrics"], 30.0)
-    running.wait_for(r"\bserving\b")  # every component started: the admin pages too
+    running.wait_for(r"serving\W+components", timeout=60.0)  # the lifecycle started every component
+    wait_port(ports["metrics"], 5.0)
     return running
 
 
