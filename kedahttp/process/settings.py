@@ -123,6 +123,13 @@ def _routes(text: str) -> str:
     return value
 
 
+def _flag(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise ValueError("must be true or false")
+    return value in ("true", "1", "yes", "on")
+
+
 @dataclass(frozen=True, slots=True)
 class Spec:
     name: str  # field name, lower case with underscores
@@ -155,6 +162,11 @@ SPECS: tuple[Spec, ...] = (
     Spec("drain_timeout_seconds", _positive_float, "25", "after the delay: seconds to let in-flight work finish"),
     Spec("concurrency_window_seconds", _positive_float, "3",
          "scaler: window of the time-weighted concurrency average"),
+    # issue 18: observability
+    Spec("metrics_app_latency", _flag, "false",
+         "proxy /metrics: add the request duration histogram per app (21 series per app, docs/metrics.md)"),
+    Spec("tracing", _flag, "false",
+         "OpenTelemetry spans for held requests and cold starts (needs the 'tracing' extra)"),
 )
 SPEC_BY_NAME: Mapping[str, Spec] = {spec.name: spec for spec in SPECS}
 
@@ -198,6 +210,9 @@ class Settings:
     shutdown_delay_seconds: float
     drain_timeout_seconds: float
     concurrency_window_seconds: float
+    # issue 18
+    metrics_app_latency: bool
+    tracing: bool
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

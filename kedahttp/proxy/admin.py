@@ -20,6 +20,7 @@ from aiohttp import web
 
 from kedahttp.process.lifecycle import BaseComponent
 from kedahttp.process.settings import Settings
+from kedahttp.proxy.live import LivePage
 from kedahttp.proxy.routing import RouteTable
 
 log = logging.getLogger("kedahttp.proxy.admin")
@@ -70,8 +71,9 @@ class AdminContext:
 class AdminServer(BaseComponent):
     name = "admin"
 
-    def __init__(self, context: AdminContext) -> None:
+    def __init__(self, context: AdminContext, live: LivePage | None = None) -> None:
         self.context = context
+        self.live = live  # the live page (live.py), served beside the API when given
         self.ready = True
         self._runner: web.AppRunner | None = None
         self.port = context.settings.admin_addr.port
@@ -80,6 +82,8 @@ class AdminServer(BaseComponent):
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        if self.live is not None:
+            self.live.add_routes(app)
         try:
             module = importlib.import_module(APPS_API_MODULE)
         except ImportError as exc:

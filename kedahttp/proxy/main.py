@@ -26,6 +26,7 @@ from kedahttp.proxy.admin import AdminContext, AdminServer
 from kedahttp.proxy.counters import CounterRegistry
 from kedahttp.proxy.dispatch import Dispatcher
 from kedahttp.proxy.file_source import FileSource, RoutesFileError, load_routes_file
+from kedahttp.proxy.live import LivePage, route_samples
 from kedahttp.proxy.reporter import Publisher, Reporter, instance_id
 from kedahttp.proxy.routing import RouteTable
 from kedahttp.proxy.server import ProxyServer
@@ -116,7 +117,8 @@ class Proxy:
     """The wired parts of one proxy process; ``components`` is what the lifecycle runs."""
 
     def __init__(self, settings: Settings, source: RouteSource, publisher: Publisher, *,
-                 serve_admin: bool = True, serve_metrics: bool = True, reuse_port: bool = False) -> None:
+                 serve_admin: bool = True, serve_metrics: bool = True, reuse_port: bool = False,
+                 **options: Any) -> None:
         self.settings = settings
         self.counters = CounterRegistry(instance_id())
         self.reporter = Reporter(self.counters, publisher, settings.report_interval_seconds)
@@ -136,13 +138,16 @@ class Proxy:
             source.interest = self._holding
         self.admin: AdminServer | None = None
         self.metrics: MetricsServer | None = None
+        self.live: LivePage | None = None
         components: list[Component] = []
         if serve_metrics:
-            self.metrics = MetricsServer(settings.metrics_addr, self.snapshot)
+            self.metrics = MetricsServer(settings.metrics_addr, self.snapshot, settings.metrics_app_latency)
             components.append(self.metrics)
         if serve_admin:
-            self.admin = AdminServer(AdminContext(settings, self.routes, self.snapshot))
-            components.append(self.admin)
+            self.live = LivePage(settings.admin_token, lambda: route_samples(self.routes),
+                                 options.get("scale_down_after") or (lambda key: None))
+            self.admin = AdminServer(AdminContext(settings, self.routes, self.snapshot), self.live)
+            components += [self.admin, self.live]  # the page closes its streams before the server stops
         components += [self.reporter, SourceRunner(source, self.routes),
                        ProxyComponent(self.server, settings, reuse_port=reuse_port)]
         self.components = components
@@ -175,7 +180,8 @@ def make_publisher(transport: Transport) -> Publisher:
 
 def build_proxy(settings: Settings, source: RouteSource, transport: Transport | None = None,
                 **options: Any) -> list[Component]:
-    """The components of one proxy process, for ``Lifecycle``; options: serve_admin, serve_metrics, reuse_port."""
+    """The components of one proxy process, for ``Lifecycle``; options: serve_admin, serve_metrics, reuse_port,
+    scale_down_after (key -> seconds from an app's last request to its scale-down, for the live page)."""
     return build(settings, source, transport, **options).components
 
 
