@@ -145,7 +145,7 @@ class LivePage(BaseComponent):
         form = await request.post()
         given = str(form.get("token", ""))
         if not self.token or hmac.compare_digest(given.encode(), self.token.encode()):
-            response = web.HTTPSeeOther("/live")
+            response = web.Response(status=303, headers={"Location": "/live"})
             if self.token:
                 now = time.monotonic()
                 for sid in [s for s, e in self.sessions.items() if e < now]:
@@ -162,7 +162,7 @@ class LivePage(BaseComponent):
 
     async def _logout(self, request: web.Request) -> web.Response:
         self.sessions.pop(request.cookies.get(COOKIE, ""), None)
-        response = web.HTTPSeeOther("/live")
+        response = web.Response(status=303, headers={"Location": "/live"})
         response.del_cookie(COOKIE, path="/live")
         return response
 
