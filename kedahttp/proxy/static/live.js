@@ -54,7 +54,7 @@
   }
   function summary(s) {
     const c = s.counts;
-    $("summary").textContent = `${s.apps} apps: ${c.warm} warm, ${c.waking} waking, ${c.cold} cold`;
+    $("summary").textContent = `${s.apps} ${s.apps === 1 ? "app" : "apps"}: ${c.warm} warm, ${c.waking} waking, ${c.cold} cold`;
     $("coldstarts").replaceChildren(...s.coldStarts.map((x) => {
       const li = document.createElement("li");
       li.textContent = `${x.app}: ${x.wait === null ? "timed out" : `waited ${x.wait.toFixed(2)} s`}, ${ago(x.at)}`;
