@@ -51,7 +51,7 @@ class Browser:
             "--metrics-recording-only", "--window-size=1200,800", f"--user-data-dir={self.profile}",
             f"--remote-debugging-port={self.port}", "--remote-debugging-address=127.0.0.1", "about:blank",
         ]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = await asyncio.to_thread(_spawn, command)
         self.session = aiohttp.ClientSession()
         targets: list[dict[str, Any]] = []
         async with asyncio.timeout(30):
@@ -106,8 +106,7 @@ class Browser:
 
     async def screenshot(self, path: Path) -> Path:
         result = await self.call("Page.captureScreenshot", format="png")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(result["data"]))
+        await asyncio.to_thread(_write, path, base64.b64decode(result["data"]))
         return path
 
     async def close(self) -> None:
@@ -125,4 +124,13 @@ class Browser:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 await asyncio.to_thread(self.process.wait, 5)
-        shutil.rmtree(self.profile, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, self.profile, True)
+
+
+def _spawn(command: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)

@@ -21,6 +21,7 @@ import pytest
 
 from tests.harness.browser import Browser
 from tests.harness.servers import free_port, wait_port
+from tests.harness.waiting import until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,6 +43,7 @@ hpa:
     stabilizationWindowSeconds: 1
 """
 
+LIVE_URL = re.compile(r"live page: (http://\S+/live)")
 ROW = 'document.querySelector(\'tr[data-app="default/hello"]\')'
 RECORD_STATES = f"""
 (() => {{
@@ -71,16 +73,13 @@ async def test_the_live_page_shows_a_wake_and_a_scale_down(tmp_path: Path) -> No
         "--metrics-addr", "127.0.0.1:0", "--scaler-addr", f"127.0.0.1:{scaler_port}",
         "--report-interval-seconds", "0.1", "--concurrency-window-seconds", "1", "--log-format", "text",
     ]
-    with open(out, "wb") as stdout, open(err, "wb") as stderr:
-        dev = subprocess.Popen(command, stdout=stdout, stderr=stderr, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    dev = await asyncio.to_thread(_spawn, command, out, err)
     browser = Browser()
     shots = tmp_path / "screenshots"
     try:
         await asyncio.to_thread(wait_port, admin_port, 30.0)
-        async with asyncio.timeout(30):
-            while not (found := re.search(r"live page: (http://\S+/live)", out.read_text())):
-                await asyncio.sleep(0.05)
-        url = found[1]
+        await until(lambda: LIVE_URL.search(out.read_text()), 30, "the live page's URL in the banner")
+        url = LIVE_URL.findall(out.read_text())[0]
         assert url == f"http://127.0.0.1:{admin_port}/live"
         await browser.start()
         await browser.navigate(url)
@@ -120,3 +119,8 @@ async def test_the_live_page_shows_a_wake_and_a_scale_down(tmp_path: Path) -> No
             except subprocess.TimeoutExpired:
                 dev.kill()
                 dev.wait(5)
+
+
+def _spawn(command: list[str], out: Path, err: Path) -> subprocess.Popen[bytes]:
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        return subprocess.Popen(command, stdout=stdout, stderr=stderr, env={**os.environ, "PYTHONUNBUFFERED": "1"})
