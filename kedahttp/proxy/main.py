@@ -32,6 +32,7 @@ from kedahttp.proxy.routing import RouteTable
 from kedahttp.proxy.server import ProxyServer
 from kedahttp.proxy.sources import Backend, RouteSink, RouteSource
 from kedahttp.proxy.telemetry import MetricsServer, Snapshot, publisher_stats
+from kedahttp.proxy.tracing import make_observer
 from kedahttp.proxy.upstream import UpstreamPool
 
 log = logging.getLogger("kedahttp.proxy")
@@ -132,6 +133,7 @@ class Proxy:
             on_wake=self._on_wake,
             on_unreachable=getattr(source, "nudge", None),
         )
+        self.dispatcher.observer = make_observer(settings.tracing)
         self.routes = RouteTable(self.dispatcher)
         self.server = ProxyServer(self.routes, self.dispatcher, self.pool)
         if isinstance(source, FileSource) and source.interest is None:
