@@ -5,6 +5,8 @@
 at least one viewer is connected (nobody watching costs nothing), folds them in livestate.py, and each
 viewer is sent only the rows of its page that changed since it was last written to: at most one event
 batch per tick per viewer, whatever the traffic, and a slow viewer skips ticks without losing a change.
+The ticker's cost is bounded too: it sleeps at least nine times as long as its last tick took, so it uses
+at most a tenth of the event loop however many apps there are (ticks space out past 25 ms of work).
 Search and paging run on the server, so 10,000 apps never reach the browser at once.
 
 Auth: with an admin token set, ``POST /live/login`` takes the token in the form body and answers with
@@ -22,7 +24,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -30,12 +32,13 @@ from aiohttp import web
 
 from kedahttp.process.lifecycle import BaseComponent
 from kedahttp.process.tasks import TaskOwner
-from kedahttp.proxy.livestate import LiveModel, Sample, row_json
+from kedahttp.proxy.livestate import ColdWaits, LiveModel, Sample, row_json
 from kedahttp.proxy.routing import RouteTable
 
 log = logging.getLogger("kedahttp.proxy.live")
 
 TICK_SECONDS = 0.25
+IDLE_PER_BUSY = 9.0  # the ticker sleeps at least this many times as long as its last tick took
 HEARTBEAT_SECONDS = 15.0
 SESSION_SECONDS = 12 * 3600.0
 MAX_SESSIONS = 1000
@@ -52,32 +55,52 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 
-Sampler = Callable[[], Iterable[Sample]]
+Sampler = Callable[[], list[Sample]]
 
 
-def route_samples(routes: RouteTable) -> Iterator[Sample]:
+def route_samples(routes: RouteTable) -> list[Sample]:
     """Samples read straight from the route table and each route's counters (one proxy process)."""
+    out = []
     for key, route in routes.routes.items():
         state = route.state
         if state is None:
-            yield Sample(key, len(route.endpoints), 0, 0, 0, 0, 0.0)
-            continue
-        c = state.counters
-        wait_sum = c.cold_wait_sum
-        yield Sample(key, len(route.endpoints), c.in_flight, c.held, c.started,
-                     sum(c.cold_wait_buckets) if wait_sum else 0, wait_sum)
+            out.append((key, len(route.endpoints), 0, 0, 0))
+        else:
+            c = state.counters
+            out.append((key, len(route.endpoints), c.in_flight, c.held, c.started))
+    return out
 
 
-def snapshot_samples(routes: RouteTable, snapshot: Callable[[], dict[str, Any]]) -> Iterator[Sample]:
+def route_cold_waits(routes: RouteTable) -> ColdWaits:
+    def waits(key: str) -> tuple[int, float]:
+        route = routes.get(key)
+        if route is None or route.state is None:
+            return 0, 0.0
+        c = route.state.counters
+        return sum(c.cold_wait_buckets), c.cold_wait_sum
+
+    return waits
+
+
+def snapshot_samples(routes: RouteTable, snapshot: Callable[[], dict[str, Any]]) -> list[Sample]:
     """Samples from the workers' summed snapshots (WORKERS > 1; they arrive once a second)."""
     backends = snapshot().get("backends", {})
+    out: list[Sample] = []
     for key, route in routes.routes.items():
         b = backends.get(key)
         if b is None:
-            yield Sample(key, len(route.endpoints), 0, 0, 0, 0, 0.0)
+            out.append((key, len(route.endpoints), 0, 0, 0))
         else:
-            yield Sample(key, len(route.endpoints), b["in_flight"], b["held"], b["started"],
-                         sum(b["cold_wait_buckets"]), b["cold_wait_sum"])
+            out.append((key, len(route.endpoints), b["in_flight"], b["held"], b["started"]))
+    return out
+
+
+def snapshot_cold_waits(snapshot: Callable[[], dict[str, Any]]) -> ColdWaits:
+    def waits(key: str) -> tuple[int, float]:
+        b = snapshot().get("backends", {}).get(key)
+        return (sum(b["cold_wait_buckets"]), b["cold_wait_sum"]) if b else (0, 0.0)
+
+    return waits
 
 
 class _Viewer:
@@ -102,12 +125,12 @@ def _event(name: str, data: Any) -> bytes:
 class LivePage(BaseComponent):
     name = "live"
 
-    def __init__(self, token: str | None, sample: Sampler,
+    def __init__(self, token: str | None, sample: Sampler, cold_waits: ColdWaits,
                  scale_down_after: Callable[[str], float | None] = lambda key: None,
                  tick_seconds: float = TICK_SECONDS, clock: Callable[[], float] = time.time) -> None:
         self.token = token
         self.sample = sample
-        self.model = LiveModel(scale_down_after)
+        self.model = LiveModel(scale_down_after, cold_waits)
         self.tick_seconds = tick_seconds
         self.clock = clock
         self.viewers: set[_Viewer] = set()
@@ -115,6 +138,8 @@ class LivePage(BaseComponent):
         self.tasks = TaskOwner("live")
         self.closing = False
         self.tick_cost_seconds = 0.0  # the last tick's sampling and folding, for the benchmark
+        self.ticks = 0
+        self.batches_sent = 0  # writes to event streams (one per viewer per tick at most), for the benchmark
         self._ticker: asyncio.Task[None] | None = None
         self._static = {name: resources.files("kedahttp.proxy").joinpath("static", name).read_bytes()
                         for name in STATIC}
@@ -209,7 +234,9 @@ class LivePage(BaseComponent):
                 viewer.tick.clear()
                 if self.closing:
                     break
-                await response.write(self.render(viewer) or b": keep-alive\n\n")
+                batch = self.render(viewer)
+                self.batches_sent += bool(batch)
+                await response.write(batch or b": keep-alive\n\n")
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
@@ -249,13 +276,15 @@ class LivePage(BaseComponent):
         t0 = time.perf_counter()
         changed = self.model.update(self.sample(), self.clock())
         self.tick_cost_seconds = time.perf_counter() - t0
+        self.ticks += 1
         if changed:
             for viewer in self.viewers:
                 viewer.tick.set()
 
     async def _run(self) -> None:
         while self.viewers and not self.closing:
-            await asyncio.sleep(self.tick_seconds)
+            # a tick never takes more than a tenth of the loop: with very many apps ticks space out
+            await asyncio.sleep(max(self.tick_seconds, self.tick_cost_seconds * IDLE_PER_BUSY))
             self._tick()
 
     async def stop_accepting(self) -> None:

@@ -26,7 +26,7 @@ from kedahttp.proxy.admin import AdminContext, AdminServer
 from kedahttp.proxy.counters import CounterRegistry
 from kedahttp.proxy.dispatch import Dispatcher
 from kedahttp.proxy.file_source import FileSource, RoutesFileError, load_routes_file
-from kedahttp.proxy.live import LivePage, route_samples
+from kedahttp.proxy.live import LivePage, route_cold_waits, route_samples
 from kedahttp.proxy.reporter import Publisher, Reporter, instance_id
 from kedahttp.proxy.routing import RouteTable
 from kedahttp.proxy.server import ProxyServer
@@ -143,11 +143,11 @@ class Proxy:
         self.live: LivePage | None = None
         components: list[Component] = []
         if serve_metrics:
-            self.metrics = MetricsServer(settings.metrics_addr, self.snapshot, settings.metrics_app_latency)
+            self.metrics = MetricsServer(settings.metrics_addr, self.metrics_snapshot, settings.metrics_app_latency)
             components.append(self.metrics)
         if serve_admin:
             self.live = LivePage(settings.admin_token, lambda: route_samples(self.routes),
-                                 options.get("scale_down_after") or (lambda key: None))
+                                 route_cold_waits(self.routes), options.get("scale_down_after") or (lambda key: None))
             self.admin = AdminServer(AdminContext(settings, self.routes, self.snapshot), self.live)
             components += [self.admin, self.live]  # the page closes its streams before the server stops
         components += [self.reporter, SourceRunner(source, self.routes),
@@ -163,6 +163,15 @@ class Proxy:
     def _holding(self, key: str) -> bool:
         route = self.routes.get(key)
         return route is not None and route.state is not None and len(route.state.queue) > 0
+
+    def metrics_snapshot(self) -> Snapshot:
+        """As ``snapshot``, with the live counter objects instead of copies: /metrics reads them at once."""
+        return {
+            "backends": self.counters.backends,
+            "publisher": publisher_stats(getattr(self.publisher, "stats", None)),
+            "routes": len(self.routes),
+            "connections": len(self.server.connections),
+        }
 
     def snapshot(self) -> Snapshot:
         return {

@@ -1,11 +1,20 @@
 """The live page's model: states from samples, cold starts with their wait, rows that change only when seen."""
 
+from typing import Any
+
 from kedahttp.proxy.livestate import COLD, WAKING, WARM, LiveModel, Sample
+
+WAITS: dict[str, tuple[int, float]] = {}  # what the proxy's cold-wait counters say, per app
 
 
 def sample(key: str = "ns/a", ready: int = 0, in_flight: int = 0, held: int = 0, started: int = 0,
            waits: int = 0, wait_sum: float = 0.0) -> Sample:
-    return Sample(key, ready, in_flight, held, started, waits, wait_sum)
+    WAITS[key] = (waits, wait_sum)
+    return (key, ready, in_flight, held, started)
+
+
+def new_model(**kw: Any) -> LiveModel:
+    return LiveModel(cold_waits=lambda key: WAITS.get(key, (0, 0.0)), **kw)
 
 
 def state(model: LiveModel, key: str = "ns/a") -> str:
@@ -15,7 +24,7 @@ def state(model: LiveModel, key: str = "ns/a") -> str:
 
 
 def test_cold_then_waking_then_warm_records_the_mean_held_wait() -> None:
-    model = LiveModel()
+    model = new_model()
     model.update([sample()], 100.0)
     assert state(model) == COLD
     model.update([sample(held=2, started=2)], 100.25)
@@ -29,7 +38,7 @@ def test_cold_then_waking_then_warm_records_the_mean_held_wait() -> None:
 
 
 def test_a_hold_that_times_out_is_a_failed_cold_start() -> None:
-    model = LiveModel()
+    model = new_model()
     model.update([sample(held=1, started=1)], 10.0)
     model.update([sample(started=1)], 70.0)
     assert state(model) == COLD
@@ -37,7 +46,7 @@ def test_a_hold_that_times_out_is_a_failed_cold_start() -> None:
 
 
 def test_idle_rows_carry_times_not_ages_so_they_stay_unchanged() -> None:
-    model = LiveModel(scale_down_after=lambda key: 25.0)
+    model = new_model(scale_down_after=lambda key: 25.0)
     model.update([sample(ready=1)], 49.75)  # counts before the first sample are not requests it saw
     model.update([sample(ready=1, started=1)], 50.0)
     row = model.row("ns/a")
@@ -54,7 +63,7 @@ def test_idle_rows_carry_times_not_ages_so_they_stay_unchanged() -> None:
 
 
 def test_request_rate_follows_the_started_counter() -> None:
-    model = LiveModel()
+    model = new_model()
     started = 0
     for i in range(40):
         started += 25  # 100 per second at 0.25 s ticks
@@ -63,7 +72,7 @@ def test_request_rate_follows_the_started_counter() -> None:
 
 
 def test_search_and_paging_over_ten_thousand_apps() -> None:
-    model = LiveModel()
+    model = new_model()
     model.update([sample(f"ns{i % 10}/app-{i:05d}") for i in range(10_000)], 1.0)
     keys, total = model.page("", 100, 50)
     assert total == 10_000 and len(keys) == 50 and keys == sorted(keys)
