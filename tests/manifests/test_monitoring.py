@@ -9,9 +9,7 @@ renamed metric breaks this test rather than an operator's dashboard.
 from __future__ import annotations
 
 import asyncio
-import copy
 import functools
-import itertools
 import json
 import re
 import shutil
@@ -25,13 +23,12 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from kedahttp.activity.bus import open_transport
-from kedahttp.process import settings as settings_mod
-from kedahttp.proxy.main import build as build_proxy
 from kedahttp.proxy.sources import Backend
 from kedahttp.scaler.main import build_scaler
 from kedahttp.scaler.telemetry import MetricsServer as ScalerMetrics
+from tests.harness.crd import crd_validator
+from tests.harness.inproc import proxy_settings, running_proxy
 from tests.harness.scrape import promtool, scrape
-from tests.harness.static_source import StaticSource
 from tests.manifests.conftest import rendered
 from tests.manifests.render import MANIFESTS, Build, load_yaml
 
@@ -42,7 +39,6 @@ HERE = Path(__file__).parent
 SCHEMAS = HERE / "schemas"
 RULES_TEST = HERE / "rules-test.yaml"
 METRIC = re.compile(r"\b((?:kedahttp|process)_[a-zA-Z0-9_]+)\b")
-_buses = itertools.count()
 
 
 @pytest.fixture(scope="module")
@@ -56,23 +52,9 @@ def one(build: Build, kind: str) -> dict[str, Any]:
     return found[0]
 
 
-def _strict(schema: Any) -> Any:
-    if isinstance(schema, dict):
-        out = {key: _strict(value) for key, value in schema.items()}
-        if out.get("type") == "object" and "properties" in out and "additionalProperties" not in out:
-            out["additionalProperties"] = False
-        return out
-    if isinstance(schema, list):
-        return [_strict(item) for item in schema]
-    return schema
-
-
 @functools.cache
 def validator(crd_file: str) -> jsonschema.protocols.Validator:
-    crd = load_yaml(SCHEMAS / crd_file)
-    schema = _strict(copy.deepcopy(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]))
-    cls = jsonschema.validators.validator_for(schema)
-    return cls(schema)
+    return crd_validator(SCHEMAS / crd_file, "v1")
 
 
 @functools.cache
@@ -82,23 +64,17 @@ def exported_names() -> frozenset[str]:
 
 
 async def _scrape_both() -> set[str]:
-    settings = settings_mod.load({}, environ={
-        "KEDAHTTP_BUS": f"memory://monitoring-test-{next(_buses)}", "KEDAHTTP_PROXY_ADDR": "127.0.0.1:0",
-        "KEDAHTTP_ADMIN_ADDR": "127.0.0.1:0", "KEDAHTTP_METRICS_ADDR": "127.0.0.1:0",
-        "KEDAHTTP_SCALER_ADDR": "127.0.0.1:0", "KEDAHTTP_ROUTES": "/nonexistent",
-    })
-    transport = open_transport(settings.bus)
-    scaler = build_scaler(settings, transport)
-    proxy = build_proxy(settings, StaticSource([Backend("shop/cart", ("cart.test",))], {}), transport)
-    components = [*scaler, *proxy.components]
-    for component in components:
+    settings = proxy_settings()
+    scaler = build_scaler(settings, open_transport(settings.bus))
+    for component in scaler:
         await component.start()
     try:
-        assert proxy.metrics is not None
-        metrics = next(c for c in scaler if isinstance(c, ScalerMetrics))
-        texts = [await scrape(proxy.metrics.port), await scrape(metrics.port)]
+        async with running_proxy(settings, [Backend("shop/cart", ("cart.test",))]) as proxy:
+            assert proxy.metrics is not None
+            metrics = next(c for c in scaler if isinstance(c, ScalerMetrics))
+            texts = [await scrape(proxy.metrics.port), await scrape(metrics.port)]
     finally:
-        for component in reversed(components):
+        for component in reversed(scaler):
             await component.close()
     names: set[str] = set()
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.harness.browser import Browser
 from tests.harness.servers import free_port, wait_port
@@ -25,23 +26,14 @@ from tests.harness.waiting import until
 
 pytestmark = pytest.mark.timeout(120)
 
-CONFIG = """
-apps:
-  - name: hello
-    hosts: [hello.localhost]
-    sample: {startupSeconds: 1.0}
-    maxReplicas: 2
-    activityWindowSeconds: 1
-keda:
-  pollingInterval: 0.5
-  cooldownPeriod: 2
-  streamBackoffInitialSeconds: 0.5
-  streamBackoffMaxSeconds: 2
-hpa:
-  syncPeriodSeconds: 0.5
-  scaleDown:
-    stabilizationWindowSeconds: 1
-"""
+# One app that boots in a second, and emulator timings short enough to see it scale down in seconds.
+CONFIG = {
+    "apps": [{"name": "hello", "hosts": ["hello.localhost"], "sample": {"startupSeconds": 1.0},
+              "maxReplicas": 2, "activityWindowSeconds": 1}],
+    "keda": {"pollingInterval": 0.5, "cooldownPeriod": 2, "streamBackoffInitialSeconds": 0.5,
+             "streamBackoffMaxSeconds": 2},
+    "hpa": {"syncPeriodSeconds": 0.5, "scaleDown": {"stabilizationWindowSeconds": 1}},
+}
 
 LIVE_URL = re.compile(r"live page: (http://\S+/live)")
 ROW = 'document.querySelector(\'tr[data-app="default/hello"]\')'
@@ -64,7 +56,7 @@ RECORD_STATES = f"""
 
 async def test_the_live_page_shows_a_wake_and_a_scale_down(tmp_path: Path) -> None:
     config = tmp_path / "dev.yaml"
-    config.write_text(CONFIG)
+    config.write_text(yaml.safe_dump(CONFIG))
     proxy_port, admin_port, scaler_port = free_port(), free_port(), free_port()
     out, err = tmp_path / "dev.out", tmp_path / "dev.err"
     command = [

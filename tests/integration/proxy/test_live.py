@@ -9,57 +9,33 @@ second of happening, with no request from the viewer.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from kedahttp.activity.bus import open_transport
-from kedahttp.process import settings as settings_mod
-from kedahttp.proxy.main import Proxy, build
+from kedahttp.proxy.main import Proxy
 from kedahttp.proxy.sources import Backend
+from tests.harness.inproc import proxy_settings, running_proxy, serve_app, status_app
 from tests.harness.sse import EventReader
-from tests.harness.static_source import StaticSource
 
 pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "s3cret-admin-token-for-the-live-test"
-_buses = itertools.count()
 
 
 @pytest.fixture
 async def proxy() -> AsyncIterator[Proxy]:
-    settings = settings_mod.load({}, environ={
-        "KEDAHTTP_BUS": f"memory://live-test-{next(_buses)}", "KEDAHTTP_PROXY_ADDR": "127.0.0.1:0",
-        "KEDAHTTP_ADMIN_ADDR": "127.0.0.1:0", "KEDAHTTP_METRICS_ADDR": "127.0.0.1:0",
-        "KEDAHTTP_ROUTES": "/nonexistent", "KEDAHTTP_ADMIN_TOKEN": TOKEN,
-    })
     backends = [Backend("shop/cart", ("cart.test",)), *(Backend(f"shop/other-{i}", (f"o{i}.test",)) for i in range(60))]
-    running = build(settings, StaticSource(backends, {}), open_transport(settings.bus),
-                    scale_down_after=lambda key: 30.0)
-    for component in running.components:
-        await component.start()
-    yield running
-    for component in reversed(running.components):
-        await component.close()
-
-
-async def _ok(request: web.Request) -> web.Response:
-    return web.Response(text="ok")
+    async with running_proxy(proxy_settings(admin_token=TOKEN), backends, scale_down_after=lambda key: 30.0) as p:
+        yield p
 
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[str]:
-    app = web.Application()
-    app.router.add_get("/", _ok)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield f"127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    async with serve_app(status_app()) as endpoint:
+        yield endpoint
 
 
 def admin_url(proxy: Proxy) -> str:

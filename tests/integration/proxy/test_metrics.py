@@ -10,22 +10,18 @@ series, or a label that multiplies them, fails the count.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import subprocess
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from kedahttp import __version__
-from kedahttp.activity.bus import open_transport
-from kedahttp.process import settings as settings_mod
 from kedahttp.proxy import compiled
-from kedahttp.proxy.main import Proxy, build
+from kedahttp.proxy.main import Proxy
 from kedahttp.proxy.sources import Backend
+from tests.harness.inproc import proxy_settings, running_proxy, serve_app, status_app
 from tests.harness.scrape import parse, promtool, scrape, series_per_app
-from tests.harness.static_source import StaticSource
 from tests.harness.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
@@ -33,42 +29,15 @@ pytestmark = pytest.mark.timeout(60)
 FIXED_PER_APP = 9  # in-flight, held, cold starts, cold-start wait (le 1, 5, 30, +Inf, sum, count)
 LATENCY_PER_APP = 21  # 18 bounds, +Inf, sum, count
 BUDGET = 12  # an app that answered 2xx, 4xx and 5xx
-_buses = itertools.count()
-
-
-async def _status(request: web.Request) -> web.Response:
-    return web.Response(status=int(request.match_info["code"]), text="s")
 
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[str]:
-    app = web.Application()
-    app.router.add_get("/status/{code}", _status)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    async with serve_app(status_app()) as endpoint:
+        yield endpoint
 
 
-async def start(latency: bool) -> Proxy:
-    settings = settings_mod.load({}, environ={
-        "KEDAHTTP_BUS": f"memory://metrics-test-{next(_buses)}", "KEDAHTTP_PROXY_ADDR": "127.0.0.1:0",
-        "KEDAHTTP_ADMIN_ADDR": "127.0.0.1:0", "KEDAHTTP_METRICS_ADDR": "127.0.0.1:0",
-        "KEDAHTTP_ROUTES": "/nonexistent", "KEDAHTTP_METRICS_APP_LATENCY": str(latency).lower(),
-    })
-    backends = [Backend("team-a/busy", ("busy.test",), cold_start_timeout_seconds=0.3),
-                Backend("team-a/idle", ("idle.test",))]
-    proxy = build(settings, StaticSource(backends, {}), open_transport(settings.bus))
-    for component in proxy.components:
-        await component.start()
-    return proxy
-
-
-async def stop(proxy: Proxy) -> None:
-    for component in reversed(proxy.components):
-        await component.close()
+BACKENDS = [Backend("team-a/busy", ("busy.test",), cold_start_timeout_seconds=0.3), Backend("team-a/idle", ("idle.test",))]
 
 
 async def exercise(proxy: Proxy, endpoint: str) -> None:
@@ -86,19 +55,17 @@ async def exercise(proxy: Proxy, endpoint: str) -> None:
                 assert r.status == code
 
 
-async def per_app(proxy: Proxy) -> tuple[dict[tuple[str, str], int], str]:
-    assert proxy.metrics is not None
-    text = await scrape(proxy.metrics.port)
+async def exercised(endpoint: str, latency: bool) -> tuple[dict[tuple[str, str], int], str]:
+    """Series per (namespace, app) and the whole text of a scrape after ``exercise``."""
+    async with running_proxy(proxy_settings(metrics_app_latency=str(latency).lower()), BACKENDS) as proxy:
+        await exercise(proxy, endpoint)
+        assert proxy.metrics is not None
+        text = await scrape(proxy.metrics.port)
     return dict(series_per_app(parse(text))), text
 
 
 async def test_series_per_app_stay_within_the_budget(upstream: str) -> None:
-    proxy = await start(latency=False)
-    try:
-        await exercise(proxy, upstream)
-        counts, text = await per_app(proxy)
-    finally:
-        await stop(proxy)
+    counts, text = await exercised(upstream, latency=False)
     classes = {s.label("code") for s in parse(text) if s.name == "kedahttp_proxy_requests_total"}
     assert classes == {"2xx", "4xx", "5xx"}
     assert counts[("team-a", "busy")] == FIXED_PER_APP + len(classes)
@@ -119,12 +86,7 @@ async def test_series_per_app_stay_within_the_budget(upstream: str) -> None:
 
 
 async def test_the_latency_histogram_per_app_is_opt_in(upstream: str) -> None:
-    proxy = await start(latency=True)
-    try:
-        await exercise(proxy, upstream)
-        counts, text = await per_app(proxy)
-    finally:
-        await stop(proxy)
+    counts, text = await exercised(upstream, latency=True)
     assert counts[("team-a", "busy")] == FIXED_PER_APP + 3 + LATENCY_PER_APP
     count = next(s for s in parse(text) if s.name == "kedahttp_proxy_request_duration_seconds_count"
                  and s.label("app") == "busy")

@@ -9,7 +9,6 @@ sockets and the traceparent is read from what the app actually received.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -22,19 +21,16 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from kedahttp.activity.bus import open_transport
-from kedahttp.process import settings as settings_mod
-from kedahttp.proxy.main import Proxy, build
+from kedahttp.proxy.main import Proxy
 from kedahttp.proxy.sources import Backend
 from kedahttp.proxy.tracing import HoldTracer, with_traceparent
-from tests.harness.static_source import StaticSource
+from tests.harness.inproc import proxy_settings, running_proxy, serve_app
 from tests.harness.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
-_buses = itertools.count()
 
 
 @pytest.fixture
@@ -47,32 +43,21 @@ async def upstream() -> AsyncIterator[tuple[str, list[str | None]]]:
 
     app = web.Application()
     app.router.add_get("/", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield f"127.0.0.1:{runner.addresses[0][1]}", received
-    await runner.cleanup()
+    async with serve_app(app) as endpoint:
+        yield endpoint, received
 
 
 @pytest.fixture
 async def traced() -> AsyncIterator[tuple[Proxy, InMemorySpanExporter]]:
-    settings = settings_mod.load({}, environ={
-        "KEDAHTTP_BUS": f"memory://tracing-test-{next(_buses)}", "KEDAHTTP_PROXY_ADDR": "127.0.0.1:0",
-        "KEDAHTTP_ADMIN_ADDR": "127.0.0.1:0", "KEDAHTTP_METRICS_ADDR": "127.0.0.1:0",
-        "KEDAHTTP_ROUTES": "/nonexistent", "KEDAHTTP_TRACING": "true",
-    })
     backends = [Backend("shop/cart", ("cart.test",)), Backend("shop/slow", ("slow.test",), cold_start_timeout_seconds=0.3)]
-    proxy = build(settings, StaticSource(backends, {}), open_transport(settings.bus))
-    assert isinstance(proxy.dispatcher.observer, HoldTracer)  # TRACING=true wires the tracer
+    settings = proxy_settings(tracing="true")
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    proxy.dispatcher.observer = HoldTracer(provider.get_tracer("test"))  # this test's provider, not the global
-    for component in proxy.components:
-        await component.start()
-    yield proxy, exporter
-    for component in reversed(proxy.components):
-        await component.close()
+    async with running_proxy(settings, backends) as proxy:
+        assert isinstance(proxy.dispatcher.observer, HoldTracer)  # TRACING=true wires the tracer
+        proxy.dispatcher.observer = HoldTracer(provider.get_tracer("test"))  # this test's provider, not the global
+        yield proxy, exporter
 
 
 async def held_request(proxy: Proxy, host: str, headers: dict[str, str]) -> asyncio.Task[int]:
