@@ -12,6 +12,7 @@ budget per app is written down in docs/metrics.md and checked by tests/integrati
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -113,21 +114,23 @@ class ProxyExposition:
         if len(cache) > len(backends) + 1000:
             self._apps = cache = {k: v for k, v in cache.items() if k in backends}  # forget gone apps
         entries = []
+        add_entry = entries.append
+        cached = cache.get
+        first = next(iter(backends.values()), None)
+        # Every change of an app's figures moves one of these: a request starts or completes (errors,
+        # timeouts, rejections and waits happen to a request that then completes), or is held or released.
+        # Snapshots from workers (dicts) have no ``completed``: what a completion moves stands in for it.
+        values_of = (operator.itemgetter("started", "in_flight", "held", "duration_sum", "cold_starts",
+                                         "cold_wait_sum") if isinstance(first, dict)
+                     else operator.attrgetter("started", "completed", "in_flight", "held"))
         for key, b in backends.items():
-            # Every change of an app's figures moves one of these: a request starts or completes (errors,
-            # timeouts, rejections and waits happen to a request that then completes), or is held/released.
-            if isinstance(b, dict):
-                values: tuple[Any, ...] = (b["started"], b["in_flight"], b["held"], b["duration_sum"],
-                                           b["cold_starts"], b["cold_wait_sum"])
-            else:
-                values = (b.started, b.completed, b.in_flight, b.held)
-            entry = cache.get(key)
+            values = values_of(b)
+            entry = cached(key)
             if entry is None or entry[0] != values:
-                d = b if isinstance(b, dict) else None
-                get = d.__getitem__ if d is not None else functools.partial(getattr, b)
+                get = b.__getitem__ if isinstance(b, dict) else functools.partial(getattr, b)
                 entry = cache[key] = (values, (get("held_timeouts"), get("held_rejected"), get("upstream_errors")),
                                       self._app_lines(key, get))
-            entries.append(entry)
+            add_entry(entry)
         out: list[bytes] = []
         columns = list(zip(*(entry[2] for entry in entries), strict=True)) or [() for _ in self._families()]
         for (name, kind, doc), column in zip(self._families(), columns, strict=True):
