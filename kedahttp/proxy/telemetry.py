@@ -113,7 +113,7 @@ class ProxyExposition:
         cache = self._apps
         if len(cache) > len(backends) + 1000:
             self._apps = cache = {k: v for k, v in cache.items() if k in backends}  # forget gone apps
-        entries = []
+        entries: list[tuple[tuple[Any, ...], tuple[int, int, int], tuple[bytes, ...]]] = []
         add_entry = entries.append
         cached = cache.get
         first = next(iter(backends.values()), None)
