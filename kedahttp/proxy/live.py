@@ -82,25 +82,30 @@ def route_cold_waits(routes: RouteTable) -> ColdWaits:
     return waits
 
 
-def snapshot_samples(routes: RouteTable, snapshot: Callable[[], dict[str, Any]]) -> list[Sample]:
-    """Samples from the workers' summed snapshots (WORKERS > 1; they arrive once a second)."""
-    backends = snapshot().get("backends", {})
-    out: list[Sample] = []
-    for key, route in routes.routes.items():
-        b = backends.get(key)
-        if b is None:
-            out.append((key, len(route.endpoints), 0, 0, 0))
-        else:
-            out.append((key, len(route.endpoints), b["in_flight"], b["held"], b["started"]))
-    return out
+class SnapshotSampler:
+    """Samples from the workers' summed snapshots (WORKERS > 1; they arrive once a second). The cold waits
+    of a transition are read from the snapshot of the same tick: summing the workers' snapshots is the
+    expensive part, done once per tick."""
 
+    def __init__(self, routes: RouteTable, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self.routes = routes
+        self.snapshot = snapshot
+        self.backends: dict[str, Any] = {}
 
-def snapshot_cold_waits(snapshot: Callable[[], dict[str, Any]]) -> ColdWaits:
-    def waits(key: str) -> tuple[int, float]:
-        b = snapshot().get("backends", {}).get(key)
+    def sample(self) -> list[Sample]:
+        self.backends = backends = self.snapshot().get("backends", {})
+        out: list[Sample] = []
+        for key, route in self.routes.routes.items():
+            b = backends.get(key)
+            if b is None:
+                out.append((key, len(route.endpoints), 0, 0, 0))
+            else:
+                out.append((key, len(route.endpoints), b["in_flight"], b["held"], b["started"]))
+        return out
+
+    def cold_waits(self, key: str) -> tuple[int, float]:
+        b = self.backends.get(key)
         return (sum(b["cold_wait_buckets"]), b["cold_wait_sum"]) if b else (0, 0.0)
-
-    return waits
 
 
 class _Viewer:

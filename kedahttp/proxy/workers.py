@@ -29,7 +29,7 @@ from kedahttp.process.lifecycle import BaseComponent
 from kedahttp.process.settings import Settings
 from kedahttp.process.tasks import TaskOwner
 from kedahttp.proxy.admin import AdminContext, AdminServer
-from kedahttp.proxy.live import LivePage, snapshot_cold_waits, snapshot_samples
+from kedahttp.proxy.live import LivePage, SnapshotSampler
 from kedahttp.proxy.telemetry import MetricsServer, Snapshot, sum_process_snapshots
 
 log = logging.getLogger("kedahttp.proxy.workers")
@@ -217,8 +217,8 @@ async def _supervise(settings: Settings) -> int:
     supervisor = Supervisor(settings)
     routes = RouteTable()  # for the admin API's view of backends; the workers route on their own
     open_transport(settings.bus)  # a bad bus URL fails here, before any worker starts
-    live = LivePage(settings.admin_token, lambda: snapshot_samples(routes, supervisor.snapshot),
-                    snapshot_cold_waits(supervisor.snapshot))
+    sampler = SnapshotSampler(routes, supervisor.snapshot)
+    live = LivePage(settings.admin_token, sampler.sample, sampler.cold_waits)
     components = [
         MetricsServer(settings.metrics_addr, supervisor.snapshot, settings.metrics_app_latency),
         AdminServer(AdminContext(settings, routes, supervisor.snapshot), live),

@@ -80,3 +80,20 @@ def test_search_and_paging_over_ten_thousand_apps() -> None:
     assert total == 10 and all("app-0004" in k for k in keys)
     model.update([sample(f"ns{i % 10}/app-{i:05d}") for i in range(9_999)], 2.0)
     assert len(model.keys) == 9_999  # a removed app leaves the page
+
+
+def test_the_supervisor_samples_summed_worker_snapshots() -> None:
+    from kedahttp.proxy.live import SnapshotSampler
+    from kedahttp.proxy.routing import RouteTable
+    from kedahttp.proxy.sources import Backend
+
+    routes = RouteTable()
+    routes.replace_backends([Backend("ns/a", ("a.test",)), Backend("ns/b", ("b.test",))])
+    routes.set_endpoints("ns/a", ["127.0.0.1:1"])
+    snapshot = {"backends": {"ns/a": {"in_flight": 2, "held": 0, "started": 7, "cold_wait_buckets": [1, 2],
+                                      "cold_wait_sum": 4.5}}}
+    calls = []
+    sampler = SnapshotSampler(routes, lambda: calls.append(1) or snapshot)
+    assert sorted(sampler.sample()) == [("ns/a", 1, 2, 0, 7), ("ns/b", 0, 0, 0, 0)]
+    assert sampler.cold_waits("ns/a") == (3, 4.5) and sampler.cold_waits("ns/b") == (0, 0.0)
+    assert len(calls) == 1  # one summed snapshot per tick, however many transitions read it
