@@ -12,6 +12,7 @@ budget per app is written down in docs/metrics.md and checked by tests/integrati
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -104,6 +105,7 @@ class ProxyExposition:
         self.latency_histogram = latency_histogram
         # key -> (what the lines were written from, (timeouts, rejected, upstream errors), lines by family)
         self._apps: dict[str, tuple[tuple[Any, ...], tuple[int, int, int], tuple[bytes, ...]]] = {}
+        self._templates: dict[str, _Templates] = {}
         self._waits = _bucket_indexes(COLD_WAIT_BUCKETS, COLD_WAIT_EXPORTED)
         self._durations = _bucket_indexes(DURATION_BUCKETS, DURATION_BUCKETS)
 
@@ -113,6 +115,7 @@ class ProxyExposition:
         cache = self._apps
         if len(cache) > len(backends) + 1000:
             self._apps = cache = {k: v for k, v in cache.items() if k in backends}  # forget gone apps
+            self._templates = {k: v for k, v in self._templates.items() if k in backends}
         entries: list[tuple[tuple[Any, ...], tuple[int, int, int], tuple[bytes, ...]]] = []
         add_entry = entries.append
         cached = cache.get
@@ -168,36 +171,51 @@ class ProxyExposition:
         return families
 
     def _app_lines(self, key: str, get: Callable[[str], Any]) -> tuple[bytes, ...]:
-        """One app's lines, one string per family of ``_families``."""
-        namespace, name = app_labels(key)
-        app, ns = f'app="{_escape(name)}"', f'namespace="{_escape(namespace)}"'
-        requests = "".join(f'kedahttp_proxy_requests_total{{{app},code="{code}",{ns}}} {count}.0\n'
-                           for code, count in zip(STATUS_CLASSES, get("by_class"), strict=True) if count)
+        """One app's lines, one string per family of ``_families``, from its templates (made once)."""
+        t = self._templates.get(key)
+        if t is None:
+            t = self._templates[key] = _Templates(key, self._waits, self._durations if self.latency_histogram else [])
         lines = [
-            requests,
-            f"kedahttp_proxy_in_flight_requests{{{app},{ns}}} {get('in_flight')}.0\n",
-            f"kedahttp_proxy_held_requests{{{app},{ns}}} {get('held')}.0\n",
-            f"kedahttp_proxy_cold_starts_total{{{app},{ns}}} {get('cold_starts')}.0\n",
-            _histogram_lines("kedahttp_proxy_cold_start_wait_seconds", app, ns, self._waits,
-                             get("cold_wait_buckets"), get("cold_wait_sum")),
+            b"".join([template % count for template, count in zip(t.requests, get("by_class"), strict=True)
+                      if count]),
+            t.in_flight % get("in_flight"),
+            t.held % get("held"),
+            t.cold_starts % get("cold_starts"),
+            _histogram(t.waits, self._waits, get("cold_wait_buckets"), get("cold_wait_sum")),
         ]
         if self.latency_histogram:
-            lines.append(_histogram_lines("kedahttp_proxy_request_duration_seconds", app, ns, self._durations,
-                                          get("duration_buckets"), get("duration_sum")))
-        return tuple(line.encode() for line in lines)
+            lines.append(_histogram(t.durations, self._durations, get("duration_buckets"), get("duration_sum")))
+        return tuple(lines)
 
 
-def _histogram_lines(name: str, app: str, ns: str, buckets: list[tuple[int, str]], counts: list[int],
-                     total: float) -> str:
-    out = []
-    cumulative = 0
-    start = 0
-    for stop, le in buckets:
-        cumulative += sum(counts[start:stop + 1])
-        start = stop + 1
-        out.append(f'{name}_bucket{{{app},le="{le}",{ns}}} {cumulative}.0\n')
-    out.append(f"{name}_count{{{app},{ns}}} {cumulative}.0\n{name}_sum{{{app},{ns}}} {_number(total)}\n")
-    return "".join(out)
+class _Templates:
+    """One app's lines with ``%d`` where the numbers go: labels are escaped and joined once per app."""
+
+    __slots__ = ("cold_starts", "durations", "held", "in_flight", "requests", "waits")
+
+    def __init__(self, key: str, waits: list[tuple[int, str]], durations: list[tuple[int, str]]) -> None:
+        namespace, name = app_labels(key)
+        app, ns = f'app="{_escape(name)}"', f'namespace="{_escape(namespace)}"'.replace("%", "%%")
+        app = app.replace("%", "%%")
+        self.requests = tuple(f'kedahttp_proxy_requests_total{{{app},code="{code}",{ns}}} %d.0\n'.encode()
+                              for code in STATUS_CLASSES)
+        self.in_flight = f"kedahttp_proxy_in_flight_requests{{{app},{ns}}} %d.0\n".encode()
+        self.held = f"kedahttp_proxy_held_requests{{{app},{ns}}} %d.0\n".encode()
+        self.cold_starts = f"kedahttp_proxy_cold_starts_total{{{app},{ns}}} %d.0\n".encode()
+        self.waits = _histogram_template("kedahttp_proxy_cold_start_wait_seconds", app, ns, waits)
+        self.durations = _histogram_template("kedahttp_proxy_request_duration_seconds", app, ns, durations)
+
+
+def _histogram_template(name: str, app: str, ns: str, buckets: list[tuple[int, str]]) -> bytes:
+    lines = [f'{name}_bucket{{{app},le="{le}",{ns}}} %d.0\n' for _, le in buckets]
+    lines.append(f"{name}_count{{{app},{ns}}} %d.0\n{name}_sum{{{app},{ns}}} %b\n")
+    return "".join(lines).encode()
+
+
+def _histogram(template: bytes, buckets: list[tuple[int, str]], counts: list[int], total: float) -> bytes:
+    cumulative = list(itertools.accumulate(counts))
+    values = [cumulative[i] for i, _ in buckets]
+    return template % (*values, values[-1], repr(float(total)).encode())
 
 
 def make_registry() -> CollectorRegistry:
