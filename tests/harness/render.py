@@ -30,8 +30,10 @@ Obj = dict[str, Any]
 
 
 def kustomization_dirs() -> list[Path]:
-    """Every directory under manifests/ that an operator could ``kubectl apply -k``."""
-    return sorted(p.parent for p in MANIFESTS.rglob("kustomization.yaml"))
+    """Every directory under manifests/ that an operator could ``kubectl apply -k`` (components are not
+    built alone: an overlay that includes them is)."""
+    return sorted(p.parent for p in MANIFESTS.rglob("kustomization.yaml")
+                  if (load_yaml(p) or {}).get("kind") != "Component")
 
 
 def rel(path: Path) -> str:
