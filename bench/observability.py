@@ -33,7 +33,7 @@ from prometheus_client import generate_latest
 from kedahttp.activity.bus import open_transport
 from kedahttp.process import settings as settings_mod
 from kedahttp.proxy import compiled
-from kedahttp.proxy.main import Proxy, build
+from kedahttp.proxy.assembly import Proxy, build
 from kedahttp.proxy.sources import Backend
 
 NAME = "observability"

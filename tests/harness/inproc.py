@@ -12,7 +12,7 @@ from aiohttp import web
 from kedahttp.activity.bus import open_transport
 from kedahttp.process import settings as settings_mod
 from kedahttp.process.settings import Settings
-from kedahttp.proxy.main import Proxy, build
+from kedahttp.proxy.assembly import Proxy, build
 from kedahttp.proxy.sources import Backend
 from tests.harness.static_source import StaticSource
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from kedahttp.proxy.main import Proxy
+from kedahttp.proxy.assembly import Proxy
 from kedahttp.proxy.sources import Backend
 from tests.harness.inproc import proxy_settings, running_proxy, serve_app, status_app
 from tests.harness.sse import EventReader

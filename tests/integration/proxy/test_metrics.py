@@ -18,7 +18,7 @@ import pytest
 
 from kedahttp import __version__
 from kedahttp.proxy import compiled
-from kedahttp.proxy.main import Proxy
+from kedahttp.proxy.assembly import Proxy
 from kedahttp.proxy.sources import Backend
 from tests.harness.inproc import proxy_settings, running_proxy, serve_app, status_app
 from tests.harness.scrape import parse, promtool, scrape, series_per_app

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from kedahttp.proxy.main import Proxy
+from kedahttp.proxy.assembly import Proxy
 from kedahttp.proxy.sources import Backend
 from kedahttp.proxy.tracing import HoldTracer, with_traceparent
 from tests.harness.inproc import proxy_settings, running_proxy, serve_app
@@ -121,7 +121,7 @@ def test_with_tracing_off_opentelemetry_is_never_imported() -> None:
     code = (
         "import sys\n"
         "from kedahttp.process import settings\n"
-        "from kedahttp.proxy.main import build\n"
+        "from kedahttp.proxy.assembly import build\n"
         "from kedahttp.proxy.file_source import FileSource\n"
         "s = settings.load({}, environ={'KEDAHTTP_BUS': 'memory://x', 'KEDAHTTP_ROUTES': '/x'})\n"
         "proxy = build(s, FileSource('/x'))\n"
