@@ -116,7 +116,8 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         try:
             trigger = self._trigger(request)
             now = self._fresh_now()
-            active = self.state.aggregator.is_active(trigger.backend, now, trigger.activity_window_seconds)
+            self.state.keepalive.set_adaptive(trigger.backend, trigger.adaptive_keep_alive)
+            active = self.state.is_active(trigger.backend, now, trigger.activity_window_seconds)
         except Exception as exc:
             await self._abort(context, "IsActive", started, exc)
         self.telemetry.observe("IsActive", "OK", time.perf_counter() - started)
@@ -131,7 +132,8 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         except Exception as exc:
             await self._abort(context, "StreamIsActive", started, exc)
         hub = self.state.hub
-        watch = hub.open(trigger.backend, trigger.activity_window_seconds, time.time())
+        self.state.keepalive.set_adaptive(trigger.backend, trigger.adaptive_keep_alive)
+        watch = hub.open(trigger.backend, trigger.activity_window_seconds, self.state.clock())
         code = "CANCELLED"  # unless the loop below ends by itself: the client went away
         try:
             while await hub.next_push(watch):
@@ -147,7 +149,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         return self.triggers.get(ref.namespace, ref.name, ref.scalerMetadata)
 
     def _fresh_now(self) -> float:
-        now = time.time()
+        now = self.state.clock()
         state = self.state
         if not state.fresh(now):
             feed = state.feed.state
@@ -244,7 +246,7 @@ class GrpcServer(BaseComponent):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=1.0)
             changed.clear()
-            now_ready = not self._draining and self.state.fresh(time.time())
+            now_ready = not self._draining and self.state.fresh(self.state.clock())
             if now_ready != ready:
                 ready = now_ready
                 await self.health.set("readiness", SERVING if ready else NOT_SERVING)

@@ -21,7 +21,8 @@ def test_every_setting_is_documented_with_its_default() -> None:
 
 def test_every_trigger_key_is_documented() -> None:
     keys = [metrics.BACKEND_KEY, metrics.TARGET_CONCURRENCY_KEY, metrics.TARGET_REQUEST_RATE_KEY,
-            metrics.RATE_WINDOW_KEY, metrics.ACTIVITY_WINDOW_KEY, "scalerAddress"]
+            metrics.RATE_WINDOW_KEY, metrics.ACTIVITY_WINDOW_KEY, metrics.KEEP_ALIVE_KEY,
+            "scalerAddress"]
     for key in keys:
         assert re.search(rf"^\s+{key}: ", README, re.M), f"trigger key {key} missing from the README"
 
