@@ -7,8 +7,9 @@ gaps (whole minutes between two minutes with activity, at least one idle minute 
 1-minute bins over 4 hours. When that histogram is representative (enough gaps, most within range,
 concentrated rather than flat: the coefficient of variation of the bin counts), the backend counts as
 active from its last activity ``L`` until the idle-time tail (p99 plus a margin) and not after. When the
-head of the distribution (p5) is far enough away, the backend is let go right after its burst and counts
-as active again shortly before the head: the push stream then wakes it ahead of the expected request.
+head of the distribution (p5) is far enough away, the backend is let go once its burst is over (a bin
+without activity) and counts as active again shortly before the head: the push stream then wakes it
+ahead of the expected request.
 Otherwise the backend keeps the trigger's activity window.
 
 Every replica learns the same thing from the same log: observations use the times the messages carry
@@ -167,7 +168,9 @@ class KeepAlive:
         window = model.window
         if window is None:
             return idle <= activity_window_seconds
-        return window.prewarm_seconds <= idle <= window.keep_seconds
+        # Within a bin of the last activity the app is in a burst, not in a gap: never let go there
+        # (a request held meanwhile has no report yet, only its wake).
+        return idle <= BIN_SECONDS or window.prewarm_seconds <= idle <= window.keep_seconds
 
     def next_change(self, backend: str, now: float, activity_window_seconds: float) -> float | None:
         """When an idle adaptive backend's answer next changes without new activity (None: it does not)."""
@@ -175,7 +178,8 @@ class KeepAlive:
         if backend not in self._adaptive or model is None or not model.last_at:
             return None
         window = model.window
-        edges = (activity_window_seconds,) if window is None else (window.prewarm_seconds, window.keep_seconds)
+        edges = ((activity_window_seconds,) if window is None
+                 else (BIN_SECONDS, window.prewarm_seconds, window.keep_seconds))
         for edge in edges:
             at = model.last_at + edge
             if at > now:

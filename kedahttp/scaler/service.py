@@ -98,11 +98,8 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         try:
             trigger = self._trigger(request.scaledObjectRef)
             now = self._fresh_now()
-            metrics = self.state.aggregator.metrics(
-                trigger.backend, now, trigger.rate_window_seconds, trigger.activity_window_seconds
-            )
             name = request.metricName or trigger.targets[0][0]
-            value = trigger.value(name, metrics)
+            value = self.state.answer_metric(trigger, name, now)
         except Exception as exc:
             await self._abort(context, "GetMetrics", started, exc)
         response = pb.GetMetricsResponse(metricValues=[
@@ -116,8 +113,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         try:
             trigger = self._trigger(request)
             now = self._fresh_now()
-            self.state.keepalive.set_adaptive(trigger.backend, trigger.adaptive_keep_alive)
-            active = self.state.is_active(trigger.backend, now, trigger.activity_window_seconds)
+            active = self.state.answer_active(trigger, now)
         except Exception as exc:
             await self._abort(context, "IsActive", started, exc)
         self.telemetry.observe("IsActive", "OK", time.perf_counter() - started)
@@ -132,8 +128,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         except Exception as exc:
             await self._abort(context, "StreamIsActive", started, exc)
         hub = self.state.hub
-        self.state.keepalive.set_adaptive(trigger.backend, trigger.adaptive_keep_alive)
-        watch = hub.open(trigger.backend, trigger.activity_window_seconds, self.state.clock())
+        watch = self.state.open_watch(trigger, self.state.clock())
         code = "CANCELLED"  # unless the loop below ends by itself: the client went away
         try:
             while await hub.next_push(watch):

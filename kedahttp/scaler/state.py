@@ -27,7 +27,8 @@ from kedahttp.process.lifecycle import BaseComponent
 from kedahttp.process.tasks import TaskOwner
 from kedahttp.scaler.keepalive import KeepAlive
 from kedahttp.scaler.keepalive_store import KeepAliveStore, StoreUnavailable
-from kedahttp.scaler.streams import StreamHub
+from kedahttp.scaler.metrics import Trigger
+from kedahttp.scaler.streams import StreamHub, Watch
 
 log = logging.getLogger("kedahttp.scaler")
 
@@ -127,8 +128,26 @@ class ScalerState(BaseComponent):
             await self.store.close()
 
     def is_active(self, backend: str, now: float, activity_window_seconds: float) -> bool:
-        """IsActive's answer (and the push streams'): the activity window, or the adaptive keep-alive."""
+        """The push streams' answer: the activity window, or the adaptive keep-alive."""
         return self.keepalive.is_active(self.aggregator, backend, now, activity_window_seconds)
+
+    # -- the answers to KEDA's calls (the service adds only gRPC and freshness; the lab calls them too) --
+
+    def answer_active(self, trigger: Trigger, now: float) -> bool:
+        """IsActive for a trigger."""
+        self.keepalive.set_adaptive(trigger.backend, trigger.adaptive_keep_alive)
+        return self.is_active(trigger.backend, now, trigger.activity_window_seconds)
+
+    def answer_metric(self, trigger: Trigger, metric_name: str, now: float) -> float:
+        """GetMetrics for one of a trigger's metrics."""
+        metrics = self.aggregator.metrics(trigger.backend, now, trigger.rate_window_seconds,
+                                          trigger.activity_window_seconds)
+        return trigger.value(metric_name, metrics)
+
+    def open_watch(self, trigger: Trigger, now: float) -> Watch:
+        """StreamIsActive for a trigger: a watch that is due a ``true`` on every inactive-to-active change."""
+        self.keepalive.set_adaptive(trigger.backend, trigger.adaptive_keep_alive)
+        return self.hub.open(trigger.backend, trigger.activity_window_seconds, now)
 
     # -- the adaptive keep-alive's snapshots -------------------------------------------------------------
 
@@ -162,9 +181,10 @@ class ScalerState(BaseComponent):
     # -- the feed's callbacks ----------------------------------------------------------------------------
 
     def _on_delivery(self, message: ReportLike | WakeLike, arrived: float) -> None:
-        self._on_message(message, self.clock())  # the arrival time on this state's own clock
+        self.fold(message, self.clock())  # the arrival time on this state's own clock
 
-    def _on_message(self, message: ReportLike | WakeLike, now: float) -> None:
+    def fold(self, message: ReportLike | WakeLike, now: float) -> None:
+        """One message from the bus: into the aggregator and the keep-alive, then the push streams."""
         self.last_message_at = now
         sent_at = getattr(message, "sent_at", None)
         if sent_at is not None:  # a report (wakes carry "at")

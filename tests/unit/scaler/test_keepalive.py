@@ -45,10 +45,12 @@ def test_a_15_minute_timer_is_released_then_prewarmed_before_its_next_call() -> 
     agg = Aggregator()
     last = periodic(ka, 15, 8)
     assert ka.window(APP) == Window(14 * 60 * 0.9, 16 * 60 * 1.1)
-    assert ka.is_active(agg, APP, last + 30, 600) is False  # let go at once after the burst
+    assert ka.is_active(agg, APP, last + 30, 600) is True  # within the burst's minute
+    assert ka.is_active(agg, APP, last + 61, 600) is False  # let go once the burst is over
     assert ka.is_active(agg, APP, last + 14 * 60 * 0.9 + 1, 600) is True  # pre-warmed before the head
     assert ka.is_active(agg, APP, last + 16 * 60 * 1.1 + 1, 600) is False  # and let go after the tail
-    assert ka.next_change(APP, last + 30, 600) == last + 14 * 60 * 0.9
+    assert ka.next_change(APP, last + 30, 600) == last + 60
+    assert ka.next_change(APP, last + 61, 600) == last + 14 * 60 * 0.9
 
 
 def test_fallback_is_the_activity_window_until_the_histogram_is_representative() -> None:
