@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from kedahttp import __version__
+from kedahttp.lab.command import lab
 from kedahttp.process import settings as settings_mod
 from kedahttp.process.settings import SPEC_BY_NAME, SettingError, Settings
 
@@ -124,6 +125,7 @@ def _add_apps_group() -> None:
 
 
 _add_apps_group()
+cli.add_command(lab)
 
 
 def main() -> None:

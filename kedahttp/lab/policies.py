@@ -29,7 +29,8 @@ from kedahttp.activity.aggregate import Aggregator
 from kedahttp.activity.model import Report, WakeEvent
 from kedahttp.dev.hpa import Hpa, HpaSpec, MetricReading
 from kedahttp.dev.keda import ScaledObjectSpec, ScaleExecutor, Step
-from kedahttp.lab.replay import BASE_WALL, INF, NAMESPACE, AppReplay, Controller, LabConfig
+from kedahttp.lab.config import LabConfig
+from kedahttp.lab.replay import BASE_WALL, INF, NAMESPACE, AppReplay, Controller
 from kedahttp.scaler.metrics import parse_trigger
 from kedahttp.scaler.state import ScalerState
 
@@ -127,12 +128,16 @@ class KedaScaler:
         self.last_reevaluated = 0
         self.next_change = INF
 
+    @property
+    def trigger_metadata(self) -> dict[str, str]:
+        """The ScaledObject trigger's metadata this policy stands for."""
+        return {"targetConcurrency": f"{self.config.target_concurrency:g}", **self.metadata}
+
     def start(self, sim: AppReplay) -> None:
         self.sim = sim
         self.keda.sim = sim
         name = sim.backend.partition("/")[2]
-        self.trigger = parse_trigger(NAMESPACE, name, {"targetConcurrency": f"{self.config.target_concurrency:g}",
-                                                       **self.metadata})
+        self.trigger = parse_trigger(NAMESPACE, name, self.trigger_metadata)
         self.state = ScalerState(memory_bus.MemoryTransport(f"memory://lab-{name}"), clock=sim.clock.wall)
         self.state.hub.set_fresh(True, sim.clock.wall())
         self.watch = self.state.open_watch(self.trigger, sim.clock.wall())

@@ -25,6 +25,7 @@ from typing import Final, Protocol
 import numpy as np
 
 from kedahttp.activity.model import Report, WakeEvent
+from kedahttp.lab.config import LabConfig
 from kedahttp.lab.workload import AppLoad
 from kedahttp.proxy.counters import BackendCounters, CounterRegistry
 from kedahttp.proxy.dispatch import IDLE_WAKE_SECONDS
@@ -35,26 +36,6 @@ INF: Final = math.inf
 STATUS_OK: Final = 200
 STATUS_REJECTED: Final = 503  # the hold queue is full
 STATUS_TIMEOUT: Final = 504  # held past the cold-start timeout
-
-
-@dataclass(frozen=True, slots=True)
-class LabConfig:
-    """What every policy shares in a replay."""
-
-    target_concurrency: float = 100.0
-    pod_start_median_seconds: float = 4.0  # image cached, scheduling + container start + readiness
-    pod_start_sigma: float = 0.5  # log-normal: p99 about 3.2x the median
-    cold_start_timeout_seconds: float = 60.0  # COLD_START_TIMEOUT_SECONDS' default
-    max_held_requests: int = 1000  # MAX_HELD_REQUESTS' default
-    report_interval_seconds: float = 1.0
-    max_replicas: int = 100
-    seed: int = 1
-
-    def __post_init__(self) -> None:
-        if not (self.target_concurrency > 0 and self.pod_start_median_seconds > 0 and self.pod_start_sigma >= 0
-                and self.cold_start_timeout_seconds > 0 and self.max_held_requests > 0
-                and self.report_interval_seconds > 0 and self.max_replicas >= 1):
-            raise ValueError("lab settings must be positive (pod start sigma may be 0)")
 
 
 class Clock:
@@ -96,6 +77,7 @@ class AppResult:
     requests: int
     cold: int  # requests that waited for a pod (held)
     failed: int
+    failed_requests: np.ndarray  # indexes (into the app's arrivals) of the requests that failed
     waits: np.ndarray  # added wait of every request that was served, seconds (0 when warm)
     served: tuple[np.ndarray, np.ndarray]  # (start, end) of every served request
     pods: tuple[np.ndarray, np.ndarray]  # (created, removed) of every pod
@@ -195,7 +177,8 @@ class AppReplay:
         woken = False
         reporting = False
         next_report = INF
-        cold = failed = 0
+        cold = 0
+        failures: list[int] = []
         i = 0
         ctl.start(self)
         t_tick = ctl.next_tick()  # asked again only after the controller was called: nothing else moves it
@@ -210,7 +193,7 @@ class AppReplay:
             clock.t = t
             busy_before = counters.in_flight + counters.held > 0
             if t_ready == t:
-                ready_at, created = heapq.heappop(self.starting)
+                _, created = heapq.heappop(self.starting)
                 self.ready.append(created)
                 if len(self.ready) == 1:
                     woken = False
@@ -228,7 +211,7 @@ class AppReplay:
             elif t_timeout == t:
                 k = held.popleft()
                 counters.finish(t, arrivals[k], STATUS_TIMEOUT, held=True)
-                failed += 1
+                failures.append(k)
             elif t_arrival == t:
                 if not reporting:  # the heartbeats of the idle stretch carried nothing: skip them
                     clock.t = math.floor(t / interval) * interval
@@ -251,7 +234,7 @@ class AppReplay:
                     counters.start(t)
                     counters.held_rejected += 1
                     counters.finish(t, t, STATUS_REJECTED)
-                    failed += 1
+                    failures.append(k)
                     cold += 1
                 else:
                     counters.start_held(t)
@@ -284,7 +267,8 @@ class AppReplay:
         for _, created in self.starting:
             self._removed(created, end)
         return AppResult(
-            name=app.name, requests=total, cold=cold, failed=failed, waits=waits[served],
+            name=app.name, requests=total, cold=cold, failed=len(failures),
+            failed_requests=np.array(sorted(failures), dtype=np.int64), waits=waits[served],
             served=(serve_start[served], serve_end[served]),
             pods=(np.array(self.pods_created), np.array(self.pods_removed)),
             scale_events=self.scale_events,
