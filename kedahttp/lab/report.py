@@ -104,10 +104,11 @@ def plot_timeline(workload: Workload, runs: Sequence[PolicyRun], app_name: str, 
     axes[0].set_title(f"{app.name} ({app.source[:12]}, {app.trigger or 'log'}): {app.requests:,} requests")
     for ax, run in zip(axes[1:], shown, strict=True):
         result = run.results[index]
-        times = [0.0] + [t for t, _ in result.scale_events] + [workload.seconds]
+        times = np.array([0.0] + [t for t, _ in result.scale_events] + [workload.seconds]) / 3600
         counts = [0] + [n for _, n in result.scale_events]
-        ax.step(np.array(times[:-1]) / 3600, counts, where="post", color="tab:green")
-        ax.fill_between(np.array(times[:-1]) / 3600, counts, step="post", alpha=0.25, color="tab:green")
+        counts.append(counts[-1])  # the last count holds to the end of the trace
+        ax.step(times, counts, where="post", color="tab:green")
+        ax.fill_between(times, counts, step="post", alpha=0.25, color="tab:green")
         ax.set_ylabel("pods")
         ax.set_ylim(0, max([*counts, 1]) + 0.5)
         ax.text(0.005, 0.8, f"{run.policy.name}: {result.cold} cold of {result.requests}",

@@ -110,8 +110,9 @@ def test_no_policy_of_ours_fails_a_request_a_10_minute_window_serves(sample10_ru
 def test_adaptive_wastes_less_than_fixed_10m_on_sample10(sample10_runs: dict[str, PolicyRun]) -> None:
     adaptive, fixed10 = sample10_runs["adaptive"].figures, sample10_runs["fixed-10m"].figures
     assert adaptive.wasted_pod_seconds < 0.9 * fixed10.wasted_pod_seconds
-    # The p75 of 10 apps is one app: there a timer called twice within its usual 5-minute gap costs one
-    # cold start more than a 10-minute window (docs/lab.md); the 250-function sample is the real test.
+    # The p75 of 10 apps is one app: there a 5-minute timer that once skips a firing (a 10-minute gap,
+    # beyond its learned tail) costs one cold start more than a 10-minute window (docs/lab.md); the
+    # 250-function sample is the real test.
     assert adaptive.cold_start_pct_p75_app <= 1.2 * fixed10.cold_start_pct_p75_app
 
 
