@@ -108,7 +108,8 @@ class NatsStore:
                 await self.close()
             try:
                 self._nc = await nats.connect(servers=self.servers, allow_reconnect=False,
-                                              connect_timeout=TIMEOUT_SECONDS, max_reconnect_attempts=1)
+                                              connect_timeout=TIMEOUT_SECONDS, max_reconnect_attempts=1,
+                                              reconnect_time_wait=0)
                 js = self._nc.jetstream(timeout=TIMEOUT_SECONDS)
                 try:
                     self._kv = await js.key_value(NATS_BUCKET)
