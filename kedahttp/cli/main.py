@@ -22,6 +22,7 @@ import click
 
 from kedahttp import __version__
 from kedahttp.cli.apps import apps
+from kedahttp.lab.command import lab
 from kedahttp.process import logs, secrets
 from kedahttp.process import settings as settings_mod
 from kedahttp.process.settings import ConfigurationError, SettingError, Settings, Spec
@@ -160,6 +161,7 @@ def dev(config_path: str | None, view: bool | None, **flags: Any) -> None:
 
 
 cli.add_command(apps)
+cli.add_command(lab)
 
 
 def main() -> None:
