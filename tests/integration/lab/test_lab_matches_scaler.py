@@ -19,8 +19,8 @@ from kedahttp.lab.config import LabConfig
 from kedahttp.lab.policies import POLICIES, KedaScaler
 from kedahttp.lab.replay import AppReplay
 from kedahttp.lab.workload import AppLoad
+from tests.harness.scaler import FakeProxy, KedaClient, ref, running_scaler
 from tests.harness.waiting import until
-from tests.unit.scaler.harness import FakeProxy, KedaClient, ref, running_scaler
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -12,8 +12,8 @@ import redis.asyncio as aredis
 
 from kedahttp.activity.nats_bus import STREAM
 from kedahttp.activity.redis_bus import DEFAULT_STREAM_KEY
+from tests.harness.scaler import FakeProxy, KedaClient, ref, running_scaler
 from tests.harness.servers import NatsServer, RedisServer
-from tests.unit.scaler.harness import FakeProxy, KedaClient, ref, running_scaler
 
 pytestmark = pytest.mark.timeout(60)
 
