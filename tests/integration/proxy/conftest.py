@@ -250,3 +250,9 @@ def headers_seen(body: str) -> dict[str, list[str]]:
     for k, v in json.loads(body)["headers"]:
         out.setdefault(k.lower(), []).append(v)
     return out
+
+
+@pytest.fixture
+def proxy_settings() -> Any:
+    """``make_settings`` as a fixture, for test modules that import nothing from a conftest."""
+    return make_settings

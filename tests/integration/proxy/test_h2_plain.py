@@ -1,0 +1,176 @@
+"""Plain HTTP/2 through the proxy: curl --http2-prior-knowledge and h2load against an h2c app.
+
+Also the hand-over itself: HTTP/1.1 and HTTP/2 clients on the same port, a preface split across reads,
+flow control on a large body, trailers, and graceful drain (GOAWAY, open streams finish).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.events import ConnectionTerminated, DataReceived, ResponseReceived, StreamEnded, TrailersReceived
+
+from kedahttp.proxy.sources import Backend
+from tests.harness.h2_upstream import H2App
+from tests.harness.static_source import StaticSource
+from tests.harness.waiting import until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def h2app() -> AsyncIterator[H2App]:
+    app = await H2App("web").start()
+    yield app
+    await app.stop()
+
+
+@pytest.fixture
+async def proxied(h2app: H2App, proxy_factory: Any) -> Any:
+    backends = [Backend("default/web", ("web.test",), protocol="h2c"),
+                Backend("default/old", ("old.test",))]
+    return await proxy_factory(StaticSource(backends, {"default/web": [h2app.endpoint]}))
+
+
+async def run(*args: str, timeout: float = 30.0) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(timeout):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode("latin-1"), err.decode("latin-1")
+
+
+async def test_curl_prior_knowledge(proxied: Any, h2app: H2App, tmp_path: Any) -> None:
+    url = f"http://127.0.0.1:{proxied.port}"
+    code, out, err = await run("curl", "-sS", "-i", "--http2-prior-knowledge", "-H", "Host: web.test",
+                               f"{url}/hello?x=1")
+    assert code == 0, err
+    assert out.startswith("HTTP/2 200")
+    assert out.endswith("web GET /hello?x=1")
+    assert h2app.requests[-1][b":authority"] == b"web.test"
+    # a body larger than every window on the way, echoed back whole
+    body = "y" * (3 * 1024 * 1024)
+    (tmp_path / "body").write_text(body)
+    code, out, err = await run("curl", "-sS", "--http2-prior-knowledge", "-H", "Host: web.test",
+                               "--data-binary", f"@{tmp_path / 'body'}", f"{url}/echo")
+    assert code == 0, err
+    assert out == body
+    code, out, err = await run("curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w",
+                               "%{http_code} %{size_download}", "-H", "Host: web.test", f"{url}/big?n=20000000")
+    assert (code, out) == (0, "200 20000000"), err
+    # the same port still serves HTTP/1.1
+    code, out, err = await run("curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: nope.test", url)
+    assert out == "404"
+
+
+async def test_h2load_many_streams_on_few_connections(proxied: Any, h2app: H2App) -> None:
+    h2load = shutil.which("h2load")
+    if h2load is None:
+        pytest.fail("h2load missing: `make bench-tools` installs nghttp2-client")
+    code, out, err = await run(h2load, "-n", "2000", "-c", "2", "-m", "20", "-H", ":authority: web.test",
+                               f"http://127.0.0.1:{proxied.port}/x")
+    assert code == 0, err
+    assert "2000 succeeded, 0 failed, 0 errored" in out, out
+    counters = proxied.counters("default/web")
+    assert counters.completed == 2000 and counters.in_flight == 0
+    assert h2app.connections <= 4  # streams were multiplexed onto shared upstream connections
+
+
+def _h2_client() -> H2Connection:
+    conn = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+    conn.initiate_connection()
+    return conn
+
+
+def _request(conn: H2Connection, host: bytes, path: bytes) -> int:
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", host),
+                            (b":path", path)], end_stream=True)
+    return sid
+
+
+async def _collect(reader: asyncio.StreamReader, conn: H2Connection, writer: Any, want: int) -> dict[int, Any]:
+    """Reads until ``want`` streams ended: stream -> [headers, body, trailers]."""
+    out: dict[int, Any] = {}
+    ended = 0
+    while ended < want:
+        data = await reader.read(65536)
+        assert data, "the proxy closed the connection"
+        for event in conn.receive_data(data):
+            if isinstance(event, ResponseReceived):
+                out[event.stream_id] = [dict(event.headers), b"", None]
+            elif isinstance(event, DataReceived):
+                out[event.stream_id][1] += event.data
+                conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, TrailersReceived):
+                out[event.stream_id][2] = dict(event.headers)
+            elif isinstance(event, StreamEnded):
+                ended += 1
+        writer.write(conn.data_to_send())
+    return out
+
+
+async def test_preface_split_across_reads_trailers_and_routing_per_stream(proxied: Any) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxied.port)
+    writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn = _h2_client()
+    first = conn.data_to_send()
+    for cut in (3, 16, 20):  # "PRI", inside the request line's CRLFs, inside "SM"
+        writer.write(first[:cut])
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        first = first[cut:]
+    writer.write(first)
+    a = _request(conn, b"web.test", b"/trailers")
+    b = _request(conn, b"old.test", b"/")  # an HTTP/1.1 app: not reachable over HTTP/2 (yet)
+    c = _request(conn, b"none.test", b"/")
+    writer.write(conn.data_to_send())
+    got = await asyncio.wait_for(_collect(reader, conn, writer, 3), 10)
+    assert got[a][0][b":status"] == b"200" and got[a][1] == b"web GET /trailers"
+    assert got[a][2] == {b"x-trailer": b"yes"}
+    assert got[b][0][b":status"] == b"502"
+    assert got[c][0][b":status"] == b"404"
+    writer.close()
+
+
+async def test_drain_sends_goaway_and_lets_open_streams_finish(proxied: Any, h2app: H2App) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxied.port)
+    conn = _h2_client()
+    sid = _request(conn, b"web.test", b"/big?n=3000000")
+    writer.write(conn.data_to_send())
+    # read the first bytes only, so the stream is still open when the drain begins
+    events = conn.receive_data(await reader.read(65536))
+    writer.write(conn.data_to_send())
+    await until(lambda: proxied.counters("default/web").in_flight == 1, 5, "the stream in flight")
+    component = proxied.proxy.components[-1]
+    await component.stop_accepting()
+    drain = asyncio.ensure_future(component.drain(asyncio.get_running_loop().time() + 10))
+    size = sum(len(e.data) for e in events if isinstance(e, DataReceived))
+    goaway = None
+    ended = False
+    while not ended:
+        data = await asyncio.wait_for(reader.read(65536), 5)
+        assert data, "closed before the stream ended"
+        for event in conn.receive_data(data):
+            if isinstance(event, ConnectionTerminated):
+                goaway = event
+                conn.state_machine.state = type(conn.state_machine.state).CLIENT_OPEN  # keep reading
+            elif isinstance(event, DataReceived):
+                size += len(event.data)
+                conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, StreamEnded):
+                ended = True
+        writer.write(conn.data_to_send())
+    assert goaway is not None and goaway.error_code == 0 and goaway.last_stream_id == sid
+    assert size == 3000000
+    await asyncio.wait_for(drain, 5)
+    assert await reader.read(100) == b""  # closed once its last stream ended
+    writer.close()
