@@ -1,0 +1,109 @@
+"""`kedahttp proxy` as a process with an h2c app from its routes file: 100 MB each way through a gRPC
+stream in bounded proxy memory, and SIGTERM's GOAWAY letting an open stream finish."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.harness.grpc_echo import EchoApp, EchoClient, channel
+from tests.harness.servers import env_with, free_port, wait_port
+
+pytestmark = pytest.mark.timeout(120)
+
+MB = 1024 * 1024
+
+
+class ProxyProcess:
+    def __init__(self, tmp: Path, endpoint: str) -> None:
+        self.port, self.admin, self.metrics = free_port(), free_port(), free_port()
+        routes = tmp / "routes.yaml"
+        routes.write_text(f"""
+backends:
+  - name: greeter
+    hosts: ["grpc.test"]
+    upstream: "http://{endpoint}"
+    protocol: h2c
+""")
+        settings = {
+            "KEDAHTTP_BUS": "memory://p", "KEDAHTTP_ROUTES": str(routes),
+            "KEDAHTTP_PROXY_ADDR": f"127.0.0.1:{self.port}", "KEDAHTTP_ADMIN_ADDR": f"127.0.0.1:{self.admin}",
+            "KEDAHTTP_METRICS_ADDR": f"127.0.0.1:{self.metrics}", "KEDAHTTP_LOG_FORMAT": "text",
+            "KEDAHTTP_SHUTDOWN_DELAY_SECONDS": "0", "KEDAHTTP_DRAIN_TIMEOUT_SECONDS": "5",
+        }
+        with open(tmp / "proxy.log", "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "kedahttp", "proxy"], env=env_with(**settings),
+                                         stdout=log, stderr=subprocess.STDOUT)
+        wait_port(self.port)
+        wait_port(self.admin)
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmHWM")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@pytest.fixture
+async def app_and_proxy(tmp_path: Path) -> AsyncIterator[tuple[EchoApp, ProxyProcess]]:
+    app = await EchoApp("big").start()
+    proxy = await asyncio.to_thread(ProxyProcess, tmp_path, app.endpoint)
+    yield app, proxy
+    proxy.stop()
+    await app.stop()
+
+
+async def test_100mb_each_way_through_a_grpc_stream_in_bounded_memory(
+        app_and_proxy: tuple[EchoApp, ProxyProcess]) -> None:
+    _, proxy = app_and_proxy
+    ch = channel(f"127.0.0.1:{proxy.port}", "grpc.test")
+    client = EchoClient(ch)
+    assert await client.unary(b"warm") == b"big:warm"
+    baseline = proxy.peak_rss_mb()
+    block = 64 * 1024
+    received = 0
+    async for message in client.server_stream(b"%dx%d" % (100 * MB // block, block)):
+        if not received:
+            await asyncio.sleep(1.5)  # a slow reader: the app must be slowed down, not buffered for
+        received += len(message)
+    assert received == 100 * MB
+
+    async def upload() -> AsyncIterator[bytes]:
+        data = b"u" * block
+        for _ in range(100 * MB // block):
+            yield data
+    assert await client.client_stream(upload()) == b"%d:%d" % (100 * MB // block, 100 * MB)
+    grown = proxy.peak_rss_mb() - baseline
+    assert grown < 40, f"proxy peak RSS grew by {grown:.0f} MB while streaming 100 MB each way"
+    await ch.close()
+
+
+async def test_sigterm_sends_goaway_and_an_open_stream_finishes(
+        app_and_proxy: tuple[EchoApp, ProxyProcess]) -> None:
+    _, proxy = app_and_proxy
+    ch = channel(f"127.0.0.1:{proxy.port}", "grpc.test")
+    client = EchoClient(ch)
+    bidi = client.bidi()
+    await bidi.write(b"before")
+    assert await bidi.read() == b"BEFORE"
+    proxy.proc.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.5)
+    await bidi.write(b"during")  # the stream taken before the GOAWAY goes on
+    assert await bidi.read() == b"DURING"
+    await bidi.done_writing()
+    assert await bidi.read() == grpc.aio.EOF
+    assert await bidi.code() == grpc.StatusCode.OK
+    assert await asyncio.to_thread(proxy.proc.wait, 10) == 0
+    await ch.close()
