@@ -1,10 +1,10 @@
 """A client's HTTP/2 connection (prior-knowledge h2c): its streams become requests, each routed on its own.
 
 The HTTP/1.1 server hands the connection over when it reads the HTTP/2 preface (server.py), so both
-protocols share the port. Framing, HPACK and the stream state machines are the ``h2`` library's; this
-module turns its events into stream calls and enforces the limits a hostile client tests: concurrent
-streams and header list size are advertised in SETTINGS and refused by ``h2``; CONTINUATION floods end at
-``h2``'s backlog of 64 frames; a client that resets streams faster than RESETS_PER_SECOND (rapid reset,
+protocols share the port. Framing, HPACK and the stream state machines are jh2's (the ``h2`` library's
+API and state machines, HPACK in Rust); this module turns its events into stream calls and enforces the
+limits a hostile client tests: concurrent streams and header list size are advertised in SETTINGS and
+refused by jh2; CONTINUATION floods end at its backlog of 64 frames; a client that resets streams faster than RESETS_PER_SECOND (rapid reset,
 CVE-2023-44487) or sends more than CONTROL_FRAMES_PER_SECOND PING/SETTINGS frames gets GOAWAY
 ENHANCE_YOUR_CALM; and a client that stops reading stops being read, so automatic PING and SETTINGS
 acknowledgements cannot pile up. Graceful drain sends GOAWAY and lets the open streams finish.
@@ -16,10 +16,10 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from h2.config import H2Configuration
-from h2.connection import ConnectionState, H2Connection
-from h2.errors import ErrorCodes
-from h2.events import (
+from jh2.config import H2Configuration
+from jh2.connection import ConnectionState, H2Connection
+from jh2.errors import ErrorCodes
+from jh2.events import (
     ConnectionTerminated,
     DataReceived,
     PingReceived,
@@ -30,9 +30,9 @@ from h2.events import (
     TrailersReceived,
     WindowUpdated,
 )
-from h2.exceptions import ProtocolError
-from h2.settings import SettingCodes, Settings
-from hyperframe.frame import GoAwayFrame
+from jh2.exceptions import ProtocolError
+from jh2.hyperframe.frame import GoAwayFrame
+from jh2.settings import SettingCodes, Settings
 
 from kedahttp.proxy.h2 import grpc
 from kedahttp.proxy.h2.stream import REFUSED_STREAM, Stream
@@ -241,7 +241,7 @@ class H2Downstream(asyncio.Protocol):
         if event.error_code:
             self.transport.close()
             return
-        self.conn.state_machine.state = ConnectionState.SERVER_OPEN  # h2 stops at GOAWAY; the open streams may still finish
+        self.conn.state_machine.state = ConnectionState.SERVER_OPEN  # jh2 stops at GOAWAY; open streams may finish
         if not self.streams:
             self.close_after_flush = True
 
@@ -319,7 +319,7 @@ class H2Downstream(asyncio.Protocol):
     def goaway(self) -> None:
         """Graceful: GOAWAY(NO_ERROR) naming the last stream taken; those streams run to their end.
 
-        Written around h2 (whose own GOAWAY would end the connection at once)."""
+        Written around jh2 (whose own GOAWAY would end the connection at once)."""
         if self.closing:
             return
         self.closing = True
