@@ -55,10 +55,11 @@ fmt: $(STAMP)
 proto: $(STAMP)
 	$(BIN)/python -m kedahttp.protos.generate
 
-# nginx (the reference proxy and the upstream) and wrk (the load) from Debian where missing
+# nginx (the reference proxy and the upstream), wrk and h2load (the load) from Debian where missing
 bench-tools:
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || NEED="$$NEED nginx-light"; \
 	command -v wrk >/dev/null || NEED="$$NEED wrk"; \
+	command -v h2load >/dev/null || NEED="$$NEED nghttp2-client"; \
 	if [ -n "$$NEED" ]; then echo "installing$$NEED (Debian packages)"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$NEED; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq $$NEED; fi; fi
