@@ -23,6 +23,8 @@ from kedahttp.proxy.holding import HoldQueue
 from kedahttp.proxy.routing import Route, RouteTable
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+IDLE_TIMEOUT_SECONDS = 75.0  # a client connection without a stream this long is closed (as HTTP/1.1 keep-alive)
+SWEEP_SECONDS = 1.0
 _clock = time.monotonic
 
 
@@ -51,12 +53,16 @@ class H2Side:
         self.draining = False
         self.quiet: asyncio.Event | None = None  # set when the drain finds no stream left
         self.now = _clock()
+        self.idle_timeout_seconds = IDLE_TIMEOUT_SECONDS
+        self._sweeper: asyncio.TimerHandle | None = None
 
     # -- the hand-over from the HTTP/1.1 server ----------------------------------------------------
 
     def take_over(self, transport: Any, data: bytes, client_ip: bytes) -> None:
         """A connection whose first request line was the HTTP/2 preface becomes an HTTP/2 connection."""
         conn = H2Downstream(self, client_ip)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._sweep)
         transport.set_protocol(conn)
         conn.connection_made(transport)
         conn.data_received(PREFACE[:preface_offset(data)] + data)
@@ -194,6 +200,21 @@ class H2Side:
         while dirty:
             dirty.pop().flush()
 
+    # -- idle connections --------------------------------------------------------------------------
+
+    def _sweep(self) -> None:
+        """Closes client connections idle past the timeout (GOAWAY first) and idle upstream connections;
+        runs while there is something to sweep."""
+        now = self.now = _clock()
+        for conn in list(self.connections):
+            if not conn.streams and now - conn.since >= self.idle_timeout_seconds:
+                conn.goaway()
+        self.pool.sweep(now)
+        self.flush()
+        self._sweeper = None
+        if self.connections or self.pool.conns:
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._sweep)
+
     # -- drain -------------------------------------------------------------------------------------
 
     def stop_accepting(self) -> None:
@@ -217,6 +238,9 @@ class H2Side:
                 await asyncio.wait_for(self.quiet.wait(), max(0.0, deadline - asyncio.get_running_loop().time()))
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for queue in self.holds.values():
             for stream in queue.release_all():
                 stream.answer(503)

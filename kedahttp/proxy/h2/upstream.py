@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 STREAM_WINDOW_BYTES = 256 * 1024  # what the app may send on one stream ahead of the client reading it
 CONNECTION_WINDOW_BYTES = 16 * 1024 * 1024
 ASSUMED_STREAMS = 100  # streams a connection is given before the app's SETTINGS say how many it takes
+IDLE_TIMEOUT_SECONDS = 30.0  # an upstream connection without a stream this long is closed (as HTTP/1.1's)
 
 
 class H2Upstream(asyncio.Protocol):
@@ -63,6 +65,7 @@ class H2Upstream(asyncio.Protocol):
         self.writable = True
         self.usable = True  # takes new streams (not after GOAWAY or a failure)
         self.connected = False
+        self.idle_since = time.monotonic()
         self._handlers: dict[type, Any] = {
             ResponseReceived: self._response,
             DataReceived: self._data,
@@ -165,8 +168,10 @@ class H2Upstream(asyncio.Protocol):
             return
         if self.pending:
             self.open_pending()
-        elif not self.streams and not self.usable and self.transport is not None:
-            self.transport.close()
+        elif not self.streams:
+            self.idle_since = time.monotonic()
+            if not self.usable and self.transport is not None:
+                self.transport.close()
 
     def ack(self, flow: int, usid: int) -> None:
         if flow:
@@ -266,6 +271,7 @@ class H2UpstreamPool:
         self.side_flush = side_flush
         self.on_unreachable = on_unreachable
         self.tasks = TaskOwner("h2-upstream")
+        self.idle_timeout_seconds = IDLE_TIMEOUT_SECONDS
 
     def start(self, stream: Stream) -> None:
         endpoint = stream.endpoint
@@ -308,6 +314,14 @@ class H2UpstreamPool:
         dirty = self.dirty
         while dirty:
             dirty.pop().flush()
+
+    def sweep(self, now: float) -> None:
+        for conns in list(self.conns.values()):
+            for up in list(conns):
+                if (up.connected and not up.streams and not up.pending
+                        and now - up.idle_since >= self.idle_timeout_seconds and up.transport is not None):
+                    up.usable = False
+                    up.transport.close()  # connection_lost forgets it
 
     async def close(self) -> None:
         for conns in list(self.conns.values()):

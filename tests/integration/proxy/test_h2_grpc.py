@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from kedahttp.proxy.sources import Backend
+from tests.harness.bus_log import aggregated, messages_on
 from tests.harness.grpc_echo import EchoApp, EchoClient, channel
 from tests.harness.static_source import StaticSource
 from tests.harness.waiting import until
@@ -202,3 +203,25 @@ async def test_held_limit_answers_unavailable(proxy_factory: Any, proxy_settings
         call.cancel()
     await until(lambda: counters.held == 0, 5, "cancelled held calls leave the queue")
     await ch.close()
+
+
+async def test_open_streams_reach_the_aggregator_as_concurrency(client: EchoClient, proxied: Any) -> None:
+    calls = [client.bidi() for _ in range(12)]
+    for call in calls:
+        await call.write(b"x")
+        assert await call.read() == b"X"
+    await asyncio.sleep(0.4)  # a few report intervals (0.1 s)
+    bus = proxied.proxy.settings.bus
+    metrics = (await aggregated(bus)).metrics("default/greeter", time.time())
+    assert metrics.in_flight == 12 and metrics.held == 0
+    for call in calls:
+        await call.done_writing()
+        assert await call.read() == grpc.aio.EOF
+    await asyncio.sleep(0.4)
+    messages = await messages_on(bus)
+    metrics = (await aggregated(bus)).metrics("default/greeter", time.time())
+    assert metrics.in_flight == 0
+    reports = [m for m in messages if hasattr(m, "seq")]
+    started = sum(b.started for r in reports for b in r.backends if b.backend == "default/greeter")
+    completed = sum(b.completed for r in reports for b in r.backends if b.backend == "default/greeter")
+    assert (started, completed) == (12, 12)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -173,4 +174,28 @@ async def test_drain_sends_goaway_and_lets_open_streams_finish(proxied: Any, h2a
     assert size == 3000000
     await asyncio.wait_for(drain, 5)
     assert await reader.read(100) == b""  # closed once its last stream ended
+    writer.close()
+
+
+async def test_idle_connections_are_closed_both_sides(proxied: Any, h2app: H2App) -> None:
+    side = proxied.proxy.h2
+    side.idle_timeout_seconds = 0.5
+    side.pool.idle_timeout_seconds = 0.5
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxied.port)
+    conn = _h2_client()
+    _request(conn, b"web.test", b"/x")
+    writer.write(conn.data_to_send())
+    got = await asyncio.wait_for(_collect(reader, conn, writer, 1), 5)
+    assert next(iter(got.values()))[0][b":status"] == b"200"
+    assert side.pool.conns  # an upstream connection, now idle
+    t0 = time.monotonic()
+    goaway = None
+    while goaway is None:
+        data = await asyncio.wait_for(reader.read(65536), 5)
+        assert data, "closed without a GOAWAY"
+        goaway = next((e for e in conn.receive_data(data) if isinstance(e, ConnectionTerminated)), None)
+    assert goaway.error_code == 0
+    assert await asyncio.wait_for(reader.read(100), 5) == b""
+    assert 0.4 < time.monotonic() - t0 < 3
+    await until(lambda: not side.pool.conns, 5, "the idle upstream connection closed")
     writer.close()
