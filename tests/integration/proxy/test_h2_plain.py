@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
