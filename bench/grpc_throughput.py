@@ -28,6 +28,7 @@ from bench.proxy_throughput import (
     _median,
     _nginx,
     _wait_port,
+    stop_all,
 )
 
 NAME = "grpc_throughput"
@@ -147,14 +148,7 @@ def run(quick: bool) -> dict[str, Any]:
         figures["shape"] = f"{CONNECTIONS} connections x {STREAMS} streams; many_apps: {APPS} apps per connection"
         return figures
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

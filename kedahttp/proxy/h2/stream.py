@@ -33,6 +33,24 @@ _REASONS = {404: "no route for this host and path", 502: "the app could not be r
             504: "the app did not become ready in time", 405: "CONNECT is not served"}
 
 
+def _send(conn: Any, sid: int, q: deque[tuple[bytes, int]], source: Any, source_sid: int) -> None:
+    """Sends what ``q`` holds on ``conn``'s stream ``sid`` as far as its send window allows, giving each
+    piece's window back to the ``source`` connection it came from once all of it is sent."""
+    while q:
+        data, flow = q[0]
+        window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+        if window <= 0:
+            return
+        if len(data) <= window:
+            q.popleft()
+            conn.send_data(sid, data)
+            if flow and source is not None:
+                source.ack(flow, source_sid)
+        else:
+            conn.send_data(sid, data[:window])
+            q[0] = (data[window:], flow)
+
+
 class Stream:
     __slots__ = (
         "attempts",
@@ -139,20 +157,7 @@ class Stream:
         conn = up.conn
         usid = self.usid
         q = self.to_up
-        down = self.down
-        while q:
-            data, flow = q[0]
-            window = min(conn.local_flow_control_window(usid), conn.max_outbound_frame_size)
-            if window <= 0:
-                break
-            if len(data) <= window:
-                q.popleft()
-                conn.send_data(usid, data)
-                if flow:
-                    down.ack(flow, self.sid)
-            else:
-                conn.send_data(usid, data[:window])
-                q[0] = (data[window:], flow)
+        _send(conn, usid, q, self.down, self.sid)
         if not q and self.up_end and not self.up_ended:
             self.up_ended = True
             if self.up_trailers is not None:
@@ -227,20 +232,7 @@ class Stream:
         conn = down.conn
         sid = self.sid
         q = self.to_down
-        up = self.up
-        while q:
-            data, flow = q[0]
-            window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
-            if window <= 0:
-                break
-            if len(data) <= window:
-                q.popleft()
-                conn.send_data(sid, data)
-                if flow and up is not None:
-                    up.ack(flow, self.usid)
-            else:
-                conn.send_data(sid, data[:window])
-                q[0] = (data[window:], flow)
+        _send(conn, sid, q, self.up, self.usid)
         down.dirty()
         if not q and self.down_end and not self.done:
             if self.down_trailers is not None:

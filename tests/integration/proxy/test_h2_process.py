@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,52 +12,28 @@ import grpc
 import pytest
 
 from tests.harness.grpc_echo import EchoApp, EchoClient, channel
-from tests.harness.servers import env_with, free_port, wait_port
+from tests.harness.proxy_process import ProxyProcess
 
 pytestmark = pytest.mark.timeout(120)
 
 MB = 1024 * 1024
 
 
-class ProxyProcess:
-    def __init__(self, tmp: Path, endpoint: str) -> None:
-        self.port, self.admin, self.metrics = free_port(), free_port(), free_port()
-        routes = tmp / "routes.yaml"
-        routes.write_text(f"""
+def greeter_routes(endpoint: str) -> str:
+    return f"""
 backends:
   - name: greeter
     hosts: ["grpc.test"]
     upstream: "http://{endpoint}"
     protocol: h2c
-""")
-        settings = {
-            "KEDAHTTP_BUS": "memory://p", "KEDAHTTP_ROUTES": str(routes),
-            "KEDAHTTP_PROXY_ADDR": f"127.0.0.1:{self.port}", "KEDAHTTP_ADMIN_ADDR": f"127.0.0.1:{self.admin}",
-            "KEDAHTTP_METRICS_ADDR": f"127.0.0.1:{self.metrics}", "KEDAHTTP_LOG_FORMAT": "text",
-            "KEDAHTTP_SHUTDOWN_DELAY_SECONDS": "0", "KEDAHTTP_DRAIN_TIMEOUT_SECONDS": "5",
-        }
-        with open(tmp / "proxy.log", "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "kedahttp", "proxy"], env=env_with(**settings),
-                                         stdout=log, stderr=subprocess.STDOUT)
-        wait_port(self.port)
-        wait_port(self.admin)
-
-    def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        raise AssertionError("no VmHWM")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
+"""
 
 
 @pytest.fixture
 async def app_and_proxy(tmp_path: Path) -> AsyncIterator[tuple[EchoApp, ProxyProcess]]:
     app = await EchoApp("big").start()
-    proxy = await asyncio.to_thread(ProxyProcess, tmp_path, app.endpoint)
+    proxy = await asyncio.to_thread(ProxyProcess, tmp_path, greeter_routes(app.endpoint),
+                                  KEDAHTTP_SHUTDOWN_DELAY_SECONDS="0")
     yield app, proxy
     proxy.stop()
     await app.stop()
