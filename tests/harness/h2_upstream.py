@@ -2,7 +2,8 @@
 
 Built on the ``h2`` library, in the test's event loop. Paths: ``/echo`` answers the request body,
 ``/big?n=BYTES`` sends that many bytes (honouring the client's flow control), ``/trailers`` ends with a
-trailer, anything else answers "<app> <method> <path>". Every request's headers are recorded.
+trailer, ``/reset`` resets the stream (CANCEL), ``/goaway`` answers then sends GOAWAY, anything else
+answers "<app> <method> <path>". Every request's headers are recorded.
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ class _Conn(asyncio.Protocol):
         head = self.heads.pop(sid)
         body = bytes(self.bodies.pop(sid))
         path = head.get(b":path", b"/")
+        if path == b"/reset":  # the app cancels the stream
+            self.conn.reset_stream(sid, 8)
+            return
+        if path == b"/goaway":  # answers, then says it takes no more streams on this connection
+            self.conn.send_headers(sid, [(b":status", b"200"), (b"content-length", b"3")])
+            self.conn.send_data(sid, b"bye", end_stream=True)
+            self.conn.close_connection(0, last_stream_id=sid)
+            return
         if path.startswith(b"/big"):
             out = b"x" * int(path.partition(b"n=")[2] or b"1000")
         elif path == b"/echo":

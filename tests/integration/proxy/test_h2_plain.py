@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 from h2.config import H2Configuration
 from h2.connection import H2Connection
-from h2.events import ConnectionTerminated, DataReceived, ResponseReceived, StreamEnded, TrailersReceived
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    ResponseReceived,
+    StreamEnded,
+    StreamReset,
+    TrailersReceived,
+)
 
 from kedahttp.proxy.sources import Backend
 from tests.harness.h2_upstream import H2App
@@ -198,4 +205,31 @@ async def test_idle_connections_are_closed_both_sides(proxied: Any, h2app: H2App
     assert await asyncio.wait_for(reader.read(100), 5) == b""
     assert 0.4 < time.monotonic() - t0 < 3
     await until(lambda: not side.pool.conns, 5, "the idle upstream connection closed")
+    writer.close()
+
+
+async def test_app_reset_reaches_the_client_and_app_goaway_moves_to_a_new_connection(
+        proxied: Any, h2app: H2App) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxied.port)
+    conn = _h2_client()
+    sid = _request(conn, b"web.test", b"/reset")
+    writer.write(conn.data_to_send())
+    reset = None
+    while reset is None:
+        data = await asyncio.wait_for(reader.read(65536), 5)
+        assert data
+        reset = next((e for e in conn.receive_data(data) if isinstance(e, StreamReset)), None)
+    assert (reset.stream_id, reset.error_code) == (sid, 8)
+    first = h2app.connections
+    bye = _request(conn, b"web.test", b"/goaway")
+    writer.write(conn.data_to_send())
+    got = await asyncio.wait_for(_collect(reader, conn, writer, 1), 5)
+    assert got[bye][1] == b"bye"
+    after = _request(conn, b"web.test", b"/after")  # the app's GOAWAY is not the client's: it goes on
+    writer.write(conn.data_to_send())
+    got = await asyncio.wait_for(_collect(reader, conn, writer, 1), 5)
+    assert got[after][1] == b"web GET /after"
+    assert h2app.connections == first + 1  # on a new upstream connection
+    counters = proxied.counters("default/web")
+    assert counters.in_flight == 0 and counters.completed == 3
     writer.close()
