@@ -23,7 +23,7 @@ COMMON = ("bus", "metrics_addr", "log_format", "log_level")
 PROXY = (
     *COMMON, "proxy_addr", "admin_addr", "routes", "admin_token", "cold_start_timeout_seconds",
     "max_held_requests", "report_interval_seconds", "workers", "watch_namespace", "scaler_address",
-    "shutdown_delay_seconds", "drain_timeout_seconds",
+    "shutdown_delay_seconds", "drain_timeout_seconds", "h2_max_concurrent_streams", "h2_max_header_list_bytes",
 )
 SCALER = (*COMMON, "scaler_addr", "concurrency_window_seconds", "shutdown_delay_seconds", "drain_timeout_seconds")
 DEV = (

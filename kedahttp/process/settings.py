@@ -155,6 +155,9 @@ SPECS: tuple[Spec, ...] = (
     Spec("drain_timeout_seconds", _positive_float, "25", "after the delay: seconds to let in-flight work finish"),
     Spec("concurrency_window_seconds", _positive_float, "3",
          "scaler: window of the time-weighted concurrency average"),
+    # issue 16: HTTP/2 and gRPC
+    Spec("h2_max_concurrent_streams", _positive_int, "128", "HTTP/2: streams one client connection may have open"),
+    Spec("h2_max_header_list_bytes", _positive_int, "65536", "HTTP/2: largest header list of a client's request"),
 )
 SPEC_BY_NAME: Mapping[str, Spec] = {spec.name: spec for spec in SPECS}
 
@@ -198,6 +201,9 @@ class Settings:
     shutdown_delay_seconds: float
     drain_timeout_seconds: float
     concurrency_window_seconds: float
+    # issue 16
+    h2_max_concurrent_streams: int
+    h2_max_header_list_bytes: int
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

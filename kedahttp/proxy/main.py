@@ -26,6 +26,7 @@ from kedahttp.proxy.admin import AdminContext, AdminServer
 from kedahttp.proxy.counters import CounterRegistry
 from kedahttp.proxy.dispatch import Dispatcher
 from kedahttp.proxy.file_source import FileSource, RoutesFileError, load_routes_file
+from kedahttp.proxy.h2.downstream import Limits
 from kedahttp.proxy.h2.side import H2Side
 from kedahttp.proxy.reporter import Publisher, Reporter, instance_id
 from kedahttp.proxy.routing import RouteTable
@@ -135,7 +136,8 @@ class Proxy:
             on_unreachable=getattr(source, "nudge", None),
         )
         self.h2 = H2Side(self.dispatcher, cold_start_timeout_seconds=settings.cold_start_timeout_seconds,
-                         max_held_requests=settings.max_held_requests)
+                         max_held_requests=settings.max_held_requests,
+                         limits=Limits(settings.h2_max_concurrent_streams, settings.h2_max_header_list_bytes))
         self.routes = RouteTable(self.h2)  # the HTTP/2 side passes every change on to the dispatcher
         self.h2.routes = self.routes
         self.server = ProxyServer(self.routes, self.dispatcher, self.pool)
@@ -171,7 +173,7 @@ class Proxy:
             "backends": self.counters.snapshot(),
             "publisher": publisher_stats(getattr(self.publisher, "stats", None)),
             "routes": len(self.routes),
-            "connections": len(self.server.connections),
+            "connections": len(self.server.connections) + len(self.h2.connections),
         }
 
 

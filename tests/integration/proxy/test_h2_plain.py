@@ -19,11 +19,13 @@ from h2.connection import H2Connection
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
+    RemoteSettingsChanged,
     ResponseReceived,
     StreamEnded,
     StreamReset,
     TrailersReceived,
 )
+from h2.settings import SettingCodes
 
 from kedahttp.proxy.sources import Backend
 from tests.harness.h2_upstream import H2App
@@ -232,4 +234,19 @@ async def test_app_reset_reaches_the_client_and_app_goaway_moves_to_a_new_connec
     assert h2app.connections == first + 1  # on a new upstream connection
     counters = proxied.counters("default/web")
     assert counters.in_flight == 0 and counters.completed == 3
+    writer.close()
+
+
+async def test_stream_and_header_limits_come_from_the_settings(h2app: H2App, proxy_factory: Any,
+                                                               proxy_settings: Any) -> None:
+    settings = proxy_settings(h2_max_concurrent_streams=16, h2_max_header_list_bytes=8192)
+    running = await proxy_factory(StaticSource([Backend("default/web", ("web.test",), protocol="h2c")],
+                                               {"default/web": [h2app.endpoint]}), settings)
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+    conn = _h2_client()
+    writer.write(conn.data_to_send())
+    events = conn.receive_data(await asyncio.wait_for(reader.read(65536), 5))
+    changed = next(e for e in events if isinstance(e, RemoteSettingsChanged)).changed_settings
+    assert changed[SettingCodes.MAX_CONCURRENT_STREAMS].new_value == 16
+    assert changed[SettingCodes.MAX_HEADER_LIST_SIZE].new_value == 8192
     writer.close()
