@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from kedahttp.proxy.dispatch import Dispatcher
-from kedahttp.proxy.h2 import grpc
+from kedahttp.proxy.h2 import grpc, h1_leg
 from kedahttp.proxy.h2.downstream import H2Downstream, Limits
 from kedahttp.proxy.h2.stream import Stream
 from kedahttp.proxy.h2.upstream import H2UpstreamPool
@@ -106,9 +106,6 @@ class H2Side:
         if route is None or route.state is None:
             stream.answer(404)
             return
-        if route.backend.protocol != "h2c":
-            stream.answer(502, "this app speaks HTTP/1.1; HTTP/2 clients reach it over HTTP/1.1 for now")
-            return
         counters = route.state.counters
         stream.counters = counters
         t = stream.t_start = _clock()
@@ -129,7 +126,10 @@ class H2Side:
         route.rr = i + 1
         stream.endpoint = endpoints[i % len(endpoints)]
         stream.attempts += 1
-        self.pool.start(stream)
+        if route.backend.protocol == "h2c":
+            self.pool.start(stream)
+        else:  # an HTTP/1.1 app: the stream becomes one exchange on a connection of its own
+            self.pool.tasks.spawn(h1_leg.connect(stream, self.flush, self._unreachable), "h1 " + stream.endpoint)
 
     def hold(self, stream: Stream, now: float) -> None:
         route = stream.route

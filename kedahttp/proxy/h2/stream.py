@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kedahttp.proxy.h2 import grpc
 
 if TYPE_CHECKING:
     from kedahttp.proxy.h2.downstream import H2Downstream
-    from kedahttp.proxy.h2.upstream import H2Upstream
     from kedahttp.proxy.routing import Route
 
 NO_ERROR = 0
@@ -33,7 +32,23 @@ _REASONS = {404: "no route for this host and path", 502: "the app could not be r
             504: "the app did not become ready in time", 405: "CONNECT is not served"}
 
 
-def _send(conn: Any, sid: int, q: deque[tuple[bytes, int]], source: Any, source_sid: int) -> None:
+class Leg(Protocol):
+    """The app side of a stream: a stream on an h2c connection (upstream.py) or an HTTP/1.1 exchange
+    (h1_leg.py). ``ack`` gives back what the client consumed of the app's data; ``usid`` is the leg's
+    own stream id."""
+
+    writable: bool
+
+    def pump(self, stream: Stream) -> None: ...
+
+    def ack(self, flow: int, usid: int) -> None: ...
+
+    def reset(self, usid: int, code: int) -> None: ...
+
+    def stream_done(self, stream: Stream) -> None: ...
+
+
+def send_window(conn: Any, sid: int, q: deque[tuple[bytes, int]], source: Any, source_sid: int) -> None:
     """Sends what ``q`` holds on ``conn``'s stream ``sid`` as far as its send window allows, giving each
     piece's window back to the ``source`` connection it came from once all of it is sent."""
     while q:
@@ -96,7 +111,7 @@ class Stream:
         self.held = False
         self.held_at = 0.0
         self.timer: Any = None
-        self.up: H2Upstream | None = None
+        self.up: Leg | None = None
         self.usid = 0
         self.endpoint = ""
         self.attempts = 0
@@ -145,26 +160,15 @@ class Stream:
 
     # -- to the upstream ---------------------------------------------------------------------------
 
-    def attached(self, up: H2Upstream, usid: int) -> None:
+    def attached(self, up: Leg, usid: int) -> None:
         self.up = up
         self.usid = usid
         self.pump_up()
 
     def pump_up(self) -> None:
         up = self.up
-        if up is None or not up.writable:
-            return
-        conn = up.conn
-        usid = self.usid
-        q = self.to_up
-        _send(conn, usid, q, self.down, self.sid)
-        if not q and self.up_end and not self.up_ended:
-            self.up_ended = True
-            if self.up_trailers is not None:
-                conn.send_headers(usid, self.up_trailers, end_stream=True)
-            else:
-                conn.end_stream(usid)
-        up.dirty()
+        if up is not None and up.writable:
+            up.pump(self)
 
     # -- from the upstream -------------------------------------------------------------------------
 
@@ -232,7 +236,7 @@ class Stream:
         conn = down.conn
         sid = self.sid
         q = self.to_down
-        _send(conn, sid, q, self.up, self.usid)
+        send_window(conn, sid, q, self.up, self.usid)
         down.dirty()
         if not q and self.down_end and not self.done:
             if self.down_trailers is not None:

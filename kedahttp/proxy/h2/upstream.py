@@ -32,6 +32,7 @@ from jh2.exceptions import ProtocolError
 from jh2.settings import SettingCodes, Settings
 
 from kedahttp.process.tasks import TaskOwner
+from kedahttp.proxy.h2.stream import send_window
 
 if TYPE_CHECKING:
     from kedahttp.proxy.h2.stream import Stream
@@ -172,6 +173,20 @@ class H2Upstream(asyncio.Protocol):
             self.idle_since = time.monotonic()
             if not self.usable and self.transport is not None:
                 self.transport.close()
+
+    def pump(self, stream: Stream) -> None:
+        """The stream's request body (then its trailers or END_STREAM) as far as the app's window allows."""
+        conn = self.conn
+        usid = stream.usid
+        q = stream.to_up
+        send_window(conn, usid, q, stream.down, stream.sid)
+        if not q and stream.up_end and not stream.up_ended:
+            stream.up_ended = True
+            if stream.up_trailers is not None:
+                conn.send_headers(usid, stream.up_trailers, end_stream=True)
+            else:
+                conn.end_stream(usid)
+        self.dirty()
 
     def ack(self, flow: int, usid: int) -> None:
         if flow:

@@ -7,6 +7,7 @@ flow control on a large body, trailers, and graceful drain (GOAWAY, open streams
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import socket
 import time
@@ -43,10 +44,12 @@ async def h2app() -> AsyncIterator[H2App]:
 
 
 @pytest.fixture
-async def proxied(h2app: H2App, proxy_factory: Any) -> Any:
+async def proxied(h2app: H2App, upstream: Any, proxy_factory: Any) -> Any:
+    """web.test: an h2c app; old.test: an HTTP/1.1 app (the proxy suite's aiohttp upstream)."""
     backends = [Backend("default/web", ("web.test",), protocol="h2c"),
                 Backend("default/old", ("old.test",))]
-    return await proxy_factory(StaticSource(backends, {"default/web": [h2app.endpoint]}))
+    return await proxy_factory(StaticSource(backends, {"default/web": [h2app.endpoint],
+                                                       "default/old": [upstream.endpoint]}))
 
 
 async def run(*args: str, timeout: float = 30.0) -> tuple[int, str, str]:
@@ -140,13 +143,13 @@ async def test_preface_split_across_reads_trailers_and_routing_per_stream(proxie
         first = first[cut:]
     writer.write(first)
     a = _request(conn, b"web.test", b"/trailers")
-    b = _request(conn, b"old.test", b"/")  # an HTTP/1.1 app: not reachable over HTTP/2 (yet)
+    b = _request(conn, b"old.test", b"/")  # an HTTP/1.1 app
     c = _request(conn, b"none.test", b"/")
     writer.write(conn.data_to_send())
     got = await asyncio.wait_for(_collect(reader, conn, writer, 3), 10)
     assert got[a][0][b":status"] == b"200" and got[a][1] == b"web GET /trailers"
     assert got[a][2] == {b"x-trailer": b"yes"}
-    assert got[b][0][b":status"] == b"502"
+    assert got[b][0][b":status"] == b"200" and b'"path": "/"' in got[b][1]  # the HTTP/1.1 app answers
     assert got[c][0][b":status"] == b"404"
     writer.close()
 
@@ -250,3 +253,25 @@ async def test_stream_and_header_limits_come_from_the_settings(h2app: H2App, pro
     assert changed[SettingCodes.MAX_CONCURRENT_STREAMS].new_value == 16
     assert changed[SettingCodes.MAX_HEADER_LIST_SIZE].new_value == 8192
     writer.close()
+
+
+async def test_http2_client_to_an_http1_app(proxied: Any, tmp_path: Any) -> None:
+    url = f"http://127.0.0.1:{proxied.port}"
+    code, out, err = await run("curl", "-sS", "--http2-prior-knowledge", "-H", "Host: old.test",
+                               "-H", "X-User: ann", f"{url}/headers?q=1")
+    assert code == 0, err
+    seen = json.loads(out)
+    headers = {k.lower(): v for k, v in seen["headers"]}
+    assert seen["path"] == "/headers?q=1" and seen["method"] == "GET"
+    assert headers["host"] == "old.test" and headers["x-user"] == "ann"
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    body = tmp_path / "body"
+    body.write_bytes(b"z" * (3 * 1024 * 1024))
+    code, out, err = await run("curl", "-sS", "--http2-prior-knowledge", "-H", "Host: old.test",
+                               "--data-binary", f"@{body}", f"{url}/sink")
+    assert (code, out) == (0, str(3 * 1024 * 1024)), err
+    code, out, err = await run("curl", "-sS", "-i", "--http2-prior-knowledge", "-o", "/dev/null", "-w",
+                               "%{http_code} %{size_download}", "-H", "Host: old.test", f"{url}/big?n=20000000")
+    assert (code, out) == (0, "200 20000000"), err
+    counters = proxied.counters("default/old")
+    assert counters.completed == 3 and counters.in_flight == 0

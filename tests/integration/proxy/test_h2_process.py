@@ -1,5 +1,6 @@
 """`kedahttp proxy` as a process with an h2c app from its routes file: 100 MB each way through a gRPC
-stream in bounded proxy memory, and SIGTERM's GOAWAY letting an open stream finish."""
+stream in bounded proxy memory, and SIGTERM's GOAWAY letting an open stream finish; and a slow HTTP/2
+reader of an HTTP/1.1 app, also in bounded memory."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ import asyncio
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.events import DataReceived, StreamEnded, StreamReset
 
 from tests.harness.grpc_echo import EchoApp, EchoClient, channel
 from tests.harness.proxy_process import ProxyProcess
@@ -81,3 +86,43 @@ async def test_sigterm_sends_goaway_and_an_open_stream_finishes(
     assert await bidi.code() == grpc.StatusCode.OK
     assert await asyncio.to_thread(proxy.proc.wait, 10) == 0
     await ch.close()
+
+
+async def test_slow_http2_reader_of_an_http1_app_in_bounded_memory(tmp_path: Path, upstream: Any) -> None:
+    proxy = await asyncio.to_thread(ProxyProcess, tmp_path, f"""
+backends:
+  - name: old
+    hosts: ["old.test"]
+    upstream: "http://{upstream.endpoint}"
+""")
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        conn = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+        conn.initiate_connection()
+        conn.send_headers(1, [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"old.test"),
+                              (b":path", b"/big?n=%d" % (100 * MB))], end_stream=True)
+        writer.write(conn.data_to_send())
+        baseline = proxy.peak_rss_mb()
+        received = 0
+        paused = False
+        while True:
+            data = await asyncio.wait_for(reader.read(65536), 10)
+            assert data, "closed early"
+            events = conn.receive_data(data)
+            for event in events:
+                assert not isinstance(event, StreamReset), f"reset after {received} bytes"
+                if isinstance(event, DataReceived):
+                    received += len(event.data)
+                    conn.acknowledge_received_data(event.flow_controlled_length, 1)
+            writer.write(conn.data_to_send())
+            if received and not paused:
+                paused = True
+                await asyncio.sleep(1.5)  # a slow reader: the app must wait, not be buffered for
+            if any(isinstance(e, StreamEnded) for e in events):
+                break
+        assert received == 100 * MB
+        grown = proxy.peak_rss_mb() - baseline
+        assert grown < 40, f"proxy peak RSS grew by {grown:.0f} MB for a slow HTTP/2 reader"
+        writer.close()
+    finally:
+        proxy.stop()
