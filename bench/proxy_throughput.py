@@ -311,15 +311,19 @@ backends:
         figures["memory_10000_held"] = memory_with_held(tmp, routes, 1000 if quick else 10_000)
         return figures
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()  # nginx: fast shutdown that also stops its worker
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all(procs)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()  # nginx: fast shutdown that also stops its worker
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from kedahttp.process.settings import ConfigurationError
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 SAMPLE = "sample"  # the ``command`` value that means the bundled sample app
+GREETER = "greeter"  # ... and the bundled gRPC sample app (dev/greeter.py), which speaks h2c
+PROTOCOLS = ("http1", "h2c")
 
 
 class ConfigError(ConfigurationError, ValueError):
@@ -50,6 +52,7 @@ class AppConfig:
     cold_start_timeout_seconds: float | None = None
     readiness_timeout_seconds: float = 30.0
     termination_grace_seconds: float = 5.0
+    protocol: str = "http1"  # what the replicas speak: http1, or h2c (HTTP/2 cleartext, gRPC)
 
     @property
     def key(self) -> str:
@@ -186,7 +189,7 @@ class _Reader:
             "name", "namespace", "hosts", "pathPrefixes", "command", "env", "sample", "minReplicas",
             "maxReplicas", "targetConcurrency", "targetRequestRate", "rateWindowSeconds",
             "activityWindowSeconds", "coldStartTimeoutSeconds", "readinessTimeoutSeconds",
-            "terminationGracePeriodSeconds",
+            "terminationGracePeriodSeconds", "protocol",
         })
         name, namespace = data.get("name"), data.get("namespace", "default")
         for key, value in (("name", name), ("namespace", namespace)):
@@ -199,8 +202,13 @@ class _Reader:
         if not all(p.startswith("/") for p in prefixes):
             raise self.fail(f"{where}.pathPrefixes", "every prefix starts with /")
         command = data.get("command", SAMPLE)
+        protocol = data.get("protocol", "h2c" if command == GREETER else "http1")
+        if protocol not in PROTOCOLS:
+            raise self.fail(f"{where}.protocol", f"must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
         if command == SAMPLE:
             command_tuple: tuple[str, ...] = ()
+        elif command == GREETER:
+            command_tuple = (GREETER,)
         else:
             command_tuple = self.strings(data, "command", where, ())
             if not any("{port}" in part for part in command_tuple):
@@ -212,7 +220,7 @@ class _Reader:
         if not isinstance(sample, Mapping):
             raise self.fail(f"{where}.sample", "expected a mapping")
         self.known(sample, f"{where}.sample.", {"delayMs", "startupSeconds"})
-        if sample and command_tuple:
+        if sample and command_tuple not in ((), (GREETER,)):
             raise self.fail(f"{where}.sample", "only for the bundled sample app (no command)")
         min_replicas = self.integer(data, "minReplicas", where, 0)
         max_replicas = self.integer(data, "maxReplicas", where, 10, minimum=1)
@@ -240,6 +248,7 @@ class _Reader:
             cold_start_timeout_seconds=self.number(data, "coldStartTimeoutSeconds", where, None, strict=True),
             readiness_timeout_seconds=self.number(data, "readinessTimeoutSeconds", where, 30.0, strict=True) or 30.0,
             termination_grace_seconds=self.number(data, "terminationGracePeriodSeconds", where, 5.0) or 0.0,
+            protocol=protocol,
         )
 
     def rules(self, data: Any, where: str, default: Rules) -> Rules:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from kedahttp.dev.child import ChildProcess
-from kedahttp.dev.config import AppConfig
+from kedahttp.dev.config import GREETER, AppConfig
 from kedahttp.process.lifecycle import BaseComponent
 from kedahttp.process.tasks import TaskOwner
 from kedahttp.proxy.sources import Backend, RouteSink
@@ -111,7 +111,7 @@ class LocalRuntime(BaseComponent):
     def backends(self) -> list[Backend]:
         return [
             Backend(key=key, hosts=a.config.hosts, path_prefixes=a.config.path_prefixes,
-                    cold_start_timeout_seconds=a.config.cold_start_timeout_seconds)
+                    cold_start_timeout_seconds=a.config.cold_start_timeout_seconds, protocol=a.config.protocol)
             for key, a in self.apps.items()
         ]
 
@@ -176,6 +176,11 @@ class LocalRuntime(BaseComponent):
                 self.python, "-m", "kedahttp.dev.sampleapp", "--port", str(replica.port),
                 "--replica-id", replica.id, "--app", app.name, "--delay-ms", f"{app.sample_delay_ms:g}",
                 "--startup-seconds", f"{app.sample_startup_seconds:g}", "--parent-pid", str(os.getpid()),
+            ]
+        if app.command == (GREETER,):
+            return [
+                self.python, "-m", "kedahttp.dev.greeter", "--port", str(replica.port), "--replica-id", replica.id,
+                "--startup-seconds", f"{app.sample_startup_seconds:g}",
             ]
         return [part.replace("{port}", str(replica.port)).replace("{replica}", replica.id) for part in app.command]
 

@@ -228,6 +228,11 @@ SPECS: tuple[Spec, ...] = (
     Spec("tracing", _boolean, "false",
          "OpenTelemetry spans for held requests and cold starts (needs the 'tracing' extra)",
          processes=("proxy", "dev")),
+    # issue 16: HTTP/2 and gRPC
+    Spec("h2_max_concurrent_streams", _positive_int, "128", "HTTP/2: streams one client connection may have open",
+         processes=("proxy", "dev")),
+    Spec("h2_max_header_list_bytes", _positive_int, "65536", "HTTP/2: largest header list of a client's request",
+         processes=("proxy", "dev")),
 )
 SPEC_BY_NAME: Mapping[str, Spec] = {spec.name: spec for spec in SPECS}
 
@@ -306,6 +311,9 @@ class Settings:
     # issue 18
     metrics_app_latency: bool
     tracing: bool
+    # issue 16
+    h2_max_concurrent_streams: int
+    h2_max_header_list_bytes: int
     process: str = ""
 
     def replace(self, **changes: Any) -> Settings:

@@ -28,6 +28,8 @@ from kedahttp.proxy.counters import CounterRegistry
 from kedahttp.proxy.dispatch import Dispatcher
 from kedahttp.proxy.file_source import FileSource, load_routes_file
 from kedahttp.proxy.kube_source import KubernetesSource
+from kedahttp.proxy.h2.downstream import Limits
+from kedahttp.proxy.h2.side import H2Side
 from kedahttp.proxy.live import LivePage, route_cold_waits, route_samples
 from kedahttp.proxy.reporter import Publisher, Reporter, instance_id
 from kedahttp.proxy.routing import RouteTable
@@ -106,11 +108,14 @@ class ProxyComponent(BaseComponent):
 
     async def stop_accepting(self) -> None:
         await self.server.stop_accepting()
+        self.server.h2.stop_accepting()  # GOAWAY to every HTTP/2 connection
 
     async def drain(self, deadline: float) -> None:
         await self.server.drain(deadline)
+        await self.server.h2.drain(deadline)
 
     async def close(self) -> None:
+        await self.server.h2.close()
         await self.server.close()
         self.server.dispatcher.close(list(self.server.routes.routes.values()))
         await self.server.pool.tasks.close(1.0)
@@ -136,8 +141,13 @@ class Proxy:
             on_unreachable=getattr(source, "nudge", None),
         )
         self.dispatcher.observer = make_observer(settings.tracing)
-        self.routes = RouteTable(self.dispatcher)
+        self.h2 = H2Side(self.dispatcher, cold_start_timeout_seconds=settings.cold_start_timeout_seconds,
+                         max_held_requests=settings.max_held_requests,
+                         limits=Limits(settings.h2_max_concurrent_streams, settings.h2_max_header_list_bytes))
+        self.routes = RouteTable(self.h2)  # the HTTP/2 side passes every change on to the dispatcher
+        self.h2.routes = self.routes
         self.server = ProxyServer(self.routes, self.dispatcher, self.pool)
+        self.server.h2 = self.h2
         if isinstance(source, FileSource) and source.interest is None:
             source.interest = self._holding
         self.admin: AdminServer | None = None
@@ -164,7 +174,8 @@ class Proxy:
 
     def _holding(self, key: str) -> bool:
         route = self.routes.get(key)
-        return route is not None and route.state is not None and len(route.state.queue) > 0
+        return route is not None and route.state is not None and (
+            len(route.state.queue) > 0 or self.h2.held_count(key) > 0)
 
     def metrics_snapshot(self) -> Snapshot:
         """As ``snapshot``, with the live counter objects instead of copies: /metrics reads them at once."""
@@ -172,7 +183,7 @@ class Proxy:
             "backends": self.counters.backends,
             "publisher": publisher_stats(getattr(self.publisher, "stats", None)),
             "routes": len(self.routes),
-            "connections": len(self.server.connections),
+            "connections": len(self.server.connections) + len(self.h2.connections),
         }
 
     def snapshot(self) -> Snapshot:
@@ -180,7 +191,7 @@ class Proxy:
             "backends": self.counters.snapshot(),
             "publisher": publisher_stats(getattr(self.publisher, "stats", None)),
             "routes": len(self.routes),
-            "connections": len(self.server.connections),
+            "connections": len(self.server.connections) + len(self.h2.connections),
         }
 
 

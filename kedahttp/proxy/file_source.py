@@ -24,7 +24,7 @@ import yaml
 from kedahttp.activity.model import backend_key
 from kedahttp.process.settings import ConfigurationError
 from kedahttp.process.tasks import TaskOwner
-from kedahttp.proxy.sources import Backend, RouteSink
+from kedahttp.proxy.sources import PROTOCOLS, Backend, RouteSink
 
 log = logging.getLogger("kedahttp.proxy.file_source")
 
@@ -37,7 +37,7 @@ PROBE_TIMEOUT_SECONDS = 1.0
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _HOST = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$|^\[?[0-9a-f:.]+\]?$")
-_FIELDS = {"name", "namespace", "hosts", "pathPrefixes", "upstream", "coldStartTimeoutSeconds"}
+_FIELDS = {"name", "namespace", "hosts", "pathPrefixes", "upstream", "coldStartTimeoutSeconds", "protocol"}
 
 
 class RoutesFileError(ConfigurationError, ValueError):
@@ -109,11 +109,15 @@ def _parse_backend(item: Any, index: int, path: str, seen: set[str]) -> FileBack
     timeout = item.get("coldStartTimeoutSeconds")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
         raise _fail(path, f"{where} field 'coldStartTimeoutSeconds'", f"must be a number > 0 (got {timeout!r})")
+    protocol = item.get("protocol", "http1")
+    if protocol not in PROTOCOLS:
+        raise _fail(path, f"{where} field 'protocol'", f"must be one of {', '.join(PROTOCOLS)} (got {protocol!r})")
     backend = Backend(
         key=key,
         hosts=tuple(clean_hosts),
         path_prefixes=tuple(prefixes),
         cold_start_timeout_seconds=float(timeout) if timeout is not None else None,
+        protocol=protocol,
     )
     return FileBackend(backend, endpoint)
 

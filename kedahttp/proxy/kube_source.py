@@ -86,6 +86,8 @@ def parse_service(obj: Mapping[str, Any]) -> ServiceRoute:
         hosts=routes.hosts,
         path_prefixes=routes.path_prefixes,
         cold_start_timeout_seconds=routes.cold_start_timeout_seconds,
+        # appProtocol (KEP-3726): kubernetes.io/h2c or grpc means the endpoints speak HTTP/2 cleartext
+        protocol="h2c" if port.get("appProtocol") in ("kubernetes.io/h2c", "grpc", "h2c") else "http1",
     )
     return ServiceRoute(backend, str(port.get("name") or ""), target if isinstance(target, int) else None)
 

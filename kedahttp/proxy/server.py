@@ -127,8 +127,16 @@ class ClientConnection(asyncio.Protocol, ClientSide):
             else:
                 log.error("request handling failed", exc_info=cause or exc)
                 self.bad_request(500)
-        except httptools.HttpParserError:
-            self.bad_request(400)
+        except httptools.HttpParserError as exc:
+            h2 = self.server.h2
+            if h2 is not None and self.url == b"*" and not self.queue and str(exc).startswith("Pause on PRI"):
+                # the HTTP/2 connection preface: the connection is the HTTP/2 side's from here on
+                self.server.connections.discard(self)
+                self.parser = None
+                self.in_head = False
+                h2.take_over(self.transport, data, self.client_ip)
+            else:
+                self.bad_request(400)
         finally:
             self.batching = False
             self.flush_all()
@@ -385,6 +393,7 @@ class ProxyServer:
         self.routes = routes
         self.dispatcher = dispatcher
         self.pool = pool
+        self.h2: Any = None  # the HTTP/2 side (h2/side.py): takes the connections that open with its preface
         self.connections: set[ClientConnection] = set()
         self.draining = False
         # timeouts are checked by a sweep every ``sweep_interval_seconds``, so they fire up to one late

@@ -19,6 +19,10 @@ class Backend:
     hosts: tuple[str, ...]  # exact names or "*.suffix" wildcards, lower case, no port
     path_prefixes: tuple[str, ...] = ("/",)
     cold_start_timeout_seconds: float | None = None  # None: the COLD_START_TIMEOUT_SECONDS setting
+    protocol: str = "http1"  # what the endpoints speak: "http1" or "h2c" (HTTP/2 cleartext, gRPC)
+
+
+PROTOCOLS = ("http1", "h2c")
 
 
 class RouteSink(Protocol):

@@ -12,6 +12,10 @@ import pytest
 
 from tests.harness.proxy import RunningProxy, app_backend, recording_proxy
 from tests.harness.recorder import Recorder
+from kedahttp.proxy.sources import Backend
+from tests.harness.h2_upstream import H2App
+from tests.harness.proxy import start_proxy
+from tests.harness.static_source import StaticSource
 
 
 @pytest.fixture
@@ -36,3 +40,14 @@ async def stopping() -> AsyncIterator[list[RunningProxy]]:
     yield running
     for p in running:
         await p.stop()
+
+
+@pytest.fixture
+async def h2_proxy() -> AsyncIterator[tuple[RunningProxy, H2App]]:
+    """The proxy in front of an HTTP/2 app, as backend default/h2 (protocol h2c) on host h2.test."""
+    app = await H2App("h2").start()
+    source = StaticSource([Backend("default/h2", ("h2.test",), protocol="h2c")], {"default/h2": [app.endpoint]})
+    running = await start_proxy(source)
+    yield running, app
+    await running.stop()
+    await app.stop()

@@ -22,7 +22,6 @@ BAD_REQUEST_LINES: dict[str, bytes] = {
     "HTTP/3.1": b"GET /a HTTP/3.1\r\n" + HOST + b"\r\n",
     "HTTP/1.10": b"GET /a HTTP/1.10\r\n" + HOST + b"\r\n",
     "lower-case protocol": b"GET /a http/1.1\r\n" + HOST + b"\r\n",
-    "HTTP/2 preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
     "lower-case method": b"get /a HTTP/1.1\r\n" + HOST + b"\r\n",
     "mixed-case method": b"Get /a HTTP/1.1\r\n" + HOST + b"\r\n",
     "unknown method": b"FOO /a HTTP/1.1\r\n" + HOST + b"\r\n",

@@ -203,3 +203,32 @@ async def test_shutdown_stops_every_replica(start_dev) -> None:  # type: ignore[
     assert len(ports) == 2 and all(_listening(p) for p in ports)
     assert await dev.stop() == 0
     assert not [p for p in ports if _listening(p)]
+
+
+GREETER_CONFIG = """
+apps:
+  - name: greeter
+    hosts: [greeter.localhost]
+    command: greeter
+    sample: {startupSeconds: 0.3}
+    maxReplicas: 2
+keda:
+  pollingInterval: 0.5
+  cooldownPeriod: 30
+hpa:
+  syncPeriodSeconds: 0.5
+"""
+
+
+async def test_grpc_greeter_wakes_from_zero_on_its_first_call(start_dev) -> None:  # type: ignore[no-untyped-def]
+    dev = await start_dev("memory://dev-greeter", GREETER_CONFIG)
+    assert "replica ready" not in dev.log()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kedahttp.dev.greeter", "--call", f"127.0.0.1:{dev.proxy_port}",
+        "--authority", "greeter.localhost", "--name", "dev", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 40)
+    assert proc.returncode == 0, err.decode()
+    assert re.fullmatch(r"Hello, dev! \(from greeter-\S+\)\n", out.decode()), out
+    assert re.search(r"scaling default/greeter 0 -> 1 \(keda", dev.log())  # woken by the held call
+    assert await dev.stop() == 0

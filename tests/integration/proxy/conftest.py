@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from kedahttp.process.settings import Settings
-from tests.harness.proxy import RunningProxy, app_backend, start_proxy
+from tests.harness.proxy import RunningProxy, app_backend, make_settings, start_proxy
 from tests.harness.static_source import StaticSource
 from tests.harness.upstreams import Upstream
 
@@ -42,3 +42,9 @@ async def proxied(upstream: Upstream, proxy_factory: Any) -> RunningProxy:
     """The proxy in front of the upstream, as backend default/app on host app.test."""
     running: RunningProxy = await proxy_factory(StaticSource([app_backend()], {"default/app": [upstream.endpoint]}))
     return running
+
+
+@pytest.fixture
+def proxy_settings() -> Any:
+    """``make_settings`` as a fixture, for test modules that import nothing from a conftest."""
+    return make_settings

@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import websockets
 from kedahttp import __version__
 from kedahttp.proxy import compiled
 from tests.harness.clients import curl
+from tests.harness.proxy_process import ProxyProcess
 from tests.harness.servers import env_with, free_port, wait_port
 from tests.harness.upstreams import Upstream
 
@@ -24,44 +24,13 @@ pytestmark = pytest.mark.timeout(90)
 MB = 1024 * 1024
 
 
-class ProxyProcess:
-    def __init__(self, tmp: Path, upstream_port: int, **env: str) -> None:
-        self.port, self.admin, self.metrics = free_port(), free_port(), free_port()
-        routes = tmp / "routes.yaml"
-        routes.write_text(f"""
+def app_routes(upstream_port: int) -> str:
+    return f"""
 backends:
   - name: app
     hosts: ["app.test"]
     upstream: "http://127.0.0.1:{upstream_port}"
-""")
-        self.log = tmp / "proxy.log"
-        settings = {
-            "KEDAHTTP_BUS": "memory://p", "KEDAHTTP_ROUTES": str(routes),
-            "KEDAHTTP_PROXY_ADDR": f"127.0.0.1:{self.port}", "KEDAHTTP_ADMIN_ADDR": f"127.0.0.1:{self.admin}",
-            "KEDAHTTP_METRICS_ADDR": f"127.0.0.1:{self.metrics}", "KEDAHTTP_LOG_FORMAT": "text",
-            "KEDAHTTP_SHUTDOWN_DELAY_SECONDS": "0.5", "KEDAHTTP_DRAIN_TIMEOUT_SECONDS": "5",
-        }
-        settings.update(env)
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "kedahttp", "proxy"], env=env_with(**settings),
-                                         stdout=log, stderr=subprocess.STDOUT)
-        wait_port(self.port)
-        wait_port(self.admin)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        raise AssertionError("no VmHWM")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
+"""
 
 
 def worker_pids(parent: int) -> list[int]:
@@ -74,7 +43,7 @@ def worker_pids(parent: int) -> list[int]:
 @pytest.fixture
 async def upstream_and_proxy(tmp_path: Path) -> Iterator[tuple[Upstream, ProxyProcess]]:  # type: ignore[misc]
     upstream = await Upstream().start()
-    proxy = await asyncio.to_thread(ProxyProcess, tmp_path, upstream.port)
+    proxy = await asyncio.to_thread(ProxyProcess, tmp_path, app_routes(upstream.port))
     yield upstream, proxy
     proxy.stop()
     await upstream.stop()
@@ -135,7 +104,7 @@ async def test_sigterm_marks_not_ready_and_drains_in_flight(
 
 async def test_two_workers_share_the_port_and_metrics_add_up(tmp_path: Path) -> None:
     upstream = await Upstream().start()
-    proxy = await asyncio.to_thread(ProxyProcess, tmp_path, upstream.port, KEDAHTTP_WORKERS="2")
+    proxy = await asyncio.to_thread(ProxyProcess, tmp_path, app_routes(upstream.port), KEDAHTTP_WORKERS="2")
     try:
         await asyncio.sleep(1.0)  # both workers listening
         for _ in range(20):

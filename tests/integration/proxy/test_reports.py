@@ -9,9 +9,7 @@ from typing import Any
 
 import pytest
 
-from kedahttp.activity.aggregate import Aggregator
-from kedahttp.activity.bus import CAUGHT_UP, open_transport
-from kedahttp.activity.codec import decode
+from tests.harness.bus_log import aggregated, messages_on
 from tests.harness.clients import curl
 from tests.harness.proxy import RunningProxy, app_backend, make_settings
 from tests.harness.servers import free_port
@@ -19,29 +17,6 @@ from tests.harness.static_source import StaticSource
 from tests.harness.upstreams import Upstream
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def read_log(url: str) -> list[Any]:
-    transport = open_transport(url)
-    await transport.connect()
-    messages = []
-    try:
-        async with asyncio.timeout(10):
-            async for item in transport.subscribe(since=0.0):
-                if item is CAUGHT_UP:
-                    break
-                messages.append(decode(item))  # type: ignore[arg-type]
-    finally:
-        await transport.close()
-    return messages
-
-
-def fold(messages: list[Any]) -> Aggregator:
-    aggregator = Aggregator()
-    now = time.time()
-    for message in messages:
-        aggregator.fold(message, now)
-    return aggregator
 
 
 async def test_three_instances_sum_in_the_aggregator(bus_server: Any, upstream: Upstream, proxy_factory: Any) -> None:
@@ -62,15 +37,15 @@ async def test_three_instances_sum_in_the_aggregator(bus_server: Any, upstream: 
                 break
             await asyncio.sleep(0.02)
     await asyncio.sleep(0.35)  # a few report intervals
-    metrics = fold(await read_log(bus_server.url)).metrics("default/app", time.time())
+    metrics = (await aggregated(bus_server.url)).metrics("default/app", time.time())
     assert metrics.in_flight == 9 and metrics.held == 0 and metrics.active
 
     upstream.gate.set()
     results = await asyncio.gather(*pending)
     assert all(code == 0 for code, _, _ in results)
     await asyncio.sleep(0.35)
-    messages = await read_log(bus_server.url)
-    metrics = fold(messages).metrics("default/app", time.time())
+    messages = await messages_on(bus_server.url)
+    metrics = (await aggregated(bus_server.url)).metrics("default/app", time.time())
     assert metrics.in_flight == 0 and metrics.active
     reports = [m for m in messages if hasattr(m, "seq")]
     started = sum(b.started for r in reports for b in r.backends if b.backend == "default/app")

@@ -13,7 +13,8 @@ from kedahttp.dev.hpa import Policy
 def test_bundled_sample_runs_hello_on_hello_localhost() -> None:
     config = load()
     assert config.source.endswith("sample.yaml")
-    [app] = config.apps
+    app, greeter = config.apps
+    assert greeter.key == "default/greeter" and greeter.protocol == "h2c" and greeter.min_replicas == 0
     assert app.key == "default/hello"
     assert app.hosts == ("hello.localhost",)
     assert app.is_sample and app.min_replicas == 0 and app.max_replicas >= 4

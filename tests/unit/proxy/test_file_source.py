@@ -32,6 +32,14 @@ def test_parses_a_good_file() -> None:
     assert v6.backend.key == "default/v6" and v6.backend.cold_start_timeout_seconds is None
     assert v6.endpoint == "[::1]:9002"
     assert parse_routes("") == []
+    assert app.backend.protocol == "http1"
+
+
+def test_protocol_h2c_and_a_bad_protocol_named() -> None:
+    (grpc,) = parse_routes("backends: [{name: g, hosts: [g], upstream: 'http://h:1', protocol: h2c}]")
+    assert grpc.backend.protocol == "h2c"
+    with pytest.raises(RoutesFileError, match=r"field 'protocol'.*'h3'"):
+        parse_routes("backends: [{name: g, hosts: [g], upstream: 'http://h:1', protocol: h3}]")
 
 
 @pytest.mark.parametrize(("text", "message"), [

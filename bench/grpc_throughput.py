@@ -1,0 +1,159 @@
+"""gRPC unary calls through kedahttp against nginx's grpc_pass and a direct connection, same run.
+
+The app is nginx (one worker) answering every call with a fixed gRPC reply and ``grpc-status: 0`` in a
+trailer, so the app costs little and the proxies are what is measured; h2load (nghttp2-client) sends
+the calls: 10 connections with 10 concurrent streams each. Two shapes: every stream to one app, and the
+streams of each connection spread over 10 apps (10 path prefixes, 10 upstream ports), which is what an
+ingress multiplexing many hosts onto one connection to us looks like. As in proxy_throughput, the proxy
+under test gets core 0 and h2load and the app core 1; rounds interleave the proxies; medians reported.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.proxy_throughput import (
+    TASKSET,
+    _children,
+    _cpu_seconds,
+    _free_port,
+    _kedahttp,
+    _median,
+    _nginx,
+    _wait_port,
+    stop_all,
+)
+
+NAME = "grpc_throughput"
+H2LOAD = shutil.which("h2load") or "/usr/bin/h2load"
+APPS = 10
+CONNECTIONS = 10
+STREAMS = 10
+REQUEST = b"\x00\x00\x00\x00\x05world"  # one gRPC message (uncompressed, 5 bytes)
+REPLY = b"\x00\x00\x00\x00\x05hello"
+
+
+def h2load(port: int, paths: list[str], seconds: float, cpu: str | None, tmp: Path,
+           connections: int = CONNECTIONS, streams: int = STREAMS) -> dict[str, float]:
+    log = tmp / "h2load.log"
+    log.unlink(missing_ok=True)  # h2load appends
+    cmd = [H2LOAD, "-c", str(connections), "-m", str(streams), "-D", str(seconds), "--warm-up-time=1",
+           "-d", str(tmp / "request.bin"), "-H", "content-type: application/grpc", "-H", "te: trailers",
+           "-H", ":authority: grpc.bench", f"--log-file={log}",
+           *(f"http://127.0.0.1:{port}{path}" for path in paths)]
+    if cpu is not None and TASKSET:
+        cmd = [TASKSET, "-c", cpu, *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    done = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded", out)
+    assert done, out
+    failed = int(done.group(2)) - int(done.group(3))
+    if failed * 100 > int(done.group(2)):  # more than 1%: something is broken, not slow
+        raise RuntimeError(f"h2load: calls failed against port {port} {paths[:2]}:\n{out[-600:]}")
+    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
+    durations = sorted(int(line.split("\t")[2]) for line in log.read_text().splitlines() if line.strip())
+    return {"rps": round(rps), "requests": int(done.group(3)), "failed": failed,
+            "p50_ms": round(durations[len(durations) // 2] / 1000, 3),
+            "p99_ms": round(durations[int(len(durations) * 0.99)] / 1000, 3)}
+
+
+def measured(port: int, pids: list[int], paths: list[str], seconds: float, cpu: str | None,
+             tmp: Path) -> dict[str, float]:
+    before = _cpu_seconds(pids) if pids else 0.0
+    result = h2load(port, paths, seconds, cpu, tmp)
+    if pids:
+        result["cpu_us_per_request"] = round((_cpu_seconds(pids) - before) / max(1, result["requests"]) * 1e6, 1)
+    return result
+
+
+def _summary(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: _median([r[key] for r in runs]) for key in runs[0] if key != "requests"}
+
+
+def run(quick: bool) -> dict[str, Any]:
+    seconds = 2 if quick else 4
+    tmp = Path(tempfile.mkdtemp(prefix="kedahttp-bench-grpc-"))
+    tmp.chmod(0o755)  # nginx's workers (an unprivileged user when started as root) read the reply file
+    (tmp / "request.bin").write_bytes(REQUEST)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        ups = [_free_port() for _ in range(APPS)]
+        ref, k1 = _free_port(), _free_port()
+        app_root = tmp / "app-files"
+        app_root.mkdir()
+        (app_root / "reply.bin").write_bytes(REPLY)
+        listens = " ".join(f"listen 127.0.0.1:{p} http2 backlog=4096;" for p in ups)
+        # POST to a static file is 405 in nginx: error_page turns it into the file with 200
+        procs.append(_nginx(tmp, "app", f"""
+  server {{ {listens} root {app_root};
+    location / {{ default_type application/grpc; add_trailer grpc-status 0;
+                  error_page 405 =200 /reply.bin; try_files /reply.bin =404; }} }}"""))
+        upstreams = "\n".join(f"  upstream app{i} {{ server 127.0.0.1:{p}; keepalive 128; }}" for i, p in enumerate(ups))
+        locations = " ".join(f"location /svc{i}. {{ grpc_pass grpc://app{i}; }}" for i in range(APPS))
+        procs.append(_nginx(tmp, "proxy", f"""
+{upstreams}
+  server {{ listen 127.0.0.1:{ref} http2 backlog=4096; {locations} }}"""))
+        routes = tmp / "routes.yaml"
+        routes.write_text("backends:\n" + "".join(f"""
+  - name: app{i}
+    hosts: ["grpc.bench"]
+    pathPrefixes: ["/svc{i}.Echo"]
+    upstream: "http://127.0.0.1:{p}"
+    protocol: h2c
+""" for i, p in enumerate(ups)))
+        procs.append(_kedahttp(tmp, "kedahttp1", routes, k1, workers=1))
+        for port in (*ups, ref, k1):
+            _wait_port(port)
+        time.sleep(0.5)
+        pin = (os.cpu_count() or 1) >= 2 and TASKSET is not None
+        load_cpu = "1" if pin else None
+        nginx_pids = _children(procs[1].pid)
+        k1_pids = [procs[2].pid]
+        if TASKSET is not None and pin:
+            for pid in [*_children(procs[0].pid), procs[0].pid]:
+                subprocess.run([TASKSET, "-pc", "1", str(pid)], capture_output=True, check=False)
+            for pid in [*nginx_pids, procs[1].pid, *k1_pids]:
+                subprocess.run([TASKSET, "-pc", "0", str(pid)], capture_output=True, check=False)
+        one_app = ["/svc0.Echo/Unary"]
+        many_apps = [f"/svc{i}.Echo/Unary" for i in range(APPS)]
+        for port, paths in ((ups[0], one_app), (ref, many_apps), (k1, many_apps)):
+            h2load(port, paths, 1, load_cpu, tmp)  # warm up: connections, caches
+        rounds = 2 if quick else 3
+        shapes = {"one_app": one_app, "many_apps": many_apps}
+        runs: dict[str, list[dict[str, float]]] = {}
+        for _ in range(rounds):
+            runs.setdefault("direct", []).append(measured(ups[0], [], one_app, seconds, load_cpu, tmp))
+            for shape, paths in shapes.items():
+                runs.setdefault(f"nginx_{shape}", []).append(measured(ref, nginx_pids, paths, seconds, load_cpu, tmp))
+                runs.setdefault(f"kedahttp_{shape}", []).append(measured(k1, k1_pids, paths, seconds, load_cpu, tmp))
+        res = {name: _summary(r) for name, r in runs.items()}
+        single = {name: h2load(port, one_app, 2, load_cpu, tmp, connections=1, streams=1)
+                  for name, port in (("direct", ups[0]), ("nginx", ref), ("kedahttp", k1))}
+        figures: dict[str, Any] = {"pinned": pin, **res}
+        for shape in shapes:
+            k, n = res[f"kedahttp_{shape}"], res[f"nginx_{shape}"]
+            figures[f"ratio_vs_nginx_{shape}"] = round(k["rps"] / n["rps"], 3)
+            figures[f"ratio_vs_nginx_cpu_per_request_{shape}"] = round(n["cpu_us_per_request"] / k["cpu_us_per_request"], 3)
+            figures[f"added_p50_ms_{shape}"] = {"nginx": round(n["p50_ms"] - res["direct"]["p50_ms"], 3),
+                                               "kedahttp": round(k["p50_ms"] - res["direct"]["p50_ms"], 3)}
+        figures["added_p50_ms_1_stream"] = {
+            "nginx": round(single["nginx"]["p50_ms"] - single["direct"]["p50_ms"], 3),
+            "kedahttp": round(single["kedahttp"]["p50_ms"] - single["direct"]["p50_ms"], 3)}
+        figures["shape"] = f"{CONNECTIONS} connections x {STREAMS} streams; many_apps: {APPS} apps per connection"
+        return figures
+    finally:
+        stop_all(procs)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps(run("--quick" in sys.argv), indent=2))

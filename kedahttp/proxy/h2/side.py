@@ -1,0 +1,253 @@
+"""The HTTP/2 side of one proxy process: its connections, its held streams, its upstream pool and drain.
+
+It stands between the route table and the dispatcher as the table's listener: every change goes to the
+dispatcher first (which owns the per-backend counters and the HTTP/1.1 hold queues), then releases or
+fails the HTTP/2 streams held here. Streams share the dispatcher's counters and cold-episode wake flag,
+so a backend's in-flight, held and cold-start figures count both protocols alike. A held stream waits
+for the first of: a ready endpoint, its cold-start timeout, its gRPC deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from kedahttp.proxy.dispatch import Dispatcher
+from kedahttp.proxy.h2 import grpc, h1_leg
+from kedahttp.proxy.h2.downstream import H2Downstream, Limits
+from kedahttp.proxy.h2.stream import Stream
+from kedahttp.proxy.h2.upstream import H2UpstreamPool
+from kedahttp.proxy.holding import HoldQueue
+from kedahttp.proxy.routing import Route, RouteTable
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+IDLE_TIMEOUT_SECONDS = 75.0  # a client connection without a stream this long is closed (as HTTP/1.1 keep-alive)
+SWEEP_SECONDS = 1.0
+_clock = time.monotonic
+
+
+def preface_offset(data: bytes) -> int:
+    """How much of the preface came before ``data``, the read in which the HTTP/1.1 parser stopped at it
+    (a client may send the preface in pieces): the longest overlap of a preface suffix with its start."""
+    for offset in range(len(PREFACE)):
+        rest = PREFACE[offset:]
+        if data[:len(rest)] == rest[:len(data)]:
+            return offset
+    return len(PREFACE)
+
+
+class H2Side:
+    def __init__(self, dispatcher: Dispatcher, *, cold_start_timeout_seconds: float, max_held_requests: int,
+                 limits: Limits | None = None) -> None:
+        self.dispatcher = dispatcher
+        self.routes: RouteTable = None  # type: ignore[assignment]  # set once the table exists
+        self.cold_start_timeout_seconds = cold_start_timeout_seconds
+        self.max_held_requests = max_held_requests
+        self.limits = limits or Limits()
+        self.connections: set[H2Downstream] = set()
+        self.holds: dict[str, HoldQueue[Stream]] = {}
+        self.dirty: set[H2Downstream] = set()
+        self.pool = H2UpstreamPool(self.flush, self._unreachable)
+        self.draining = False
+        self.quiet: asyncio.Event | None = None  # set when the drain finds no stream left
+        self.now = _clock()
+        self.idle_timeout_seconds = IDLE_TIMEOUT_SECONDS
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    # -- the hand-over from the HTTP/1.1 server ----------------------------------------------------
+
+    def take_over(self, transport: Any, data: bytes, client_ip: bytes) -> None:
+        """A connection whose first request line was the HTTP/2 preface becomes an HTTP/2 connection."""
+        conn = H2Downstream(self, client_ip)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._sweep)
+        transport.set_protocol(conn)
+        conn.connection_made(transport)
+        conn.data_received(PREFACE[:preface_offset(data)] + data)
+        if self.draining:
+            conn.goaway()
+            self.flush()
+
+    # -- RouteListener, in front of the dispatcher -------------------------------------------------
+
+    def route_added(self, route: Route) -> None:
+        self.dispatcher.route_added(route)
+
+    def endpoints_changed(self, route: Route) -> None:
+        self.dispatcher.endpoints_changed(route)
+        queue = self.holds.get(route.key)
+        if not route.endpoints or queue is None or not len(queue):
+            return
+        now = _clock()
+        counters = route.state.counters
+        for stream in queue.release_all():
+            stream.held = False
+            if stream.timer is not None:
+                stream.timer.cancel()
+                stream.timer = None
+            counters.release(now - stream.held_at)
+            self.send(stream)
+        self.flush()
+
+    def route_removed(self, route: Route) -> None:
+        self.dispatcher.route_removed(route)
+        queue = self.holds.pop(route.key, None)
+        if queue is not None:
+            for stream in queue.release_all():
+                stream.answer(404)
+            self.flush()
+
+    # -- streams -----------------------------------------------------------------------------------
+
+    def admit(self, stream: Stream) -> None:
+        route = stream.route
+        if route is None or route.state is None:
+            stream.answer(404)
+            return
+        counters = route.state.counters
+        stream.counters = counters
+        t = stream.t_start = _clock()
+        counters.start(t)
+        if route.endpoints:
+            self.send(stream)
+        else:
+            self.hold(stream, t)
+
+    def send(self, stream: Stream) -> None:
+        route = stream.route
+        assert route is not None
+        endpoints = route.endpoints
+        if not endpoints:
+            stream.answer(502)
+            return
+        i = route.rr
+        route.rr = i + 1
+        stream.endpoint = endpoints[i % len(endpoints)]
+        stream.attempts += 1
+        if route.backend.protocol == "h2c":
+            self.pool.start(stream)
+        else:  # an HTTP/1.1 app: the stream becomes one exchange on a connection of its own
+            self.pool.tasks.spawn(h1_leg.connect(stream, self.flush, self._unreachable), "h1 " + stream.endpoint)
+
+    def hold(self, stream: Stream, now: float) -> None:
+        route = stream.route
+        assert route is not None
+        state = route.state
+        counters = state.counters
+        queue = self.holds.get(route.key)
+        if queue is None:
+            queue = self.holds[route.key] = HoldQueue(self.max_held_requests)
+        timeout = route.backend.cold_start_timeout_seconds or self.cold_start_timeout_seconds
+        deadline = now + timeout
+        if stream.grpc_deadline is not None and stream.grpc_deadline < deadline:
+            deadline = stream.grpc_deadline
+        if not queue.hold(stream, deadline):
+            counters.held_rejected += 1
+            stream.answer(503)
+            return
+        stream.held = True
+        stream.held_at = now
+        stream.deadline = deadline
+        counters.in_flight -= 1
+        counters.held += 1
+        if not state.woken:
+            state.woken = True
+            counters.cold_starts += 1
+            self.dispatcher.on_wake(route.key)
+        loop = asyncio.get_running_loop()
+        stream.timer = loop.call_at(loop.time() + max(0.0, deadline - _clock()), self._expire, stream)
+
+    def unhold(self, stream: Stream) -> None:
+        route = stream.route
+        if route is not None:
+            queue = self.holds.get(route.key)
+            if queue is not None:
+                queue.remove(stream)
+
+    def _expire(self, stream: Stream) -> None:
+        stream.timer = None
+        if stream.done or not stream.held:
+            return
+        if stream.grpc_deadline is not None and stream.grpc_deadline <= stream.deadline:
+            stream.answer(504, "deadline exceeded while the app was starting", grpc.DEADLINE_EXCEEDED)
+        else:
+            stream.counters.held_timeouts += 1
+            stream.answer(504, "the app did not become ready in time", grpc.UNAVAILABLE)
+        self.flush()
+
+    def _unreachable(self, stream: Stream) -> None:
+        """The connect to the stream's endpoint failed: another endpoint once, else 502 (UNAVAILABLE)."""
+        route = stream.route
+        if route is not None and self.dispatcher.on_unreachable is not None:
+            self.dispatcher.on_unreachable(route.key)
+        if stream.attempts < 2 and route is not None and len(route.endpoints) > 1:
+            self.send(stream)
+        else:
+            stream.answer(502)
+
+    def held_count(self, key: str) -> int:
+        queue = self.holds.get(key)
+        return 0 if queue is None else len(queue)
+
+    # -- writes ------------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Everything produced while handling one event goes out: upstream connections first."""
+        self.pool.flush()
+        dirty = self.dirty
+        while dirty:
+            dirty.pop().flush()
+
+    # -- idle connections --------------------------------------------------------------------------
+
+    def _sweep(self) -> None:
+        """Closes client connections idle past the timeout (GOAWAY first) and idle upstream connections;
+        runs while there is something to sweep."""
+        now = self.now = _clock()
+        for conn in list(self.connections):
+            if not conn.streams and now - conn.since >= self.idle_timeout_seconds:
+                conn.goaway()
+        self.pool.sweep(now)
+        self.flush()
+        self._sweeper = None
+        if self.connections or self.pool.conns:
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._sweep)
+
+    # -- drain -------------------------------------------------------------------------------------
+
+    def stop_accepting(self) -> None:
+        self.draining = True
+        for conn in list(self.connections):
+            conn.goaway()
+        self.flush()
+
+    def busy(self) -> bool:
+        return any(conn.streams for conn in self.connections)
+
+    def connection_quiet(self) -> None:
+        """A connection's last stream ended: the drain may be over."""
+        if self.quiet is not None and not self.busy():
+            self.quiet.set()
+
+    async def drain(self, deadline: float) -> None:
+        self.quiet = asyncio.Event()
+        if self.busy():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.quiet.wait(), max(0.0, deadline - asyncio.get_running_loop().time()))
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for queue in self.holds.values():
+            for stream in queue.release_all():
+                stream.answer(503)
+        self.flush()
+        for conn in list(self.connections):
+            if conn.streams:
+                conn.transport.abort()
+            else:
+                conn.transport.close()
+        await self.pool.close()

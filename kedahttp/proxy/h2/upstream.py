@@ -1,0 +1,347 @@
+"""HTTP/2 connections to apps that speak h2c, shared by all client streams going to the same endpoint.
+
+One connection carries as many streams as the app's SETTINGS_MAX_CONCURRENT_STREAMS allows; a stream
+that finds every connection to its endpoint full opens another. A connection being set up collects the
+streams that wait for it and opens them once the TCP connect is done. GOAWAY from the app refuses the
+streams above its last stream id (the client retries them: REFUSED_STREAM) and lets the rest finish; the
+connection is then no longer given new streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from jh2.config import H2Configuration
+from jh2.connection import ConnectionState, H2Connection
+from jh2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    InformationalResponseReceived,
+    RemoteSettingsChanged,
+    ResponseReceived,
+    StreamEnded,
+    StreamReset,
+    TrailersReceived,
+    WindowUpdated,
+)
+from jh2.exceptions import ProtocolError
+from jh2.settings import SettingCodes, Settings
+
+from kedahttp.process.tasks import TaskOwner
+from kedahttp.proxy.h2.stream import send_window
+
+if TYPE_CHECKING:
+    from kedahttp.proxy.h2.stream import Stream
+
+log = logging.getLogger("kedahttp.proxy.h2")
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+STREAM_WINDOW_BYTES = 256 * 1024  # what the app may send on one stream ahead of the client reading it
+CONNECTION_WINDOW_BYTES = 16 * 1024 * 1024
+ASSUMED_STREAMS = 100  # streams a connection is given before the app's SETTINGS say how many it takes
+IDLE_TIMEOUT_SECONDS = 30.0  # an upstream connection without a stream this long is closed (as HTTP/1.1's)
+
+
+class H2Upstream(asyncio.Protocol):
+    def __init__(self, pool: H2UpstreamPool, endpoint: str) -> None:
+        self.pool = pool
+        self.endpoint = endpoint
+        # The app's headers are not checked field by field (the client's are, in downstream.py): they are
+        # relayed as the app sent them, and checking costs ~10% of the CPU per call.
+        conn = H2Connection(H2Configuration(
+            client_side=True, header_encoding=None, validate_inbound_headers=False,
+            validate_outbound_headers=False, normalize_outbound_headers=False,
+        ))
+        conn.local_settings = Settings(client=True, initial_values={
+            SettingCodes.ENABLE_PUSH: 0, SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW_BYTES,
+        })
+        self.conn = conn
+        self.transport: Any = None
+        self.streams: dict[int, Stream] = {}
+        self.pending: list[Stream] = []  # waiting for the connect, or for a free stream slot
+        self.writable = True
+        self.usable = True  # takes new streams (not after GOAWAY or a failure)
+        self.connected = False
+        self.idle_since = time.monotonic()
+        self._handlers: dict[type, Any] = {
+            ResponseReceived: self._response,
+            DataReceived: self._data,
+            TrailersReceived: self._trailers,
+            StreamEnded: self._ended,
+            StreamReset: self._reset,
+            WindowUpdated: self._window,
+            RemoteSettingsChanged: self._settings,
+            ConnectionTerminated: self._goaway,
+            InformationalResponseReceived: _ignore,
+        }
+
+    @property
+    def capacity(self) -> int:
+        if not self.connected:
+            return ASSUMED_STREAMS
+        return min(self.conn.remote_settings.max_concurrent_streams, 2**20)
+
+    def has_room(self) -> bool:
+        return self.usable and len(self.streams) + len(self.pending) < self.capacity
+
+    # -- asyncio.Protocol --------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.connected = True
+        conn = self.conn
+        conn.initiate_connection()
+        conn.increment_flow_control_window(CONNECTION_WINDOW_BYTES - 65535)
+        self.open_pending()
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.conn.receive_data(data)
+        except ProtocolError as exc:
+            log.warning("upstream HTTP/2 protocol error", extra={"endpoint": self.endpoint, "error": str(exc)})
+            self.flush()
+            self.transport.close()
+            return
+        handlers = self._handlers
+        for event in events:
+            handler = handlers.get(type(event))
+            if handler is not None:
+                handler(event)
+        self.pool.side_flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.usable = False
+        self.pool.forget(self)
+        for stream in self.pending:
+            stream.upstream_lost()
+        self.pending = []
+        for stream in list(self.streams.values()):
+            stream.upstream_lost()
+        self.streams.clear()
+        self.pool.side_flush()
+
+    def pause_writing(self) -> None:
+        self.writable = False
+
+    def resume_writing(self) -> None:
+        self.writable = True
+        for stream in list(self.streams.values()):
+            stream.pump_up()
+        self.pool.side_flush()
+
+    # -- streams -----------------------------------------------------------------------------------
+
+    def start(self, stream: Stream) -> None:
+        """Opens ``stream`` here now, or once connected or a slot frees up."""
+        if self.connected and len(self.streams) < self.capacity:
+            self._open(stream)
+        else:
+            self.pending.append(stream)
+
+    def _open(self, stream: Stream) -> None:
+        conn = self.conn
+        usid = conn.get_next_available_stream_id()
+        end = stream.up_end and not stream.to_up and stream.up_trailers is None
+        conn.send_headers(usid, stream.head, end_stream=end)
+        if end:
+            stream.up_ended = True
+        self.streams[usid] = stream
+        stream.attached(self, usid)
+        self.dirty()
+
+    def open_pending(self) -> None:
+        pending = self.pending
+        while pending and len(self.streams) < self.capacity:
+            stream = pending.pop(0)
+            if not stream.done:
+                self._open(stream)
+
+    def stream_done(self, stream: Stream) -> None:
+        if stream in self.pending:
+            self.pending.remove(stream)
+            return
+        if self.streams.pop(stream.usid, None) is None:
+            return
+        if self.pending:
+            self.open_pending()
+        elif not self.streams:
+            self.idle_since = time.monotonic()
+            if not self.usable and self.transport is not None:
+                self.transport.close()
+
+    def pump(self, stream: Stream) -> None:
+        """The stream's request body (then its trailers or END_STREAM) as far as the app's window allows."""
+        conn = self.conn
+        usid = stream.usid
+        q = stream.to_up
+        send_window(conn, usid, q, stream.down, stream.sid)
+        if not q and stream.up_end and not stream.up_ended:
+            stream.up_ended = True
+            if stream.up_trailers is not None:
+                conn.send_headers(usid, stream.up_trailers, end_stream=True)
+            else:
+                conn.end_stream(usid)
+        self.dirty()
+
+    def ack(self, flow: int, usid: int) -> None:
+        if flow:
+            self.conn.acknowledge_received_data(flow, usid)
+            self.dirty()
+
+    def reset(self, usid: int, code: int) -> None:
+        if usid in self.streams:
+            try:
+                self.conn.reset_stream(usid, code)
+            except ProtocolError:
+                return
+            self.dirty()
+
+    def dirty(self) -> None:
+        self.pool.dirty.add(self)
+
+    def flush(self) -> None:
+        transport = self.transport
+        if transport is not None:
+            data = self.conn.data_to_send()
+            if data and not transport.is_closing():
+                transport.write(data)
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def _response(self, event: ResponseReceived) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is not None:
+            stream.response(event.headers, event.stream_ended is not None)
+
+    def _data(self, event: DataReceived) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is None:
+            self.ack(event.flow_controlled_length, event.stream_id)
+        else:
+            stream.upstream_data(event.data, event.flow_controlled_length)
+
+    def _trailers(self, event: TrailersReceived) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is not None:
+            stream.down_trailers = event.headers
+
+    def _ended(self, event: StreamEnded) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is not None:
+            stream.upstream_end(stream.down_trailers)
+
+    def _reset(self, event: StreamReset) -> None:
+        stream = self.streams.pop(event.stream_id, None)
+        if stream is not None:
+            stream.upstream_reset(event.error_code)
+
+    def _window(self, event: WindowUpdated) -> None:
+        if event.stream_id:
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                stream.pump_up()
+        else:
+            for stream in list(self.streams.values()):
+                if stream.to_up or (stream.up_end and not stream.up_ended):
+                    stream.pump_up()
+
+    def _settings(self, event: RemoteSettingsChanged) -> None:
+        if SettingCodes.MAX_CONCURRENT_STREAMS in event.changed_settings and self.pending:
+            self.open_pending()
+        if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
+            for stream in list(self.streams.values()):
+                stream.pump_up()
+
+    def _goaway(self, event: ConnectionTerminated) -> None:
+        self.usable = False
+        last = event.last_stream_id if event.last_stream_id is not None else 2**31
+        for usid in [s for s in self.streams if s > last]:
+            self.streams.pop(usid).upstream_refused()
+        for stream in self.pending:
+            self.pool.start(stream)  # to another connection
+        self.pending = []
+        if event.error_code:
+            self.transport.close()
+            return
+        self.conn.state_machine.state = ConnectionState.CLIENT_OPEN  # jh2 stops at GOAWAY; streams below ``last`` may finish
+        if not self.streams:
+            self.transport.close()
+
+
+def _ignore(event: Any) -> None:
+    return None
+
+
+class H2UpstreamPool:
+    """Connections per endpoint; streams go to the first with a free slot."""
+
+    def __init__(self, side_flush: Callable[[], None], on_unreachable: Callable[[Stream], None]) -> None:
+        self.conns: dict[str, list[H2Upstream]] = {}
+        self.dirty: set[H2Upstream] = set()
+        self.side_flush = side_flush
+        self.on_unreachable = on_unreachable
+        self.tasks = TaskOwner("h2-upstream")
+        self.idle_timeout_seconds = IDLE_TIMEOUT_SECONDS
+
+    def start(self, stream: Stream) -> None:
+        endpoint = stream.endpoint
+        conns = self.conns.get(endpoint)
+        if conns:
+            for up in conns:
+                if up.has_room():
+                    up.start(stream)
+                    return
+        else:
+            conns = self.conns[endpoint] = []
+        up = H2Upstream(self, endpoint)
+        conns.append(up)
+        up.pending.append(stream)
+        self.tasks.spawn(self._connect(up), f"connect {endpoint}")
+
+    async def _connect(self, up: H2Upstream) -> None:
+        host, _, port = up.endpoint.rpartition(":")
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+                await loop.create_connection(lambda: up, host.strip("[]"), int(port))
+        except (OSError, TimeoutError):
+            up.usable = False
+            self.forget(up)
+            pending, up.pending = up.pending, []
+            for stream in pending:
+                if not stream.done:
+                    self.on_unreachable(stream)
+            self.side_flush()
+
+    def forget(self, up: H2Upstream) -> None:
+        conns = self.conns.get(up.endpoint)
+        if conns and up in conns:
+            conns.remove(up)
+            if not conns:
+                del self.conns[up.endpoint]
+
+    def flush(self) -> None:
+        dirty = self.dirty
+        while dirty:
+            dirty.pop().flush()
+
+    def sweep(self, now: float) -> None:
+        for conns in list(self.conns.values()):
+            for up in list(conns):
+                if (up.connected and not up.streams and not up.pending
+                        and now - up.idle_since >= self.idle_timeout_seconds and up.transport is not None):
+                    up.usable = False
+                    up.transport.close()  # connection_lost forgets it
+
+    async def close(self) -> None:
+        for conns in list(self.conns.values()):
+            for up in list(conns):
+                if up.transport is not None:
+                    up.transport.close()
+        self.conns.clear()
+        await self.tasks.close(1.0)

@@ -1,0 +1,277 @@
+"""Plain HTTP/2 through the proxy: curl --http2-prior-knowledge and h2load against an h2c app.
+
+Also the hand-over itself: HTTP/1.1 and HTTP/2 clients on the same port, a preface split across reads,
+flow control on a large body, trailers, and graceful drain (GOAWAY, open streams finish).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    RemoteSettingsChanged,
+    ResponseReceived,
+    StreamEnded,
+    StreamReset,
+    TrailersReceived,
+)
+from h2.settings import SettingCodes
+
+from kedahttp.proxy.sources import Backend
+from tests.harness.h2_upstream import H2App
+from tests.harness.static_source import StaticSource
+from tests.harness.waiting import until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def h2app() -> AsyncIterator[H2App]:
+    app = await H2App("web").start()
+    yield app
+    await app.stop()
+
+
+@pytest.fixture
+async def proxied(h2app: H2App, upstream: Any, proxy_factory: Any) -> Any:
+    """web.test: an h2c app; old.test: an HTTP/1.1 app (the proxy suite's aiohttp upstream)."""
+    backends = [Backend("default/web", ("web.test",), protocol="h2c"),
+                Backend("default/old", ("old.test",))]
+    return await proxy_factory(StaticSource(backends, {"default/web": [h2app.endpoint],
+                                                       "default/old": [upstream.endpoint]}))
+
+
+async def run(*args: str, timeout: float = 30.0) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(timeout):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode("latin-1"), err.decode("latin-1")
+
+
+async def test_curl_prior_knowledge(proxied: Any, h2app: H2App, tmp_path: Any) -> None:
+    url = f"http://127.0.0.1:{proxied.port}"
+    code, out, err = await run("curl", "-sS", "-i", "--http2-prior-knowledge", "-H", "Host: web.test",
+                               f"{url}/hello?x=1")
+    assert code == 0, err
+    assert out.startswith("HTTP/2 200")
+    assert out.endswith("web GET /hello?x=1")
+    assert h2app.requests[-1][b":authority"] == b"web.test"
+    # a body larger than every window on the way, echoed back whole
+    body = "y" * (3 * 1024 * 1024)
+    (tmp_path / "body").write_text(body)
+    code, out, err = await run("curl", "-sS", "--http2-prior-knowledge", "-H", "Host: web.test",
+                               "--data-binary", f"@{tmp_path / 'body'}", f"{url}/echo")
+    assert code == 0, err
+    assert out == body
+    code, out, err = await run("curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w",
+                               "%{http_code} %{size_download}", "-H", "Host: web.test", f"{url}/big?n=20000000")
+    assert (code, out) == (0, "200 20000000"), err
+    # the same port still serves HTTP/1.1
+    code, out, err = await run("curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: nope.test", url)
+    assert out == "404"
+
+
+async def test_h2load_many_streams_on_few_connections(proxied: Any, h2app: H2App) -> None:
+    h2load = shutil.which("h2load")
+    if h2load is None:
+        pytest.fail("h2load missing: `make bench-tools` installs nghttp2-client")
+    code, out, err = await run(h2load, "-n", "2000", "-c", "2", "-m", "20", "-H", ":authority: web.test",
+                               f"http://127.0.0.1:{proxied.port}/x")
+    assert code == 0, err
+    assert "2000 succeeded, 0 failed, 0 errored" in out, out
+    counters = proxied.counters("default/web")
+    assert counters.completed == 2000 and counters.in_flight == 0
+    assert h2app.connections <= 4  # streams were multiplexed onto shared upstream connections
+
+
+def _h2_client() -> H2Connection:
+    conn = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+    conn.initiate_connection()
+    return conn
+
+
+def _request(conn: H2Connection, host: bytes, path: bytes) -> int:
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", host),
+                            (b":path", path)], end_stream=True)
+    return sid
+
+
+async def _collect(reader: asyncio.StreamReader, conn: H2Connection, writer: Any, want: int) -> dict[int, Any]:
+    """Reads until ``want`` streams ended: stream -> [headers, body, trailers]."""
+    out: dict[int, Any] = {}
+    ended = 0
+    while ended < want:
+        data = await reader.read(65536)
+        assert data, "the proxy closed the connection"
+        for event in conn.receive_data(data):
+            if isinstance(event, ResponseReceived):
+                out[event.stream_id] = [dict(event.headers), b"", None]
+            elif isinstance(event, DataReceived):
+                out[event.stream_id][1] += event.data
+                conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, TrailersReceived):
+                out[event.stream_id][2] = dict(event.headers)
+            elif isinstance(event, StreamEnded):
+                ended += 1
+        writer.write(conn.data_to_send())
+    return out
+
+
+async def test_preface_split_across_reads_trailers_and_routing_per_stream(proxied: Any) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxied.port)
+    writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn = _h2_client()
+    first = conn.data_to_send()
+    for cut in (3, 16, 20):  # "PRI", inside the request line's CRLFs, inside "SM"
+        writer.write(first[:cut])
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        first = first[cut:]
+    writer.write(first)
+    a = _request(conn, b"web.test", b"/trailers")
+    b = _request(conn, b"old.test", b"/")  # an HTTP/1.1 app
+    c = _request(conn, b"none.test", b"/")
+    writer.write(conn.data_to_send())
+    got = await asyncio.wait_for(_collect(reader, conn, writer, 3), 10)
+    assert got[a][0][b":status"] == b"200" and got[a][1] == b"web GET /trailers"
+    assert got[a][2] == {b"x-trailer": b"yes"}
+    assert got[b][0][b":status"] == b"200" and b'"path": "/"' in got[b][1]  # the HTTP/1.1 app answers
+    assert got[c][0][b":status"] == b"404"
+    writer.close()
+
+
+async def test_drain_sends_goaway_and_lets_open_streams_finish(proxied: Any, h2app: H2App) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxied.port)
+    conn = _h2_client()
+    sid = _request(conn, b"web.test", b"/big?n=3000000")
+    writer.write(conn.data_to_send())
+    # read the first bytes only, so the stream is still open when the drain begins
+    events = conn.receive_data(await reader.read(65536))
+    writer.write(conn.data_to_send())
+    await until(lambda: proxied.counters("default/web").in_flight == 1, 5, "the stream in flight")
+    component = proxied.proxy.components[-1]
+    await component.stop_accepting()
+    drain = asyncio.ensure_future(component.drain(asyncio.get_running_loop().time() + 10))
+    size = sum(len(e.data) for e in events if isinstance(e, DataReceived))
+    goaway = None
+    ended = False
+    while not ended:
+        data = await asyncio.wait_for(reader.read(65536), 5)
+        assert data, "closed before the stream ended"
+        for event in conn.receive_data(data):
+            if isinstance(event, ConnectionTerminated):
+                goaway = event
+                conn.state_machine.state = type(conn.state_machine.state).CLIENT_OPEN  # keep reading
+            elif isinstance(event, DataReceived):
+                size += len(event.data)
+                conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, StreamEnded):
+                ended = True
+        writer.write(conn.data_to_send())
+    assert goaway is not None and goaway.error_code == 0 and goaway.last_stream_id == sid
+    assert size == 3000000
+    await asyncio.wait_for(drain, 5)
+    assert await reader.read(100) == b""  # closed once its last stream ended
+    writer.close()
+
+
+async def test_idle_connections_are_closed_both_sides(proxied: Any, h2app: H2App) -> None:
+    side = proxied.proxy.h2
+    side.idle_timeout_seconds = 0.5
+    side.pool.idle_timeout_seconds = 0.5
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxied.port)
+    conn = _h2_client()
+    _request(conn, b"web.test", b"/x")
+    writer.write(conn.data_to_send())
+    got = await asyncio.wait_for(_collect(reader, conn, writer, 1), 5)
+    assert next(iter(got.values()))[0][b":status"] == b"200"
+    assert side.pool.conns  # an upstream connection, now idle
+    t0 = time.monotonic()
+    goaway = None
+    while goaway is None:
+        data = await asyncio.wait_for(reader.read(65536), 5)
+        assert data, "closed without a GOAWAY"
+        goaway = next((e for e in conn.receive_data(data) if isinstance(e, ConnectionTerminated)), None)
+    assert goaway.error_code == 0
+    assert await asyncio.wait_for(reader.read(100), 5) == b""
+    assert 0.4 < time.monotonic() - t0 < 3
+    await until(lambda: not side.pool.conns, 5, "the idle upstream connection closed")
+    writer.close()
+
+
+async def test_app_reset_reaches_the_client_and_app_goaway_moves_to_a_new_connection(
+        proxied: Any, h2app: H2App) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxied.port)
+    conn = _h2_client()
+    sid = _request(conn, b"web.test", b"/reset")
+    writer.write(conn.data_to_send())
+    reset = None
+    while reset is None:
+        data = await asyncio.wait_for(reader.read(65536), 5)
+        assert data
+        reset = next((e for e in conn.receive_data(data) if isinstance(e, StreamReset)), None)
+    assert (reset.stream_id, reset.error_code) == (sid, 8)
+    first = h2app.connections
+    bye = _request(conn, b"web.test", b"/goaway")
+    writer.write(conn.data_to_send())
+    got = await asyncio.wait_for(_collect(reader, conn, writer, 1), 5)
+    assert got[bye][1] == b"bye"
+    after = _request(conn, b"web.test", b"/after")  # the app's GOAWAY is not the client's: it goes on
+    writer.write(conn.data_to_send())
+    got = await asyncio.wait_for(_collect(reader, conn, writer, 1), 5)
+    assert got[after][1] == b"web GET /after"
+    assert h2app.connections == first + 1  # on a new upstream connection
+    counters = proxied.counters("default/web")
+    assert counters.in_flight == 0 and counters.completed == 3
+    writer.close()
+
+
+async def test_stream_and_header_limits_come_from_the_settings(h2app: H2App, proxy_factory: Any,
+                                                               proxy_settings: Any) -> None:
+    settings = proxy_settings(h2_max_concurrent_streams=16, h2_max_header_list_bytes=8192)
+    running = await proxy_factory(StaticSource([Backend("default/web", ("web.test",), protocol="h2c")],
+                                               {"default/web": [h2app.endpoint]}), settings)
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+    conn = _h2_client()
+    writer.write(conn.data_to_send())
+    events = conn.receive_data(await asyncio.wait_for(reader.read(65536), 5))
+    changed = next(e for e in events if isinstance(e, RemoteSettingsChanged)).changed_settings
+    assert changed[SettingCodes.MAX_CONCURRENT_STREAMS].new_value == 16
+    assert changed[SettingCodes.MAX_HEADER_LIST_SIZE].new_value == 8192
+    writer.close()
+
+
+async def test_http2_client_to_an_http1_app(proxied: Any, tmp_path: Any) -> None:
+    url = f"http://127.0.0.1:{proxied.port}"
+    code, out, err = await run("curl", "-sS", "--http2-prior-knowledge", "-H", "Host: old.test",
+                               "-H", "X-User: ann", f"{url}/headers?q=1")
+    assert code == 0, err
+    seen = json.loads(out)
+    headers = {k.lower(): v for k, v in seen["headers"]}
+    assert seen["path"] == "/headers?q=1" and seen["method"] == "GET"
+    assert headers["host"] == "old.test" and headers["x-user"] == "ann"
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    body = tmp_path / "body"
+    body.write_bytes(b"z" * (3 * 1024 * 1024))
+    code, out, err = await run("curl", "-sS", "--http2-prior-knowledge", "-H", "Host: old.test",
+                               "--data-binary", f"@{body}", f"{url}/sink")
+    assert (code, out) == (0, str(3 * 1024 * 1024)), err
+    code, out, err = await run("curl", "-sS", "-i", "--http2-prior-knowledge", "-o", "/dev/null", "-w",
+                               "%{http_code} %{size_download}", "-H", "Host: old.test", f"{url}/big?n=20000000")
+    assert (code, out) == (0, "200 20000000"), err
+    counters = proxied.counters("default/old")
+    assert counters.completed == 3 and counters.in_flight == 0
