@@ -27,9 +27,9 @@ from kedahttp.proxy.admin import AdminContext, AdminServer
 from kedahttp.proxy.counters import CounterRegistry
 from kedahttp.proxy.dispatch import Dispatcher
 from kedahttp.proxy.file_source import FileSource, load_routes_file
-from kedahttp.proxy.kube_source import KubernetesSource
 from kedahttp.proxy.h2.downstream import Limits
 from kedahttp.proxy.h2.side import H2Side
+from kedahttp.proxy.kube_source import KubernetesSource
 from kedahttp.proxy.live import LivePage, route_cold_waits, route_samples
 from kedahttp.proxy.reporter import Publisher, Reporter, instance_id
 from kedahttp.proxy.routing import RouteTable

@@ -10,11 +10,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.harness.proxy import RunningProxy, app_backend, recording_proxy
-from tests.harness.recorder import Recorder
 from kedahttp.proxy.sources import Backend
 from tests.harness.h2_upstream import H2App
-from tests.harness.proxy import start_proxy
+from tests.harness.proxy import RunningProxy, app_backend, recording_proxy, start_proxy
+from tests.harness.recorder import Recorder
 from tests.harness.static_source import StaticSource
 
 

@@ -16,8 +16,8 @@ from h2.settings import SettingCodes
 from hpack import Encoder
 from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame
 
-from tests.harness.h2_upstream import H2App
 from tests.harness.clients import Collector
+from tests.harness.h2_upstream import H2App
 
 pytestmark = pytest.mark.timeout(60)
 

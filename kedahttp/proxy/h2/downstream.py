@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from jh2.config import H2Configuration
 from jh2.connection import ConnectionState, H2Connection
@@ -36,9 +36,7 @@ from jh2.settings import SettingCodes, Settings
 
 from kedahttp.proxy.h2 import grpc
 from kedahttp.proxy.h2.stream import REFUSED_STREAM, Stream
-
-if TYPE_CHECKING:
-    from kedahttp.proxy.h2.side import H2Side
+from kedahttp.proxy.routing import RouteTable
 
 STREAM_WINDOW_BYTES = 256 * 1024  # what one stream may have in flight to us (and so, buffered by us)
 CONNECTION_WINDOW_BYTES = 4 * 1024 * 1024  # ... and all streams of one connection together
@@ -58,8 +56,28 @@ class Limits:
         self.max_header_list_bytes = max_header_list_bytes
 
 
+class Host(Protocol):
+    """What a client connection needs of the HTTP/2 side that owns it (side.py's H2Side): declared here,
+    so this module imports nothing that imports it."""
+
+    limits: Limits
+    connections: set[Any]
+    dirty: set[Any]
+    routes: RouteTable
+    now: float
+
+    def flush(self) -> None: ...
+
+    def admit(self, stream: Stream) -> None: ...
+
+    def unhold(self, stream: Stream) -> None: ...
+
+    def connection_quiet(self) -> None: ...
+
+
+
 class H2Downstream(asyncio.Protocol):
-    def __init__(self, side: H2Side, client_ip: bytes) -> None:
+    def __init__(self, side: Host, client_ip: bytes) -> None:
         self.side = side
         self.client_ip = client_ip
         conn = H2Connection(H2Configuration(

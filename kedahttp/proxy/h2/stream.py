@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from kedahttp.proxy.h2 import grpc
 
 if TYPE_CHECKING:
-    from kedahttp.proxy.h2.downstream import H2Downstream
     from kedahttp.proxy.routing import Route
 
 NO_ERROR = 0
@@ -30,6 +29,30 @@ _clock = time.monotonic
 _REASONS = {404: "no route for this host and path", 502: "the app could not be reached",
             503: "too many requests are waiting for the app to start",
             504: "the app did not become ready in time", 405: "CONNECT is not served"}
+
+
+class Holder(Protocol):
+    """Where a held stream waits (side.py's H2Side)."""
+
+    def unhold(self, stream: Stream) -> None: ...
+
+
+class Client(Protocol):
+    """The client connection a stream belongs to (downstream.py's H2Downstream), as the stream sees it:
+    declared here so the stream imports nothing that imports it."""
+
+    conn: Any  # the connection's jh2 state machine
+    writable: bool
+    @property
+    def side(self) -> Holder: ...
+
+    def ack(self, flow: int, sid: int) -> None: ...
+
+    def reset(self, sid: int, code: int) -> None: ...
+
+    def dirty(self) -> None: ...
+
+    def stream_done(self, stream: Stream) -> None: ...
 
 
 class Leg(Protocol):
@@ -97,7 +120,7 @@ class Stream:
         "usid",
     )
 
-    def __init__(self, down: H2Downstream, sid: int, head: list[tuple[bytes, bytes]], route: Route | None,
+    def __init__(self, down: Client, sid: int, head: list[tuple[bytes, bytes]], route: Route | None,
                  grpc_call: bool, grpc_deadline: float | None) -> None:
         self.down = down
         self.sid = sid

@@ -16,7 +16,6 @@ from kedahttp import __version__
 from kedahttp.proxy import compiled
 from tests.harness.clients import curl
 from tests.harness.proxy_process import ProxyProcess
-from tests.harness.servers import env_with, free_port, wait_port
 from tests.harness.upstreams import Upstream
 
 pytestmark = pytest.mark.timeout(90)
