@@ -26,6 +26,10 @@ PROXY = (
     "shutdown_delay_seconds", "drain_timeout_seconds",
 )
 SCALER = (*COMMON, "scaler_addr", "concurrency_window_seconds", "shutdown_delay_seconds", "drain_timeout_seconds")
+CONTROLLER = (  # issue 14
+    "admin_addr", "admin_token", "watch_namespace", "scaler_address", "controller_namespace",
+    "lease_duration_seconds", "log_format", "log_level", "shutdown_delay_seconds", "drain_timeout_seconds",
+)
 DEV = (
     "bus", "proxy_addr", "admin_addr", "metrics_addr", "scaler_addr", "log_format", "log_level",
     "cold_start_timeout_seconds", "max_held_requests", "report_interval_seconds",
@@ -89,6 +93,15 @@ def proxy(**flags: str | None) -> None:
 def scaler(**flags: str | None) -> None:
     """Run the KEDA external scaler (gRPC) and Prometheus metrics."""
     run_entry("kedahttp.scaler.main:main", load_settings(flags, "scaler"))
+
+
+@cli.command()
+@setting_options(CONTROLLER)
+def controller(**flags: str | None) -> None:
+    """Run the HTTPApp controller (one leader among replicas) and the apps admin API."""
+    from kedahttp.kube.controller_main import main as controller_main
+
+    sys.exit(controller_main(load_settings(flags, "controller")) or 0)
 
 
 @cli.command(context_settings={"ignore_unknown_options": False})

@@ -155,6 +155,11 @@ SPECS: tuple[Spec, ...] = (
     Spec("drain_timeout_seconds", _positive_float, "25", "after the delay: seconds to let in-flight work finish"),
     Spec("concurrency_window_seconds", _positive_float, "3",
          "scaler: window of the time-weighted concurrency average"),
+    # issue 14: the controller
+    Spec("controller_namespace", _text, "",
+         "controller: namespace of its Lease and of the scaler; empty: the pod's own (service account), else default"),
+    Spec("lease_duration_seconds", _positive_float, "15",
+         "controller: leader Lease duration; a follower takes over this long after the leader's last renewal"),
 )
 SPEC_BY_NAME: Mapping[str, Spec] = {spec.name: spec for spec in SPECS}
 
@@ -198,6 +203,8 @@ class Settings:
     shutdown_delay_seconds: float
     drain_timeout_seconds: float
     concurrency_window_seconds: float
+    controller_namespace: str  # issue 14
+    lease_duration_seconds: float
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

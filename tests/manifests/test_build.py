@@ -18,7 +18,7 @@ from tests.manifests.render import Build
 # there) and the newest schema kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.31", kubernetes_validate.latest_version())
 CUSTOM_KINDS = {("keda.sh/v1alpha1", "ScaledObject")}  # validated against KEDA's CRD in test_scaledobjects
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 # Secrets the operator creates by hand (docs/deploy.md), so that no credential lives in the repository.
 OPERATOR_SECRETS = {"kedahttp-admin", "kedahttp-bus"}
 

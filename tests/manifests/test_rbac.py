@@ -13,10 +13,12 @@ from tests.manifests import api_calls
 from tests.manifests.api_calls import Permission
 from tests.manifests.render import Build
 
+PROXY_ENTRY = "kedahttp.proxy.main"
+
 
 @pytest.fixture(scope="module")
 def derived() -> tuple[set[Permission], list[str]]:
-    return api_calls.derive()
+    return api_calls.derive(PROXY_ENTRY)
 
 
 def bound_rules(build: Build, namespace: str, account: str) -> tuple[list[dict[str, Any]], set[str]]:
