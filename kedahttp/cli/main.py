@@ -21,8 +21,8 @@ from kedahttp.process.settings import SPEC_BY_NAME, SettingError, Settings
 
 COMMON = ("bus", "metrics_addr", "log_format", "log_level")
 PROXY = (
-    *COMMON, "proxy_addr", "admin_addr", "routes", "admin_token", "cold_start_timeout_seconds",
-    "max_held_requests", "report_interval_seconds", "workers", "watch_namespace", "scaler_address",
+    *COMMON, "proxy_addr", "admin_addr", "routes", "cold_start_timeout_seconds",
+    "max_held_requests", "report_interval_seconds", "workers", "watch_namespace",
     "shutdown_delay_seconds", "drain_timeout_seconds",
 )
 SCALER = (*COMMON, "scaler_addr", "concurrency_window_seconds", "shutdown_delay_seconds", "drain_timeout_seconds")

@@ -16,6 +16,8 @@ from typing import Any
 
 from kedahttp.kube.appspec import (
     MAX_HOSTS,
+    PORT_NAME,
+    AppSpec,
     SpecError,
     check_host,
     check_int,
@@ -73,6 +75,10 @@ class HTTPApp:
     def key(self) -> str:
         """"namespace/name": the backend's identity on the bus, in metrics and in trigger metadata."""
         return f"{self.namespace}/{self.name}"
+
+    def claims(self) -> set[tuple[str, str]]:
+        """The (host, path prefix) pairs this app serves; the admin API lets no two apps share one."""
+        return {(host, prefix) for host in self.hosts for prefix in self.path_prefixes}
 
 
 def _mapping(field: str, value: object) -> Mapping[str, Any]:
@@ -216,6 +222,27 @@ def to_object(app: HTTPApp) -> dict[str, Any]:
         "metadata": {"name": app.name, "namespace": app.namespace},
         "spec": spec,
     }
+
+
+def from_app_spec(spec: AppSpec) -> HTTPApp:
+    """The HTTPApp of an app made by the admin API: its Service's named port, scaling its Deployment."""
+    return HTTPApp(
+        namespace=spec.namespace,
+        name=spec.name,
+        hosts=spec.hosts,
+        path_prefixes=spec.path_prefixes,
+        service=ServiceRef(spec.name, PORT_NAME),
+        cold_start_timeout_seconds=spec.cold_start_timeout_seconds,
+        scaling=Scaling(
+            target_api_version="apps/v1",
+            target_kind="Deployment",
+            target_name=spec.name,
+            min_replicas=spec.min_replicas,
+            max_replicas=spec.max_replicas,
+            target_concurrency=spec.target_concurrency,
+            target_request_rate=spec.target_request_rate,
+        ),
+    )
 
 
 # -- the ScaledObject the controller owns ---------------------------------------------------------------

@@ -1,14 +1,13 @@
-"""The admin server on ADMIN_ADDR: health and readiness here, the /api/v1/apps routes from apps_api.py.
+"""The proxy's admin server on ADMIN_ADDR: health and readiness, and nothing that writes.
 
 aiohttp, off the data path. ``/healthz`` answers 200 while the process runs; ``/readyz`` answers 503 from
-the moment shutdown begins, so load balancers move away during the shutdown delay. The apps API is
-another module (it talks to Kubernetes); it plugs in through ``add_routes(app, context)`` when present,
-and gets what it needs from the proxy through ``AdminContext``.
+the moment shutdown begins, so load balancers move away during the shutdown delay. The apps API that
+creates and deletes apps is served by ``kedahttp controller``: the internet-facing proxy holds no write
+permission on the cluster. ``AdminContext.app_status`` gives the proxy's live figures of one backend.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from collections import deque
@@ -24,7 +23,6 @@ from kedahttp.proxy.routing import RouteTable
 
 log = logging.getLogger("kedahttp.proxy.admin")
 
-APPS_API_MODULE = "kedahttp.kube.apps_api"
 RATE_WINDOW_SECONDS = 60.0
 
 
@@ -80,14 +78,6 @@ class AdminServer(BaseComponent):
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        try:
-            module = importlib.import_module(APPS_API_MODULE)
-        except ImportError as exc:
-            if exc.name != APPS_API_MODULE:
-                raise
-            log.debug("admin apps API not available", extra={"module": APPS_API_MODULE})
-        else:
-            module.add_routes(app, self.context)
         return app
 
     async def _healthz(self, request: web.Request) -> web.Response:

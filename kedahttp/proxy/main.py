@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import sys
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from typing import Any
 from kedahttp.activity.bus import Transport, open_transport
 from kedahttp.process import lifecycle, logs
 from kedahttp.process.lifecycle import BaseComponent, Component
-from kedahttp.process.settings import SettingError, Settings
+from kedahttp.process.settings import Settings
 from kedahttp.process.tasks import TaskOwner
 from kedahttp.proxy import compiled
 from kedahttp.proxy.admin import AdminContext, AdminServer
@@ -186,15 +185,11 @@ def build(settings: Settings, source: RouteSource, transport: Transport | None =
 
 def make_source(settings: Settings) -> RouteSource:
     if settings.routes == "kubernetes":
-        try:
-            module = importlib.import_module("kedahttp.proxy.kube_source")
-        except ImportError as exc:
-            raise SystemExit(f"kedahttp proxy: ROUTES=kubernetes needs kedahttp.proxy.kube_source ({exc})") from exc
         # Load the cluster configuration now, so a proxy without one stops at start with the reason.
         from kedahttp.kube.cluster import Cluster
+        from kedahttp.proxy.kube_source import KubernetesSource
 
-        source: RouteSource = module.KubernetesSource(settings, cluster=Cluster.from_environment())
-        return source
+        return KubernetesSource(settings, cluster=Cluster.from_environment())
     load_routes_file(settings.routes)  # fail at start, with the file's own error
     return FileSource(settings.routes)
 
@@ -211,14 +206,8 @@ async def serve(settings: Settings, **options: Any) -> None:
 def main(settings: Settings) -> int:
     logs.configure(settings.log_format, settings.log_level)
     log.info("starting proxy", extra={"settings": settings.redacted()})
-    from kedahttp.kube.apps_api import check_admin_exposure
     from kedahttp.kube.cluster import ClusterError
 
-    try:
-        check_admin_exposure(settings)
-    except SettingError as exc:
-        print(f"kedahttp proxy: bad setting {exc}", file=sys.stderr)
-        return 2
     try:
         if settings.routes != "kubernetes":
             load_routes_file(settings.routes)

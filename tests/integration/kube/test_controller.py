@@ -23,6 +23,7 @@ from kedahttp.process.settings import load
 from tests.harness.kube_objects import eps, httpapp, service
 from tests.harness.waiting import until
 from tests.integration.kube.fake_apiserver import FakeApiServer
+from tests.unit.kube.schemas import SCHEMAS, validate_scaled_object
 
 pytestmark = pytest.mark.timeout(90)
 NAMESPACE = "kedahttp"  # the controller's own: its Lease and the scaler Service live here
@@ -92,6 +93,8 @@ async def test_status_and_the_owned_scaled_object(apiserver: FakeApiServer, clus
                                        "backend": "default/hello", "targetConcurrency": "10"}
         assert so["spec"]["cooldownPeriod"] == 60 and so["spec"]["maxReplicaCount"] == 5
         assert so["metadata"]["generation"] == 1
+        if (SCHEMAS / "keda.sh_scaledobjects.yaml").exists():  # KEDA's CRD, where the checkout has it
+            validate_scaled_object(so)
 
         # the Service and a ready pod appear: ServiceReady goes True and the replicas are counted
         apiserver.put(service("hello"))
