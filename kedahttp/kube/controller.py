@@ -72,6 +72,7 @@ class Controller:
         self.dirty: set[str] = set()
         self.wake = asyncio.Event()
         self.passes = 0  # reconcile passes done (tests wait on it)
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by run(); reconcile threads report to it
 
     # -- caches ------------------------------------------------------------------------------------------
 
@@ -139,6 +140,7 @@ class Controller:
     # -- the loop ----------------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
         watches = [WatchSpec(HTTPAPP), WatchSpec(SERVICE), WatchSpec(ENDPOINT_SLICE, SERVICE_NAME_LABEL),
                    WatchSpec(SCALED_OBJECT)]
         async with asyncio.TaskGroup() as group:
@@ -175,6 +177,23 @@ class Controller:
 
     # -- one app (blocking: runs in a thread) -------------------------------------------------------------
 
+    def _cache(self, cache: dict[str, dict[str, Any]], key: str, read: Mapping[str, Any] | None,
+               stored: dict[str, Any] | None) -> None:
+        """Records what we just wrote, on the event loop, unless a watch event changed the entry since we
+        read it (a DELETED event must never be undone by a write that raced it)."""
+
+        def apply() -> None:
+            if cache.get(key) is read:
+                if stored is None:
+                    cache.pop(key, None)
+                else:
+                    cache[key] = stored
+
+        if self._loop is None:  # reconciled without run(): no other thread to race
+            apply()
+        else:
+            self._loop.call_soon_threadsafe(apply)
+
     def reconcile(self, key: str) -> None:
         obj = self.apps.get(key)
         namespace, _, name = key.partition("/")
@@ -198,7 +217,7 @@ class Controller:
         new_status = conditions.status(seen, old_status, now_rfc3339())
         if new_status != old_status:
             stored = self.cluster.replace_status(HTTPAPP, {**obj, "status": new_status})
-            self.apps[key] = stored
+            self._cache(self.apps, key, obj, stored)
             log.info("httpapp status", extra={"httpapp": key, "ready": new_status["conditions"][-1]["status"],
                                               "reason": new_status["conditions"][-1]["reason"]})
 
@@ -231,7 +250,7 @@ class Controller:
         desired = httpapp.build_scaled_object(app, self.config.scaler_address, self.config.trigger_tls)
         if existing is None:
             stored = self.cluster.create(SCALED_OBJECT, app.namespace, desired)
-            self.scaled_objects[key] = stored
+            self._cache(self.scaled_objects, key, None, stored)
             log.info("scaledobject created", extra={"httpapp": key})
             return stored, None
         if not mine:
@@ -249,7 +268,7 @@ class Controller:
             "spec": desired["spec"],
         }
         stored = self.cluster.replace(SCALED_OBJECT, updated)
-        self.scaled_objects[key] = stored
+        self._cache(self.scaled_objects, key, existing, stored)
         log.info("scaledobject updated", extra={"httpapp": key})
         return stored, None
 
@@ -259,5 +278,5 @@ class Controller:
             self.cluster.delete(SCALED_OBJECT, str(meta.get("namespace")), str(meta.get("name")), meta.get("uid"))
         except NotFound:
             pass
-        self.scaled_objects.pop(object_key(so), None)
+        self._cache(self.scaled_objects, object_key(so), so, None)
         log.info("scaledobject deleted", extra={"scaledobject": object_key(so), "why": why})

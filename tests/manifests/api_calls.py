@@ -263,12 +263,8 @@ def _uses(path: Path, methods: set[str], kinds: set[str]) -> set[tuple[str, str]
     def kinds_of(node: ast.expr | None, where: ast.AST) -> set[str]:
         if isinstance(node, ast.Name) and node.id in kinds:
             return {node.id}
-        if not module_kinds and not (imported - methods):
+        if not module_kinds:  # a Kind it is handed: counted for each Kind its importers name
             return {GENERIC}
-        if not module_kinds:
-            raise DerivationError(
-                f"{path}:{getattr(where, 'lineno', '?')}: cannot tell the Kind of {ast.unparse(where)}"
-            )
         return module_kinds
 
     pairs: set[tuple[str, str]] = set()

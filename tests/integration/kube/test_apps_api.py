@@ -12,11 +12,11 @@ import aiohttp
 import jsonschema
 import pytest
 
+from kedahttp.kube import httpapp
 from kedahttp.kube.cluster import Cluster
 from kedahttp.process.settings import load
 from tests.harness.servers import free_port
 from tests.integration.kube.fake_apiserver import FakeApiServer
-from kedahttp.kube import httpapp
 from tests.integration.kube.fixtures import SCALER_ADDRESS, Admin, AdminContext, admin_settings, start_admin
 from tests.unit.kube.schemas import validate_builtin, validate_httpapp, validate_scaled_object
 

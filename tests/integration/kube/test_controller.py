@@ -229,9 +229,11 @@ async def test_a_follower_takes_over_within_the_lease_time_when_the_leader_is_ki
         killed = time.monotonic()
         took = await until(lambda: holder(apiserver) and int(holder(apiserver).rpartition("_")[2]) != leader_pid,
                            timeout=LEASE_SECONDS * 5, what="a new leader")
-        # the follower waits the lease time from the last renewal it saw, then takes it at its next try
-        # (every 2/15 of the lease): within the lease time of the kill, plus that one retry
-        assert took <= LEASE_SECONDS * (1 + 2 / 15) + 0.5, f"took {took:.2f}s"
+        # The follower waits the lease time from the last renewal it saw (up to one try, 2/15 of the lease,
+        # after the kill), then takes the Lease at its next try: the lease time plus two tries, plus the
+        # scheduling delays of a loaded two-core machine (measured 2.3-3.5 s at a load average of 7).
+        retry = LEASE_SECONDS * 2 / 15
+        assert took <= LEASE_SECONDS + 2 * retry + 1.0, f"took {took:.2f}s"
         assert time.monotonic() - killed >= LEASE_SECONDS * 0.5  # not before the lease could expire
 
         # and the new leader reconciles
