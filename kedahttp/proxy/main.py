@@ -142,8 +142,10 @@ class Proxy:
         if serve_admin:
             self.admin = AdminServer(AdminContext(settings, self.routes, self.snapshot))
             components.append(self.admin)
-        components += [self.reporter, SourceRunner(source, self.routes),
-                       ProxyComponent(self.server, settings, reuse_port=reuse_port)]
+        runner = SourceRunner(source, self.routes)
+        table = self.routes
+        self.reporter.routed = lambda: table.routes if runner.watch.synced.is_set() else None
+        components += [self.reporter, runner, ProxyComponent(self.server, settings, reuse_port=reuse_port)]
         self.components = components
 
     def _on_wake(self, key: str) -> None:

@@ -31,6 +31,7 @@ from kedahttp.process.settings import Address
 from kedahttp.protos import externalscaler_pb2 as pb
 from kedahttp.protos import externalscaler_pb2_grpc as pb_grpc
 from kedahttp.scaler.metrics import InvalidArgument, Trigger, TriggerCache, int_target, int_value
+from kedahttp.scaler.routed import NotRouted
 from kedahttp.scaler.state import ScalerState
 from kedahttp.scaler.telemetry import Telemetry
 
@@ -63,7 +64,8 @@ class Unavailable(Exception):
     """The view is not fresh: answering would risk a false zero."""
 
 
-_CODES: Final = {InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT, Unavailable: grpc.StatusCode.UNAVAILABLE}
+_CODES: Final = {InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT, Unavailable: grpc.StatusCode.UNAVAILABLE,
+                 NotRouted: grpc.StatusCode.NOT_FOUND}
 
 
 class ExternalScalerService(pb_grpc.ExternalScalerServicer):
@@ -79,6 +81,9 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         started = time.perf_counter()
         try:
             trigger = self._trigger(request)
+            now = time.time()
+            if self.state.fresh(now):  # the spec itself needs no data; a stale view stays silent here
+                self.state.check_routed(trigger.backend, now)
         except Exception as exc:
             await self._abort(context, "GetMetricSpec", started, exc)
         response = self._specs.get(trigger)
@@ -98,6 +103,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         try:
             trigger = self._trigger(request.scaledObjectRef)
             now = self._fresh_now()
+            self.state.check_routed(trigger.backend, now)
             metrics = self.state.aggregator.metrics(
                 trigger.backend, now, trigger.rate_window_seconds, trigger.activity_window_seconds
             )
@@ -116,6 +122,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         try:
             trigger = self._trigger(request)
             now = self._fresh_now()
+            self.state.check_routed(trigger.backend, now)
             active = self.state.aggregator.is_active(trigger.backend, now, trigger.activity_window_seconds)
         except Exception as exc:
             await self._abort(context, "IsActive", started, exc)
@@ -128,6 +135,9 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         started = time.perf_counter()
         try:
             trigger = self._trigger(request)
+            now = time.time()
+            if self.state.fresh(now):
+                self.state.check_routed(trigger.backend, now)
         except Exception as exc:
             await self._abort(context, "StreamIsActive", started, exc)
         hub = self.state.hub
