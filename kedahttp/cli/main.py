@@ -25,10 +25,14 @@ PROXY = (
     "max_held_requests", "report_interval_seconds", "workers", "watch_namespace",
     "shutdown_delay_seconds", "drain_timeout_seconds",
 )
-SCALER = (*COMMON, "scaler_addr", "concurrency_window_seconds", "shutdown_delay_seconds", "drain_timeout_seconds")
+SCALER = (
+    *COMMON, "scaler_addr", "concurrency_window_seconds", "shutdown_delay_seconds", "drain_timeout_seconds",
+    "scaler_tls_cert_file", "scaler_tls_key_file", "scaler_tls_client_ca_file",  # issue 14
+)
 CONTROLLER = (  # issue 14
     "admin_addr", "admin_token", "watch_namespace", "scaler_address", "controller_namespace",
     "lease_duration_seconds", "log_format", "log_level", "shutdown_delay_seconds", "drain_timeout_seconds",
+    "scaler_trigger_authentication",
 )
 DEV = (
     "bus", "proxy_addr", "admin_addr", "metrics_addr", "scaler_addr", "log_format", "log_level",

@@ -53,7 +53,7 @@ def now_rfc3339() -> str:
 class ControllerConfig:
     namespace: str | None  # None: every namespace
     scaler_address: str
-    trigger_tls: Mapping[str, str]  # caCert/tlsClientCert/tlsClientKey metadata for KEDA, or empty
+    trigger_authentication: str  # ClusterTriggerAuthentication for TLS to the scaler, or ""
 
 
 class Controller:
@@ -247,7 +247,7 @@ class Controller:
                 if so is not existing and httpapp.names_backend(so, key):
                     return so, None
             return (existing, None) if existing is not None and httpapp.names_backend(existing, key) else (None, None)
-        desired = httpapp.build_scaled_object(app, self.config.scaler_address, self.config.trigger_tls)
+        desired = httpapp.build_scaled_object(app, self.config.scaler_address, self.config.trigger_authentication)
         if existing is None:
             stored = self.cluster.create(SCALED_OBJECT, app.namespace, desired)
             self._cache(self.scaled_objects, key, None, stored)

@@ -68,7 +68,7 @@ class ControllerComponent(BaseComponent):
         config = ControllerConfig(
             namespace=self.settings.watch_namespace or None,
             scaler_address=scaler_address(self.settings, self.namespace),
-            trigger_tls={},
+            trigger_authentication=self.settings.scaler_trigger_authentication,
         )
         controller = Controller(self._cluster, config, is_leader=lambda: elector.is_leader)
         elector = LeaderElector(self._cluster, self.namespace, LEASE_NAME, self.identity,

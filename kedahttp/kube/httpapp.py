@@ -261,7 +261,7 @@ def is_owned_by(obj: Mapping[str, Any], app_name: str, uid: str | None = None) -
     )
 
 
-def trigger_metadata(app: HTTPApp, scaler_address: str, tls: Mapping[str, str] | None = None) -> dict[str, str]:
+def trigger_metadata(app: HTTPApp, scaler_address: str) -> dict[str, str]:
     scaling = app.scaling
     assert scaling is not None
     out = {
@@ -275,12 +275,16 @@ def trigger_metadata(app: HTTPApp, scaler_address: str, tls: Mapping[str, str] |
         "activityWindowSeconds": scaling.activity_window_seconds,
     }
     out.update({key: format_number(value) for key, value in optional.items() if value is not None})
-    out.update(tls or {})
     return out
 
 
-def build_scaled_object(app: HTTPApp, scaler_address: str, tls: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The ScaledObject for an HTTPApp with ``spec.scaling``, named like the app, owned by it."""
+def build_scaled_object(app: HTTPApp, scaler_address: str, trigger_authentication: str = "") -> dict[str, Any]:
+    """The ScaledObject for an HTTPApp with ``spec.scaling``, named like the app, owned by it.
+
+    With TLS to the scaler, ``trigger_authentication`` names the ClusterTriggerAuthentication that gives
+    KEDA its ``caCert``, ``tlsClientCert`` and ``tlsClientKey`` from a Secret: KEDA reads them as
+    authentication parameters, and a client key must never be written into a ScaledObject in clear.
+    """
     scaling = app.scaling
     if scaling is None:
         raise ValueError(f"{app.key} has no spec.scaling: its ScaledObject is the user's")
@@ -290,8 +294,10 @@ def build_scaled_object(app: HTTPApp, scaler_address: str, tls: Mapping[str, str
         },
         "minReplicaCount": scaling.min_replicas,
         "maxReplicaCount": scaling.max_replicas,
-        "triggers": [{"type": TRIGGER_TYPE, "metadata": trigger_metadata(app, scaler_address, tls)}],
+        "triggers": [{"type": TRIGGER_TYPE, "metadata": trigger_metadata(app, scaler_address)}],
     }
+    if trigger_authentication:
+        spec["triggers"][0]["authenticationRef"] = {"name": trigger_authentication, "kind": "ClusterTriggerAuthentication"}
     if scaling.cooldown_period_seconds is not None:
         spec["cooldownPeriod"] = scaling.cooldown_period_seconds
     if scaling.polling_interval_seconds is not None:

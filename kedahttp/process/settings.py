@@ -160,6 +160,12 @@ SPECS: tuple[Spec, ...] = (
          "controller: namespace of its Lease and of the scaler; empty: the pod's own (service account), else default"),
     Spec("lease_duration_seconds", _positive_float, "15",
          "controller: leader Lease duration; a follower takes over this long after the leader's last renewal"),
+    Spec("scaler_tls_cert_file", _text, "", "scaler: PEM server certificate for the gRPC port; empty: plaintext"),
+    Spec("scaler_tls_key_file", _text, "", "scaler: PEM private key of that certificate"),
+    Spec("scaler_tls_client_ca_file", _text, "",
+         "scaler: PEM CA that client certificates must chain to (mTLS); empty: no client certificate asked"),
+    Spec("scaler_trigger_authentication", _text, "",
+         "controller: ClusterTriggerAuthentication its ScaledObjects use for the scaler's TLS; empty: none"),
 )
 SPEC_BY_NAME: Mapping[str, Spec] = {spec.name: spec for spec in SPECS}
 
@@ -205,6 +211,10 @@ class Settings:
     concurrency_window_seconds: float
     controller_namespace: str  # issue 14
     lease_duration_seconds: float
+    scaler_tls_cert_file: str
+    scaler_tls_key_file: str
+    scaler_tls_client_ca_file: str
+    scaler_trigger_authentication: str
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

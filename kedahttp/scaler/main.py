@@ -16,6 +16,7 @@ from kedahttp.process.settings import Settings
 from kedahttp.scaler.service import GrpcServer
 from kedahttp.scaler.state import ScalerState
 from kedahttp.scaler.telemetry import MetricsServer, Telemetry
+from kedahttp.scaler.tls import TlsConfigError, tls_files
 
 log = logging.getLogger("kedahttp.scaler")
 
@@ -30,7 +31,8 @@ def build_scaler(settings: Settings, transport: Transport | None = None) -> list
     return [
         state,
         MetricsServer(telemetry, settings.metrics_addr),
-        GrpcServer(state, telemetry, settings.scaler_addr),
+        GrpcServer(state, telemetry, settings.scaler_addr, tls_files(
+            settings.scaler_tls_cert_file, settings.scaler_tls_key_file, settings.scaler_tls_client_ca_file)),
     ]
 
 
@@ -48,6 +50,9 @@ def main(settings: Settings) -> int:
     log.info("starting scaler", extra={"settings": settings.redacted()})
     try:
         run(serve(settings))
+    except TlsConfigError as exc:
+        log.error("scaler TLS is misconfigured", extra={"error": str(exc)})
+        return 2
     except OSError as exc:
         log.error("scaler failed to start", extra={"error": str(exc)})
         return 1

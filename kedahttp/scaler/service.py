@@ -34,6 +34,7 @@ from kedahttp.scaler.metrics import InvalidArgument, Trigger, TriggerCache, int_
 from kedahttp.scaler.routed import NotRouted
 from kedahttp.scaler.state import ScalerState
 from kedahttp.scaler.telemetry import Telemetry
+from kedahttp.scaler.tls import ReloadingCredentials, TlsFiles
 
 log = logging.getLogger("kedahttp.scaler.service")
 
@@ -192,9 +193,11 @@ class GrpcServer(BaseComponent):
 
     name = "scaler-grpc"
 
-    def __init__(self, state: ScalerState, telemetry: Telemetry, address: Address) -> None:
+    def __init__(self, state: ScalerState, telemetry: Telemetry, address: Address,
+                 tls: TlsFiles | None = None) -> None:
         self.state = state
         self.address = address
+        self.tls = ReloadingCredentials(tls) if tls is not None else None
         self.service = ExternalScalerService(state, telemetry)
         self.health = health_aio.HealthServicer()
         self.port = 0  # the bound port, once started
@@ -210,7 +213,10 @@ class GrpcServer(BaseComponent):
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         try:
-            self.port = server.add_insecure_port(str(self.address))
+            if self.tls is None:
+                self.port = server.add_insecure_port(str(self.address))
+            else:
+                self.port = server.add_secure_port(str(self.address), self.tls.server_credentials())
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {self.address}: {exc}") from exc
         if not self.port:
@@ -220,7 +226,10 @@ class GrpcServer(BaseComponent):
         for service in HEALTH_SERVICES:
             await self.health.set(service, SERVING if service != "readiness" else NOT_SERVING)
         self._health_task = asyncio.get_running_loop().create_task(self._follow_readiness(), name="scaler-health")
-        log.info("serving KEDA external scaler", extra={"address": f"{self.address.host}:{self.port}"})
+        log.info("serving KEDA external scaler", extra={
+            "address": f"{self.address.host}:{self.port}",
+            "tls": "off" if self.tls is None else ("mtls" if self.tls.files.client_ca else "server"),
+        })
 
     def mark_not_ready(self) -> None:
         self._draining = True

@@ -30,8 +30,9 @@ NAMESPACE = "kedahttp"  # the controller's own: its Lease and the scaler Service
 
 
 @contextlib.asynccontextmanager
-async def running_controller(cluster: Cluster, identity: str = "test-controller") -> AsyncIterator[ControllerComponent]:
-    settings = load({"controller_namespace": NAMESPACE, "lease_duration_seconds": "2"}, environ={})
+async def running_controller(cluster: Cluster, identity: str = "test-controller",
+                             **flags: str) -> AsyncIterator[ControllerComponent]:
+    settings = load({"controller_namespace": NAMESPACE, "lease_duration_seconds": "2", **flags}, environ={})
     component = ControllerComponent(settings, cluster, identity=identity)
     await component.start()
     try:
@@ -155,6 +156,21 @@ async def test_a_scaled_object_of_the_users_own(apiserver: FakeApiServer, cluste
         # the controller never writes to a ScaledObject it does not own
         assert not apiserver.requests_for("PUT", "/scaledobjects/shop-scaler")
         assert not apiserver.requests_for("DELETE", "/scaledobjects")
+
+
+async def test_with_tls_the_scaled_object_names_the_trigger_authentication(
+    apiserver: FakeApiServer, cluster: Cluster,
+) -> None:
+    async with running_controller(cluster, scaler_trigger_authentication="kedahttp-scaler-tls"):
+        apiserver.put(httpapp("hello", scaling=SCALING))
+        await until(lambda: apiserver.get("ScaledObject", "default", "hello") is not None, what="ScaledObject")
+    so = apiserver.get("ScaledObject", "default", "hello")
+    assert so is not None
+    trigger = so["spec"]["triggers"][0]
+    assert trigger["authenticationRef"] == {"name": "kedahttp-scaler-tls", "kind": "ClusterTriggerAuthentication"}
+    assert not {"caCert", "tlsClientCert", "tlsClientKey"} & set(trigger["metadata"])  # never a key in clear
+    if (SCHEMAS / "keda.sh_scaledobjects.yaml").exists():
+        validate_scaled_object(so)
 
 
 async def test_removing_scaling_deletes_the_owned_scaled_object(apiserver: FakeApiServer, cluster: Cluster) -> None:
