@@ -17,13 +17,12 @@ import socket
 import sys
 from pathlib import Path
 
-from aiohttp import web
-
 from kedahttp.kube.apps_api import add_routes, check_admin_exposure
 from kedahttp.kube.cluster import Cluster, ClusterError
 from kedahttp.kube.controller import Controller, ControllerConfig
 from kedahttp.kube.leader import LeaderElector
 from kedahttp.process import lifecycle, logs
+from kedahttp.process.health import HealthServer
 from kedahttp.process.lifecycle import BaseComponent
 from kedahttp.process.settings import SettingError, Settings
 from kedahttp.process.tasks import TaskOwner
@@ -83,44 +82,14 @@ class ControllerComponent(BaseComponent):
         await self._tasks.close()  # the elector gives the Lease up on its way out
 
 
-class ControllerAdmin(BaseComponent):
-    """/healthz, /readyz and the apps API on ADMIN_ADDR."""
-
-    name = "admin"
+class ControllerAdmin(HealthServer):
+    """/healthz, /readyz and the apps API on ADMIN_ADDR; ``settings`` and ``cluster`` are what the apps
+    API reads from its context."""
 
     def __init__(self, settings: Settings, cluster: Cluster | None = None) -> None:
+        super().__init__(settings.admin_addr, lambda app: add_routes(app, self))
         self.settings = settings
         self.cluster = cluster
-        self.ready = True
-        self.port = settings.admin_addr.port
-        self._runner: web.AppRunner | None = None
-
-    async def _healthz(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
-
-    async def _readyz(self, request: web.Request) -> web.Response:
-        return web.Response(text="ready\n") if self.ready else web.Response(status=503, text="draining\n")
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        add_routes(app, self)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        address = self.settings.admin_addr
-        site = web.TCPSite(self._runner, address.host, address.port, reuse_address=True)
-        await site.start()
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
-
-    def mark_not_ready(self) -> None:
-        self.ready = False
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
 
 def main(settings: Settings) -> int:

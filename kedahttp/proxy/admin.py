@@ -15,9 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
-
-from kedahttp.process.lifecycle import BaseComponent
+from kedahttp.process.health import HealthServer
 from kedahttp.process.settings import Settings
 from kedahttp.proxy.routing import RouteTable
 
@@ -65,42 +63,9 @@ class AdminContext:
         }
 
 
-class AdminServer(BaseComponent):
-    name = "admin"
+class AdminServer(HealthServer):
+    """The proxy's probe server, with the context its live figures come from."""
 
     def __init__(self, context: AdminContext) -> None:
+        super().__init__(context.settings.admin_addr)
         self.context = context
-        self.ready = True
-        self._runner: web.AppRunner | None = None
-        self.port = context.settings.admin_addr.port
-
-    def build_app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        return app
-
-    async def _healthz(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
-
-    async def _readyz(self, request: web.Request) -> web.Response:
-        if self.ready:
-            return web.Response(text="ready\n")
-        return web.Response(status=503, text="draining\n")
-
-    async def start(self) -> None:
-        address = self.context.settings.admin_addr
-        self._runner = web.AppRunner(self.build_app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, address.host, address.port, reuse_address=True)
-        await site.start()
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
-
-    def mark_not_ready(self) -> None:
-        self.ready = False
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
