@@ -342,19 +342,16 @@ class Cluster:
 
     def replace(self, kind: Kind, body: Mapping[str, Any]) -> dict[str, Any]:
         """Writes an object whole; its ``metadata.resourceVersion`` makes it Conflict if it changed since read."""
-        meta = body.get("metadata", {})
-        namespace, name = meta.get("namespace"), meta.get("name")
-        return self._call(f"replace {kind} {namespace}/{name}", _needed(self._ops[kind].replace, kind, "replace"),
-                          namespace, name, dict(body))
+        return self._put(kind, body, "replace", _needed(self._ops[kind].replace, kind, "replace"))
 
     def replace_status(self, kind: Kind, body: Mapping[str, Any]) -> dict[str, Any]:
         """Writes an object's status subresource (its spec is left as stored); resourceVersion-checked."""
+        return self._put(kind, body, "replace status", _needed(self._ops[kind].replace_status, kind, "replace_status"))
+
+    def _put(self, kind: Kind, body: Mapping[str, Any], what: str, func: Callable[..., Any]) -> dict[str, Any]:
         meta = body.get("metadata", {})
         namespace, name = meta.get("namespace"), meta.get("name")
-        return self._call(
-            f"replace {kind} status {namespace}/{name}",
-            _needed(self._ops[kind].replace_status, kind, "replace_status"), namespace, name, dict(body),
-        )
+        return self._call(f"{what} {kind} {namespace}/{name}", func, namespace, name, dict(body))
 
     def delete(self, kind: Kind, namespace: str, name: str, uid: str | None = None) -> None:
         """Deletes one object (its dependents in the background); with ``uid``, only that very object."""

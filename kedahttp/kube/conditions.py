@@ -118,7 +118,4 @@ def status(seen: Observed, old_status: Mapping[str, Any] | None, now: str) -> di
         out["active"] = str(active["status"])
     if so is not None:
         out["scaledObject"] = str((so.get("metadata") or {}).get("name") or "")
-    for kept in ("inFlight",):  # written by others (not the controller): carried over
-        if kept in old_status:
-            out[kept] = old_status[kept]
     return out
