@@ -33,6 +33,7 @@ class Observed:
     ready_endpoints: int
     scaled_object: Mapping[str, Any] | None  # the ScaledObject that scales the app, if any
     scaled_object_problem: str | None = None  # e.g. a ScaledObject of the app's name the app does not own
+    conflict: str | None = None  # an older HTTPApp serves one of its (host, path prefix) pairs
 
 
 def _condition(type_: str, ok: bool | None, reason: str, message: str) -> dict[str, Any]:
@@ -72,6 +73,8 @@ def conditions(seen: Observed) -> list[dict[str, Any]]:
     """The four conditions, without times (``merge`` adds them)."""
     if seen.spec_error:
         routed = _condition(ROUTED, False, "InvalidSpec", seen.spec_error)
+    elif seen.conflict:
+        routed = _condition(ROUTED, False, "HostConflict", seen.conflict)
     else:
         routed = _condition(ROUTED, True, "Accepted", "the proxies route the app's hosts and path prefixes")
     if seen.service_error:

@@ -45,6 +45,11 @@ from kedahttp.kube.watching import DEFAULT_BACKOFF, Backoff, Changed, Listed, Wa
 log = logging.getLogger("kedahttp.kube.controller")
 
 
+def _hosts(obj: Mapping[str, Any] | None) -> set[str]:
+    hosts = ((obj or {}).get("spec") or {}).get("hosts")
+    return {str(h).strip().lower() for h in hosts} if isinstance(hosts, list) else set()
+
+
 def now_rfc3339() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -72,6 +77,7 @@ class Controller:
         self.dirty: set[str] = set()
         self.wake = asyncio.Event()
         self.passes = 0  # reconcile passes done (tests wait on it)
+        self._conflict_view: dict[str, httpapp.Conflict] = {}
         self._loop: asyncio.AbstractEventLoop | None = None  # set by run(); reconcile threads report to it
 
     # -- caches ------------------------------------------------------------------------------------------
@@ -96,11 +102,14 @@ class Controller:
             obj, key = message.object, object_key(message.object)
             deleted = message.type == "DELETED"
             if kind is HTTPAPP:
-                if deleted:
-                    self.apps.pop(key, None)
-                else:
+                old = self.apps.pop(key, None)
+                if not deleted:
                     self.apps[key] = obj
                 self.dirty.add(key)
+                if old is None or deleted or old.get("spec") != obj.get("spec"):
+                    # a host freed or taken may change the Routed of the apps that share it
+                    hosts = _hosts(old) | _hosts(obj)
+                    self.dirty |= {k for k, other in self.apps.items() if hosts & _hosts(other)}
             elif kind is SCALED_OBJECT:
                 old = self.scaled_objects.pop(key, None)
                 if not deleted:
@@ -159,6 +168,8 @@ class Controller:
             self.wake.clear()
             if not self.synced or not self.is_leader():
                 continue
+            if self.dirty:
+                self._conflict_view = self._conflicts()  # once per pass, not once per app
             while self.dirty and self.is_leader():
                 key = min(self.dirty)
                 self.dirty.discard(key)
@@ -211,8 +222,9 @@ class Controller:
         service_name = str(((obj.get("spec") or {}).get("service") or {}).get("name") or "")
         scaled_object, problem = self._scaled_object_for(app, key, name, owned)
         service_error, endpoints = self._service_state(app, namespace, service_name)
+        conflict = self._conflict_view.get(key) if app is not None else None
         seen = conditions.Observed(key, generation, spec_error, service_name, service_error, endpoints,
-                                   scaled_object, problem)
+                                   scaled_object, problem, str(conflict) if conflict else None)
         old_status = obj.get("status") or {}
         new_status = conditions.status(seen, old_status, now_rfc3339())
         if new_status != old_status:
@@ -220,6 +232,15 @@ class Controller:
             self._cache(self.apps, key, obj, stored)
             log.info("httpapp status", extra={"httpapp": key, "ready": new_status["conditions"][-1]["status"],
                                               "reason": new_status["conditions"][-1]["reason"]})
+
+    def _conflicts(self) -> dict[str, httpapp.Conflict]:
+        parsed = []
+        for obj in list(self.apps.values()):
+            try:
+                parsed.append(httpapp.parse_httpapp(obj))
+            except SpecError:
+                continue
+        return httpapp.conflicts(parsed)
 
     def _service_state(self, app: httpapp.HTTPApp | None, namespace: str, service_name: str) -> tuple[str | None, int]:
         service = self.index.services.get(f"{namespace}/{service_name}")

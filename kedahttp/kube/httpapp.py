@@ -10,7 +10,7 @@ the ScaledObject's ``generation``, which is what makes KEDA rebuild the HPA (ked
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +70,7 @@ class HTTPApp:
     scaling: Scaling | None = None
     uid: str = ""
     generation: int = 0
+    created: str = ""  # metadata.creationTimestamp: the older app keeps a contested host
 
     @property
     def key(self) -> str:
@@ -187,6 +188,7 @@ def parse_httpapp(obj: Mapping[str, Any]) -> HTTPApp:
         scaling=_scaling(spec.get("scaling"), name),
         uid=str(m.get("uid") or ""),
         generation=int(m.get("generation") or 0),
+        created=str(m.get("creationTimestamp") or ""),
     )
 
 
@@ -243,6 +245,33 @@ def from_app_spec(spec: AppSpec) -> HTTPApp:
             target_request_rate=spec.target_request_rate,
         ),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    winner: str  # the app that keeps the pair
+    host: str
+    path_prefix: str
+
+    def __str__(self) -> str:
+        return f"host {self.host!r} with path prefix {self.path_prefix!r} is already served by HTTPApp {self.winner}"
+
+
+def conflicts(apps: Iterable[HTTPApp]) -> dict[str, Conflict]:
+    """Apps that claim a (host, path prefix) pair an older app claims, and why: the proxies leave them
+    out and the controller says so in ``Routed``. Older means the earlier creationTimestamp, then the
+    key, so every proxy and the controller decide the same way whatever order they saw the apps in."""
+    owners: dict[tuple[str, str], str] = {}
+    losers: dict[str, Conflict] = {}
+    for app in sorted(apps, key=lambda a: (a.created or "~", a.key)):
+        taken = sorted(pair for pair in app.claims() if pair in owners)
+        if taken:
+            host, prefix = taken[0]
+            losers[app.key] = Conflict(owners[(host, prefix)], host, prefix)
+            continue
+        for pair in app.claims():
+            owners[pair] = app.key
+    return losers
 
 
 # -- the ScaledObject the controller owns ---------------------------------------------------------------

@@ -4,7 +4,8 @@ A thin adapter: ``kedahttp.kube.watching.follow`` lists and watches the three ki
 folds what they say into the sink with the fewest calls. An HTTPApp is a backend from the watch event
 that creates it (its requests are held until its Service has a ready endpoint) and is gone with the
 event that deletes it; its endpoints are set the moment a slice reports one. An HTTPApp the proxy cannot
-read is logged once and left out; it never affects another app's routes. The proxy only reads: the
+read is logged once and left out; it never affects another app's routes. Of two HTTPApps claiming one
+(host, path prefix) the older keeps it (``kube.httpapp.conflicts``, the controller's rule too). The proxy only reads: the
 controller owns every write (statuses, ScaledObjects).
 
 The Service-annotation routes of earlier versions are gone: one source of truth per app.
@@ -20,7 +21,7 @@ from typing import Any
 from kedahttp.kube.appspec import SpecError
 from kedahttp.kube.cluster import ENDPOINT_SLICE, HTTPAPP, SERVICE, Cluster
 from kedahttp.kube.endpoints import SERVICE_NAME_LABEL, EndpointIndex, object_key
-from kedahttp.kube.httpapp import HTTPApp, parse_httpapp
+from kedahttp.kube.httpapp import Conflict, HTTPApp, conflicts, parse_httpapp
 from kedahttp.kube.watching import Backoff, Changed, Listed, WatchSpec, follow
 from kedahttp.process.settings import Settings
 from kedahttp.proxy.sources import Backend, RouteSink
@@ -47,6 +48,7 @@ class ClusterRoutes:
         self._listed: set[str] = set()
         self._published: dict[str, Backend] = {}
         self._published_endpoints: dict[str, tuple[str, ...]] = {}
+        self._conflicts: dict[str, Conflict] = {}  # app key -> the older app that keeps its host
         self.synced = False
 
     # HTTPApps
@@ -110,19 +112,28 @@ class ClusterRoutes:
         return () if app is None else self._index.ready_endpoints(_service_key(app), app.service.port)
 
     def _after_change(self, keys: Iterable[str]) -> None:
+        keys = set(keys)
+        before = self._conflicts
+        self._conflicts = conflicts(self._apps.values())
+        if self._conflicts != before:
+            keys |= set(before) | set(self._conflicts)
+            for key in set(self._conflicts) - set(before):
+                log.warning("httpapp skipped: its host is taken", extra={"httpapp": key, "error": str(self._conflicts[key])})
         if not self.synced:
             if len(self._listed) < 3:
                 return
             self.synced = True
-            self._sink.replace_backends([backend_of(app) for app in self._apps.values()])
-            self._published = {key: backend_of(app) for key, app in self._apps.items()}
+            routed = {key: backend_of(app) for key, app in self._apps.items() if key not in self._conflicts}
+            self._sink.replace_backends(list(routed.values()))
+            self._published = routed
             self._published_endpoints = {}
-            keys = self._apps
-        for key in sorted(keys):
+            keys = set(routed)
+        # removals first, so a host handed from one app to another is never claimed by both at once
+        for key in sorted(keys, key=lambda k: (k in self._apps and k not in self._conflicts, k)):
             self._reconcile(key)
 
     def _reconcile(self, key: str) -> None:
-        app = self._apps.get(key)
+        app = self._apps.get(key) if key not in self._conflicts else None
         if app is None:
             if key in self._published:
                 del self._published[key]

@@ -173,6 +173,22 @@ async def test_with_tls_the_scaled_object_names_the_trigger_authentication(
         validate_scaled_object(so)
 
 
+async def test_a_host_taken_by_an_older_app_is_not_routed_and_says_why(
+    apiserver: FakeApiServer, cluster: Cluster,
+) -> None:
+    older = httpapp("first", hosts=["shop.example.com"])
+    older["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    apiserver.put(older)
+    async with running_controller(cluster):
+        await until(lambda: status_of(apiserver, "Routed", "first") == "True", what="first routed")
+        apiserver.put(httpapp("second", hosts=["shop.example.com"]))  # created now: younger
+        await until(lambda: status_of(apiserver, "Routed", "second") == "False", what="second not routed")
+        routed = condition(apiserver.get("HTTPApp", "default", "second"), "Routed")
+        assert routed["reason"] == "HostConflict" and "default/first" in routed["message"]
+        apiserver.remove("HTTPApp", "default", "first")  # the host is free again
+        await until(lambda: status_of(apiserver, "Routed", "second") == "True", what="second routed")
+
+
 async def test_removing_scaling_deletes_the_owned_scaled_object(apiserver: FakeApiServer, cluster: Cluster) -> None:
     apiserver.put(httpapp("hello", scaling=SCALING))
     async with running_controller(cluster):

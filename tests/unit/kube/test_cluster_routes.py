@@ -165,3 +165,17 @@ def test_namespaces_keep_apps_apart(sink: RecordingSink) -> None:
            [service("a", ns="one"), service("a", ns="two")],
            [eps("a-1", "a", ns="one", ready=["10.0.1.1"]), eps("a-1", "a", ns="two", ready=["10.0.2.1"])])
     assert sink.endpoints == {"one/a": ("10.0.1.1:8080",), "two/a": ("10.0.2.1:8080",)}
+
+
+def test_of_two_apps_claiming_one_host_and_prefix_the_older_is_routed(sink: RecordingSink) -> None:
+    routes = ClusterRoutes(sink)
+    old = httpapp("old", hosts=["shop.example.com"])
+    old["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    new = httpapp("new", hosts=["shop.example.com", "new.example.com"])
+    new["metadata"]["creationTimestamp"] = "2026-02-01T00:00:00Z"
+    other_prefix = httpapp("api", hosts=["shop.example.com"], prefixes=["/api"])
+    other_prefix["metadata"]["creationTimestamp"] = "2026-03-01T00:00:00Z"
+    listed(routes, [new, old, other_prefix], [], [])  # the order seen does not matter
+    assert sink.take() == [("replace", ["default/api", "default/old"])]
+    routes.app_changed("DELETED", old)  # the host is free: the younger app gets it
+    assert sink.take() == [("remove", "default/old"), ("upsert", "default/new")]
