@@ -23,6 +23,12 @@ def encode_report(report: Report | ReportLike) -> bytes:
     r.sent_at = report.sent_at
     r.interval_start = report.interval_start
     r.interval_seconds = report.interval_seconds
+    version = getattr(report, "routes_version", 0)
+    if version:
+        r.routes_version = version
+        if getattr(report, "routes_listed", False):
+            r.routes_listed = True
+            r.routed.extend(report.routed)  # type: ignore[union-attr]
     add = r.backends.add
     for b in report.backends:
         add(

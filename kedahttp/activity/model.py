@@ -77,6 +77,9 @@ class Report:
     interval_start: float
     interval_seconds: float
     backends: tuple[BackendActivity, ...] = field(default=())
+    routes_version: int = 0  # fingerprint of the routed backends; 0: not known (see activity.proto)
+    routes_listed: bool = False  # whether ``routed`` carries the whole set
+    routed: tuple[str, ...] = field(default=())
 
 
 @dataclass(frozen=True, slots=True)

@@ -210,7 +210,7 @@ def create(
     target_request_rate: float | None, cold_start_timeout_seconds: float | None, env: tuple[str, ...],
     namespace: str | None, server: str, token: str | None, output: str,
 ) -> None:
-    """Create an app: a Deployment at 0 replicas, a Service and a KEDA ScaledObject."""
+    """Create an app: a Deployment at 0 replicas, a Service and an HTTPApp (the controller adds the ScaledObject)."""
     variables: dict[str, str] = {}
     for item in env:
         key, sep, value = item.partition("=")
@@ -235,7 +235,7 @@ def create(
 @_namespace_option("namespace of the app [env KEDAHTTP_NAMESPACE; default: default]")
 @_client_options
 def delete(name: str, ignore_not_found: bool, namespace: str | None, server: str, token: str | None, output: str) -> None:
-    """Delete an app's ScaledObject, Service and Deployment."""
+    """Delete an app's HTTPApp (and so its ScaledObject), Service and Deployment."""
     namespace = namespace or DEFAULT_NAMESPACE
     try:
         _client(server, token).call("DELETE", f"/api/v1/apps/{_quote(namespace)}/{_quote(name)}")

@@ -148,6 +148,15 @@ def scaler(**flags: Any) -> None:
 
 
 @cli.command()
+@setting_options("controller")
+def controller(**flags: Any) -> None:
+    """Run the HTTPApp controller (one leader among replicas), the apps admin API and Prometheus metrics."""
+    from kedahttp.kube.controller_main import main as run_controller
+
+    start("controller", flags, run_controller)
+
+
+@cli.command()
 @setting_options("dev")
 @click.option("--config", "config_path", default=None, metavar="FILE",
               help="dev config (apps to run) [default: the bundled sample]")

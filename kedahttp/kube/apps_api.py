@@ -1,7 +1,8 @@
 """The admin API's ``/api/v1`` routes: create, list, get and delete apps, and the API's OpenAPI document.
 
-An app is three objects of one name: a Deployment, a Service the proxy routes by, and a KEDA
-ScaledObject. Creation is all or nothing: when the second or third object fails, the ones made are
+Served by ``kedahttp controller`` (the proxy holds no write permission). An app is three objects of one
+name: a Deployment, its Service, and the HTTPApp that routes to the Service and (with ``spec.scaling``)
+makes the controller write the KEDA ScaledObject. Creation is all or nothing: when the second or third object fails, the ones made are
 deleted again (by uid, so nothing else is touched) and the answer names what failed. Only objects
 labelled ``app.kubernetes.io/managed-by: kedahttp`` are ever shown or deleted. Every Kubernetes call
 is blocking and runs on a small executor, never on the event loop; client errors are mapped to HTTP
@@ -23,11 +24,11 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from kedahttp.kube import appspec, openapi
+from kedahttp.kube import appspec, httpapp, openapi
 from kedahttp.kube.appspec import SpecError
 from kedahttp.kube.cluster import (
     DEPLOYMENT,
-    SCALED_OBJECT,
+    HTTPAPP,
     SERVICE,
     Cluster,
     ClusterError,
@@ -47,7 +48,7 @@ log = logging.getLogger("kedahttp.admin.apps")
 T = TypeVar("T")
 API_PREFIX = "/api/v1"
 MAX_BODY_BYTES = appspec.MAX_BODY_BYTES
-KINDS = (DEPLOYMENT, SERVICE, SCALED_OBJECT)  # creation order; deletion runs backwards
+KINDS = (DEPLOYMENT, SERVICE, HTTPAPP)  # creation order; deletion runs backwards
 
 
 class AdminExposureError(SettingError):
@@ -100,8 +101,9 @@ def _create_failure(kind: Kind, exc: ClusterError, namespace: str, name: str) ->
     if isinstance(exc, Conflict):
         return ApiError(409, f"{kind} {namespace}/{name} already exists")
     if isinstance(exc, NotFound):
-        if kind is SCALED_OBJECT:
-            return ApiError(502, f"the cluster does not serve keda.sh/v1alpha1 ScaledObjects (is KEDA installed?): {exc.message}")
+        if kind is HTTPAPP:
+            return ApiError(502, f"the cluster does not serve {httpapp.API_VERSION} HTTPApps (is the kedahttp CRD "
+                            f"installed?): {exc.message}")
         return ApiError(422, f"namespace {namespace!r} does not exist: {exc.message}", field="namespace")
     if isinstance(exc, Invalid):
         return ApiError(422, f"the Kubernetes API rejected the {kind}: {exc.message}", field="body")
@@ -210,14 +212,20 @@ class AppsApi:
         return web.json_response(view, status=201, headers={"Location": location})
 
     async def _check_claims(self, cluster: Cluster, spec: appspec.AppSpec) -> None:
-        services = await self._call(cluster.list, SERVICE, self.namespace, appspec.MANAGED_SELECTOR)
+        try:
+            apps = (await self._call(cluster.list, HTTPAPP, self.namespace)).items
+        except NotFound:  # no CRD: the create says so below
+            apps = []
         wanted = spec.claims()
-        for service in services.items:
-            meta = service.get("metadata") or {}
-            owner = f"{meta.get('namespace')}/{meta.get('name')}"
+        for obj in apps:
+            owner = httpapp.object_key(obj)
             if owner == spec.key:
                 continue  # the same app: creating it answers 409 below
-            taken = wanted & appspec.claims_of_service(service)
+            try:
+                claims = httpapp.parse_httpapp(obj).claims()
+            except SpecError:  # an HTTPApp nobody routes claims nothing
+                continue
+            taken = wanted & claims
             if taken:
                 host, prefix = sorted(taken)[0]
                 raise SpecError(
@@ -234,7 +242,8 @@ class AppsApi:
             elif kind is SERVICE:
                 body = appspec.build_service(spec, owner)
             else:
-                body = appspec.build_scaled_object(spec, self.settings.scaler_address, owner)
+                body = httpapp.to_object(httpapp.from_app_spec(spec))
+                body["metadata"].update(labels=appspec.labels(spec), ownerReferences=[owner] if owner else [])
             try:
                 obj = await self._call(cluster.create, kind, spec.namespace, body)
             except ClusterError as exc:

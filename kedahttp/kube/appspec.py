@@ -1,10 +1,9 @@
-"""What an app is: the admin API's create body, checked field by field, and the three objects it becomes.
+"""What an app is: the admin API's create body, checked field by field, and the objects it becomes.
 
 Pure data in, plain dicts out: no client, no I/O. ``parse_app`` turns a JSON body into an ``AppSpec`` or
 raises ``SpecError`` naming the field (the admin API answers 422 with it). The builders write the
-Deployment (0 replicas), Service (labelled and annotated for the proxy's routes) and KEDA ScaledObject
-exactly as the API server will store them. The Service annotations are the routes' only source of truth,
-so the proxy's Kubernetes source parses them with the same validators (``routes_from_annotations``).
+Deployment (0 replicas) and the Service exactly as the API server will store them; the third object, the
+HTTPApp that routes and scales them, is ``kube.httpapp``'s (whose parser reuses the validators here).
 """
 
 from __future__ import annotations
@@ -15,25 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kedahttp.kube.trigger import (
-    BACKEND_KEY,
-    DEFAULT_TARGET_CONCURRENCY,
-    LEGACY_TRIGGER_TYPE,
-    SCALER_ADDRESS_KEY,
-    TARGET_CONCURRENCY_KEY,
-    TARGET_REQUEST_RATE_KEY,
-    TRIGGER_TYPE,
-    format_number,
-)
+from kedahttp.kube.trigger import DEFAULT_TARGET_CONCURRENCY
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "kedahttp"
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
 NAME_LABEL = "app.kubernetes.io/name"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
-HOSTS_ANNOTATION = "kedahttp.dev/hosts"
-PATH_PREFIXES_ANNOTATION = "kedahttp.dev/path-prefixes"
-COLD_START_ANNOTATION = "kedahttp.dev/cold-start-timeout-seconds"
 
 DEFAULT_NAMESPACE = "default"
 DEFAULT_MIN_REPLICAS = 0
@@ -96,15 +83,6 @@ class AppSpec:
     def claims(self) -> set[tuple[str, str]]:
         """The (host, path prefix) pairs this app serves; two apps may not share one."""
         return {(host, prefix) for host in self.hosts for prefix in self.path_prefixes}
-
-
-@dataclass(frozen=True, slots=True)
-class RouteFields:
-    """What a Service's kedahttp annotations say about its routes."""
-
-    hosts: tuple[str, ...]
-    path_prefixes: tuple[str, ...]
-    cold_start_timeout_seconds: float | None
 
 
 # -- field validators: each returns the clean value or raises SpecError(field, ...) ---------------------
@@ -260,47 +238,6 @@ def parse_app(body: object, default_namespace: str = DEFAULT_NAMESPACE) -> AppSp
     )
 
 
-# -- Service annotations <-> routes ----------------------------------------------------------------------
-
-
-def _split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def routes_from_annotations(annotations: Mapping[str, str] | None) -> RouteFields:
-    """Routes from a Service's annotations; raises SpecError naming the annotation that is wrong."""
-    annotations = annotations or {}
-    hosts: list[str] = []
-    for part in _split(annotations.get(HOSTS_ANNOTATION, "")):
-        host = check_host(HOSTS_ANNOTATION, part)
-        if host not in hosts:
-            hosts.append(host)
-    if not hosts:
-        raise SpecError(HOSTS_ANNOTATION, "missing or empty: a comma-separated list of hosts is required")
-    prefixes: list[str] = []
-    for part in _split(annotations.get(PATH_PREFIXES_ANNOTATION, "")):
-        prefix = check_path_prefix(PATH_PREFIXES_ANNOTATION, part)
-        if prefix not in prefixes:
-            prefixes.append(prefix)
-    cold: float | None = None
-    raw_cold = annotations.get(COLD_START_ANNOTATION, "").strip()
-    if raw_cold:
-        try:
-            cold = check_positive(COLD_START_ANNOTATION, float(raw_cold))
-        except ValueError:
-            raise SpecError(COLD_START_ANNOTATION, f"{raw_cold!r} is not a number of seconds greater than 0") from None
-    return RouteFields(tuple(hosts), tuple(prefixes) or ("/",), cold)
-
-
-def claims_of_service(service: Mapping[str, Any]) -> set[tuple[str, str]]:
-    """The (host, prefix) pairs a Service claims; a Service whose annotations are malformed claims none."""
-    try:
-        routes = routes_from_annotations(_meta(service).get("annotations"))
-    except SpecError:
-        return set()
-    return {(host, prefix) for host in routes.hosts for prefix in routes.path_prefixes}
-
-
 # -- builders --------------------------------------------------------------------------------------------
 
 
@@ -373,43 +310,15 @@ def build_deployment(spec: AppSpec) -> dict[str, Any]:
     }
 
 
-def service_annotations(spec: AppSpec) -> dict[str, str]:
-    out = {HOSTS_ANNOTATION: ",".join(spec.hosts), PATH_PREFIXES_ANNOTATION: ",".join(spec.path_prefixes)}
-    if spec.cold_start_timeout_seconds is not None:
-        out[COLD_START_ANNOTATION] = format_number(spec.cold_start_timeout_seconds)
-    return out
-
-
 def build_service(spec: AppSpec, owner: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(spec, owner, service_annotations(spec)),
+        "metadata": _metadata(spec, owner),
         "spec": {
             "type": "ClusterIP",
             "selector": selector(spec),
             "ports": [{"name": PORT_NAME, "port": spec.port, "targetPort": PORT_NAME, "protocol": "TCP"}],
-        },
-    }
-
-
-def build_scaled_object(spec: AppSpec, scaler_address: str, owner: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    metadata = {
-        SCALER_ADDRESS_KEY: scaler_address,
-        BACKEND_KEY: spec.key,
-        TARGET_CONCURRENCY_KEY: format_number(spec.target_concurrency),
-    }
-    if spec.target_request_rate is not None:
-        metadata[TARGET_REQUEST_RATE_KEY] = format_number(spec.target_request_rate)
-    return {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
-        "metadata": _metadata(spec, owner),
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": spec.name},
-            "minReplicaCount": spec.min_replicas,
-            "maxReplicaCount": spec.max_replicas,
-            "triggers": [{"type": TRIGGER_TYPE, "metadata": metadata}],
         },
     }
 
@@ -438,14 +347,15 @@ def _number(text: object) -> int | float | None:
 def app_view(
     deployment: Mapping[str, Any] | None,
     service: Mapping[str, Any] | None,
-    scaled_object: Mapping[str, Any] | None,
+    httpapp: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """One app as the admin API shows it, read back from whichever of its three objects exist.
 
-    Lenient on purpose: it shows what is there (a hand-edited annotation included) and lists the
-    objects that are missing in ``status.missing``.
+    Lenient on purpose: it shows what is there (a hand-edited HTTPApp included) and lists the objects
+    that are missing in ``status.missing``; ``status.ready`` and ``status.reason`` are the HTTPApp's
+    Ready condition, as the controller last wrote it.
     """
-    present = {"Deployment": deployment, "Service": service, "ScaledObject": scaled_object}
+    present = {"Deployment": deployment, "Service": service, "HTTPApp": httpapp}
     first = next(obj for obj in present.values() if obj is not None)
     view: dict[str, Any] = {"name": _meta(first).get("name"), "namespace": _meta(first).get("namespace")}
 
@@ -457,27 +367,28 @@ def app_view(
     view["image"] = container.get("image")
     view["port"] = ports[0].get("containerPort")
 
-    annotations = _meta(service).get("annotations") or {}
-    cold = annotations.get(COLD_START_ANNOTATION)
-    view["hosts"] = _split(annotations.get(HOSTS_ANNOTATION, ""))
-    view["pathPrefixes"] = _split(annotations.get(PATH_PREFIXES_ANNOTATION, "")) or (["/"] if service else [])
-    view["coldStartTimeoutSeconds"] = _number(cold) if cold else None
-
-    so_spec = (scaled_object or {}).get("spec") or {}
-    triggers = [t for t in so_spec.get("triggers") or [] if t.get("type") in (TRIGGER_TYPE, LEGACY_TRIGGER_TYPE)]
-    trigger_meta = (triggers[0].get("metadata") if triggers else None) or {}
-    view["minReplicas"] = so_spec.get("minReplicaCount")
-    view["maxReplicas"] = so_spec.get("maxReplicaCount")
-    concurrency = trigger_meta.get(TARGET_CONCURRENCY_KEY)
-    rate = trigger_meta.get(TARGET_REQUEST_RATE_KEY)
+    app_spec = (httpapp or {}).get("spec") or {}
+    scaling = app_spec.get("scaling") or {}
+    cold = (app_spec.get("coldStart") or {}).get("timeoutSeconds")
+    view["hosts"] = list(app_spec.get("hosts") or [])
+    view["pathPrefixes"] = list(app_spec.get("pathPrefixes") or (["/"] if httpapp else []))
+    view["coldStartTimeoutSeconds"] = _number(cold) if cold is not None else None
+    view["minReplicas"] = scaling.get("minReplicas")
+    view["maxReplicas"] = scaling.get("maxReplicas")
+    concurrency = scaling.get("targetConcurrency")
+    rate = scaling.get("targetRequestRate")
     view["targetConcurrency"] = _number(concurrency) if concurrency is not None else None
     view["targetRequestRate"] = _number(rate) if rate is not None else None
     view["env"] = {e.get("name"): e.get("value", "") for e in container.get("env") or [] if "value" in e or "valueFrom" not in e}
 
     dep_status = (deployment or {}).get("status") or {}
+    ready = next((c for c in ((httpapp or {}).get("status") or {}).get("conditions") or []
+                  if isinstance(c, Mapping) and c.get("type") == "Ready"), {})
     view["status"] = {
         "replicas": dep_status.get("replicas", 0),
         "readyReplicas": dep_status.get("readyReplicas", 0),
+        "ready": ready.get("status", "Unknown"),
+        "reason": ready.get("reason", ""),
         "missing": [kind for kind, obj in present.items() if obj is None],
     }
     view["createdAt"] = _meta(first).get("creationTimestamp")

@@ -41,6 +41,8 @@ DEPLOYMENT = Kind("Deployment", "apps", "v1", "deployments")
 SERVICE = Kind("Service", "", "v1", "services")
 ENDPOINT_SLICE = Kind("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices")
 SCALED_OBJECT = Kind("ScaledObject", "keda.sh", "v1alpha1", "scaledobjects")
+HTTPAPP = Kind("HTTPApp", "kedahttp.dev", "v1alpha1", "httpapps")
+LEASE = Kind("Lease", "coordination.k8s.io", "v1", "leases")
 
 
 class ClusterError(Exception):
@@ -195,7 +197,9 @@ class _Ops:
     read: Callable[..., Any]  # (namespace, name)
     delete: Callable[..., Any]  # (namespace, name, body)
     list_namespaced: Callable[..., Any]  # (namespace, **query)
-    list_all: Callable[..., Any]  # (**query)
+    list_all: Callable[..., Any] | None = None  # (**query)
+    replace: Callable[..., Any] | None = None  # (namespace, name, body): PUT, resourceVersion-checked
+    replace_status: Callable[..., Any] | None = None  # (namespace, name, body): PUT .../status
 
 
 def _ops_table(api_client: Any) -> dict[Kind, _Ops]:
@@ -206,7 +210,9 @@ def _ops_table(api_client: Any) -> dict[Kind, _Ops]:
     apps = k8s.AppsV1Api(api_client)
     discovery = k8s.DiscoveryV1Api(api_client)
     custom = k8s.CustomObjectsApi(api_client)
+    coordination = k8s.CoordinationV1Api(api_client)
     keda = (SCALED_OBJECT.group, SCALED_OBJECT.version)
+    ours = (HTTPAPP.group, HTTPAPP.version)
 
     def swap(func: Callable[..., Any]) -> Callable[..., Any]:
         # the typed APIs take (name, namespace); ours take (namespace, name) for every kind
@@ -237,8 +243,34 @@ def _ops_table(api_client: Any) -> dict[Kind, _Ops]:
                 *keda, namespace, SCALED_OBJECT.plural, name, **kw),
             lambda namespace, **kw: custom.list_namespaced_custom_object(*keda, namespace, SCALED_OBJECT.plural, **kw),
             partial(custom.list_cluster_custom_object, *keda, SCALED_OBJECT.plural),
+            replace=lambda namespace, name, body, **kw: custom.replace_namespaced_custom_object(
+                *keda, namespace, SCALED_OBJECT.plural, name, body, **kw),
+        ),
+        HTTPAPP: _Ops(
+            lambda namespace, body, **kw: custom.create_namespaced_custom_object(
+                *ours, namespace, HTTPAPP.plural, body, **kw),
+            lambda namespace, name, **kw: custom.get_namespaced_custom_object(
+                *ours, namespace, HTTPAPP.plural, name, **kw),
+            lambda namespace, name, **kw: custom.delete_namespaced_custom_object(
+                *ours, namespace, HTTPAPP.plural, name, **kw),
+            lambda namespace, **kw: custom.list_namespaced_custom_object(*ours, namespace, HTTPAPP.plural, **kw),
+            partial(custom.list_cluster_custom_object, *ours, HTTPAPP.plural),
+            replace_status=lambda namespace, name, body, **kw: custom.replace_namespaced_custom_object_status(
+                *ours, namespace, HTTPAPP.plural, name, body, **kw),
+        ),
+        LEASE: _Ops(
+            coordination.create_namespaced_lease, swap(coordination.read_namespaced_lease),
+            swap(coordination.delete_namespaced_lease), coordination.list_namespaced_lease,
+            replace=lambda namespace, name, body, **kw: coordination.replace_namespaced_lease(
+                name, namespace, body, **kw),
         ),
     }
+
+
+def _needed(func: Callable[..., Any] | None, kind: Kind, operation: str) -> Callable[..., Any]:
+    if func is None:
+        raise ClusterError(f"{operation} is not an operation kedahttp makes on {kind.plural}")
+    return func
 
 
 def _json(response: Any) -> dict[str, Any]:
@@ -310,6 +342,19 @@ class Cluster:
         except NotFound:
             return None
 
+    def replace(self, kind: Kind, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Writes an object whole; its ``metadata.resourceVersion`` makes it Conflict if it changed since read."""
+        return self._put(kind, body, "replace", _needed(self._ops[kind].replace, kind, "replace"))
+
+    def replace_status(self, kind: Kind, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Writes an object's status subresource (its spec is left as stored); resourceVersion-checked."""
+        return self._put(kind, body, "replace status", _needed(self._ops[kind].replace_status, kind, "replace_status"))
+
+    def _put(self, kind: Kind, body: Mapping[str, Any], what: str, func: Callable[..., Any]) -> dict[str, Any]:
+        meta = body.get("metadata", {})
+        namespace, name = meta.get("namespace"), meta.get("name")
+        return self._call(f"{what} {kind} {namespace}/{name}", func, namespace, name, dict(body))
+
     def delete(self, kind: Kind, namespace: str, name: str, uid: str | None = None) -> None:
         """Deletes one object (its dependents in the background); with ``uid``, only that very object."""
         options: dict[str, Any] = {"propagationPolicy": "Background"}
@@ -325,7 +370,7 @@ class Cluster:
         if namespace:
             data = self._call(what, ops.list_namespaced, namespace, **query)
         else:
-            data = self._call(what, ops.list_all, **query)
+            data = self._call(what, _needed(ops.list_all, kind, "list_all"), **query)
         items = [item for item in data.get("items") or [] if isinstance(item, dict)]
         return ObjectList(items, str(data.get("metadata", {}).get("resourceVersion") or ""))
 
@@ -352,7 +397,7 @@ class Cluster:
         }
         if label_selector:
             query["label_selector"] = label_selector
-        func = partial(ops.list_namespaced, namespace) if namespace else ops.list_all
+        func = partial(ops.list_namespaced, namespace) if namespace else _needed(ops.list_all, kind, "list_all")
         try:
             response = func(
                 _preload_content=False, _request_timeout=(REQUEST_TIMEOUT[0], timeout_seconds + 15), **query,

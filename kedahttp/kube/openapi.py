@@ -32,7 +32,7 @@ def _schemas() -> dict[str, Any]:
         "required": ["name", "image", "port", "hosts"],
         "properties": {
             "name": {"type": "string", "maxLength": 63, "pattern": _DNS1035,
-                     "description": "name of the Deployment, Service and ScaledObject (a DNS-1035 label)"},
+                     "description": "name of the Deployment, Service and HTTPApp (a DNS-1035 label)"},
             "namespace": {"type": "string", "maxLength": 63, "pattern": _DNS1123, "default": appspec.DEFAULT_NAMESPACE,
                           "description": "default: the proxy's WATCH_NAMESPACE, else 'default'"},
             "image": {"type": "string", "minLength": 1, "maxLength": appspec.MAX_IMAGE_LENGTH},
@@ -61,10 +61,10 @@ def _schemas() -> dict[str, Any]:
         "properties": {
             "replicas": {"type": "integer"},
             "readyReplicas": {"type": "integer", "description": "from the Deployment's status"},
-            "missing": {"type": "array", "items": {"enum": ["Deployment", "Service", "ScaledObject"]},
+            "missing": {"type": "array", "items": {"enum": ["Deployment", "Service", "HTTPApp"]},
                         "description": "objects of the app that do not exist (deleted by hand)"},
-            "inFlight": {"type": "integer", "description": "requests in flight through this proxy, when known"},
-            "requestRate": {"type": "number", "description": "requests per second, when known"},
+            "ready": {"enum": ["True", "False", "Unknown"], "description": "the HTTPApp's Ready condition"},
+            "reason": {"type": "string", "description": "its reason, when it is not True"},
         },
         "additionalProperties": True,
     }
@@ -98,8 +98,8 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "kedahttp admin API",
             "version": __version__,
-            "description": "Creates and deletes apps (Deployment + Service + KEDA ScaledObject) that the "
-                           "kedahttp proxy routes to and scales from zero.",
+            "description": "Creates and deletes apps (Deployment + Service + HTTPApp; the controller writes the "
+                           "KEDA ScaledObject) that the kedahttp proxy routes to and scales from zero.",
         },
         "security": [{"bearer": []}],
         "components": {
@@ -111,7 +111,7 @@ def document() -> dict[str, Any]:
         "paths": {
             "/api/v1/apps": {
                 "post": {
-                    "summary": "Create an app: Deployment (0 replicas), Service, ScaledObject; all or nothing",
+                    "summary": "Create an app: Deployment (0 replicas), Service, HTTPApp; all or nothing",
                     "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AppCreate"}}}},
                     "responses": {
                         "201": _json("#/components/schemas/App", "created"),
@@ -138,7 +138,7 @@ def document() -> dict[str, Any]:
                                   "404": _error("no such app")},
                 },
                 "delete": {
-                    "summary": "Delete the app's ScaledObject, Service and Deployment",
+                    "summary": "Delete the app's HTTPApp (and with it its ScaledObject), Service and Deployment",
                     "responses": {"204": {"description": "deleted"}, "401": unauthorized, "404": _error("no such app")},
                 },
             },

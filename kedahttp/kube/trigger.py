@@ -1,7 +1,7 @@
 """The ScaledObject trigger's metadata: its keys and defaults, shared by the object builder and the scaler.
 
-The admin API writes these keys into the ``external-push`` trigger of every ScaledObject it creates
-(``appspec.build_scaled_object``); KEDA passes them, as strings, to the scaler, which parses them
+The controller writes these keys into the ``external-push`` trigger of every ScaledObject it owns
+(``httpapp.build_scaled_object``); KEDA passes them, as strings, to the scaler, which parses them
 (``scaler.metrics.parse_trigger``). Both sides read the names and defaults from here, so they cannot
 drift. The trigger is part of a Kubernetes object, so the module lives in ``kube/``, which the scaler
 may import (it sits above it); it is plain constants, no client: importing it loads nothing else.
@@ -27,9 +27,14 @@ KEEP_ALIVE_CHOICES: Final = ("window", "adaptive")
 SCALER_KEYS: Final = (BACKEND_KEY, TARGET_CONCURRENCY_KEY, TARGET_REQUEST_RATE_KEY, RATE_WINDOW_KEY,
                       ACTIVITY_WINDOW_KEY, KEEP_ALIVE_KEY)
 KEYS: Final = (SCALER_ADDRESS_KEY, *SCALER_KEYS)
+# KEDA's own keys for external scalers (the address and its TLS parameters, from the trigger or its
+# TriggerAuthentication), which KEDA passes on in the same metadata: allowed, not read (issue 14).
+KEDA_KEYS: Final = (SCALER_ADDRESS_KEY, "caCert", "tlsClientCert", "tlsClientKey", "tlsCertFile", "unsafeSsl")
+# What the scaler accepts in trigger metadata; any other key is refused naming the closest of these.
+KNOWN_KEYS: Final = (*SCALER_KEYS, *KEDA_KEYS)
 
 # What the scaler assumes for a key the trigger leaves out (targetConcurrency only when no
-# targetRequestRate is given either); the admin API writes the same default when the body omits it.
+# targetRequestRate is given either); an HTTPApp's spec.scaling and the apps API default to the same.
 DEFAULT_TARGET_CONCURRENCY: Final = 100.0
 DEFAULT_RATE_WINDOW_SECONDS: Final = 60
 DEFAULT_ACTIVITY_WINDOW_SECONDS: Final = 60

@@ -154,8 +154,8 @@ def _routes(text: str) -> str:
     return value
 
 
-PROCESSES: tuple[str, ...] = ("proxy", "scaler", "dev")
-NETWORK = ("proxy", "scaler")  # the processes that run in a cluster; dev is a workstation demo
+PROCESSES: tuple[str, ...] = ("proxy", "scaler", "controller", "dev")
+NETWORK = ("proxy", "scaler", "controller")  # the processes that run in a cluster; dev is a workstation demo
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,19 +185,20 @@ _DEV_LOOPBACK = "127.0.0.1"
 SPECS: tuple[Spec, ...] = (
     Spec("bus", _bus_url, "redis://127.0.0.1:6379/0",
          "activity bus URL: redis://, rediss://, nats://, memory://; credentials are never logged",
-         defaults={"dev": "memory://dev"}),
+         processes=("proxy", "scaler", "dev"), defaults={"dev": "memory://dev"}),
     Spec("proxy_addr", parse_address, "0.0.0.0:8080", "data path listen address",
          processes=("proxy", "dev"), defaults={"dev": f"{_DEV_LOOPBACK}:8080"}),
-    Spec("admin_addr", parse_address, "0.0.0.0:8081", "admin API, /healthz and /readyz",
-         processes=("proxy", "dev"), defaults={"dev": f"{_DEV_LOOPBACK}:8081"}),
+    Spec("admin_addr", parse_address, "0.0.0.0:8081",
+         "/healthz and /readyz; the proxy's live page; the controller's apps API",
+         processes=("proxy", "controller", "dev"), defaults={"dev": f"{_DEV_LOOPBACK}:8081"}),
     Spec("metrics_addr", parse_address, "0.0.0.0:9102", "Prometheus /metrics (dev: the scaler's on the next port)",
-         defaults={"scaler": "0.0.0.0:9103", "dev": f"{_DEV_LOOPBACK}:9102"}),
+         defaults={"scaler": "0.0.0.0:9103", "controller": "0.0.0.0:9104", "dev": f"{_DEV_LOOPBACK}:9102"}),
     Spec("scaler_addr", parse_address, "0.0.0.0:9090", "KEDA external scaler gRPC listen address",
          processes=("scaler", "dev"), defaults={"dev": f"{_DEV_LOOPBACK}:9090"}),
     Spec("routes", _routes, "kubernetes", "'kubernetes' or the path of a routes file", processes=("proxy",),
          metavar="kubernetes|FILE"),
-    Spec("admin_token", _optional_text, "", "bearer token for the admin API", secret=True, processes=("proxy",),
-         metavar="TOKEN"),
+    Spec("admin_token", _optional_text, "", "bearer token of the controller's apps API and the proxy's live page",
+         secret=True, processes=("proxy", "controller"), metavar="TOKEN"),
     Spec("cold_start_timeout_seconds", _positive_float, "60", "how long a request is held for a cold backend",
          processes=("proxy", "dev")),
     Spec("max_held_requests", _positive_int, "1000", "held requests per backend per proxy instance",
@@ -208,11 +209,11 @@ SPECS: tuple[Spec, ...] = (
     Spec("log_format", _choice("json", "text"), "json", "json or text", defaults={"dev": "text"}),
     Spec("log_level", _choice("debug", "info", "warning", "error"), "info", "debug, info, warning, error"),
     # Additions to the contract's table, each documented in the README.
-    Spec("watch_namespace", _text, "", "kubernetes routes: namespace to watch; empty watches all namespaces",
-         processes=("proxy",), metavar="NAMESPACE"),
+    Spec("watch_namespace", _text, "", "kubernetes: namespace of the HTTPApps to watch; empty watches all namespaces",
+         processes=("proxy", "controller"), metavar="NAMESPACE"),
     Spec("scaler_address", _text, "kedahttp-scaler.kedahttp.svc:9090",
-         "scalerAddress written into the ScaledObjects the admin API creates", processes=("proxy",),
-         metavar="HOST:PORT"),
+         "scalerAddress written into the ScaledObjects the controller makes; empty: kedahttp-scaler in its "
+         "own namespace", processes=("controller",), metavar="HOST:PORT"),
     Spec("shutdown_delay_seconds", _non_negative_float, "3",
          "after SIGTERM: seconds to keep serving while not ready, so load balancers move away", processes=NETWORK),
     Spec("drain_timeout_seconds", _positive_float, "25", "after the delay: seconds to let in-flight work finish",
@@ -233,6 +234,23 @@ SPECS: tuple[Spec, ...] = (
          processes=("proxy", "dev")),
     Spec("h2_max_header_list_bytes", _positive_int, "65536", "HTTP/2: largest header list of a client's request",
          processes=("proxy", "dev")),
+    # issue 14: the controller, and TLS between KEDA and the scaler
+    Spec("controller_namespace", _text, "",
+         "controller: namespace of its Lease and of the scaler; empty: the pod's own (service account), else default",
+         processes=("controller",), metavar="NAMESPACE"),
+    Spec("lease_duration_seconds", _positive_float, "15",
+         "controller: leader Lease duration; a follower takes over this long after the leader's last renewal",
+         processes=("controller",)),
+    Spec("scaler_tls_cert_file", _text, "", "scaler: PEM server certificate for the gRPC port; empty: plaintext",
+         processes=("scaler",), metavar="FILE"),
+    Spec("scaler_tls_key_file", _text, "", "scaler: PEM private key of that certificate",
+         processes=("scaler",), metavar="FILE"),
+    Spec("scaler_tls_client_ca_file", _text, "",
+         "scaler: PEM CA that client certificates must chain to (mTLS); empty: no client certificate asked",
+         processes=("scaler",), metavar="FILE"),
+    Spec("scaler_trigger_authentication", _text, "",
+         "controller: ClusterTriggerAuthentication its ScaledObjects use for the scaler's TLS; empty: none",
+         processes=("controller",), metavar="NAME"),
 )
 SPEC_BY_NAME: Mapping[str, Spec] = {spec.name: spec for spec in SPECS}
 
@@ -314,6 +332,13 @@ class Settings:
     # issue 16
     h2_max_concurrent_streams: int
     h2_max_header_list_bytes: int
+    # issue 14
+    controller_namespace: str
+    lease_duration_seconds: float
+    scaler_tls_cert_file: str
+    scaler_tls_key_file: str
+    scaler_tls_client_ca_file: str
+    scaler_trigger_authentication: str
     process: str = ""
 
     def replace(self, **changes: Any) -> Settings:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ekedahttp/protos/activity.proto\x12\x14kedahttp.activity.v1\"\x96\x01\n\x0f\x42\x61\x63kendActivity\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x11\n\tin_flight\x18\x02 \x01(\r\x12\x0c\n\x04held\x18\x03 \x01(\r\x12\x0f\n\x07started\x18\x04 \x01(\x04\x12\x11\n\tcompleted\x18\x05 \x01(\x04\x12\x14\n\x0c\x62usy_seconds\x18\x06 \x01(\x01\x12\x17\n\x0flast_request_at\x18\x07 \x01(\x01\"\xab\x01\n\x0e\x41\x63tivityReport\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0f\n\x07sent_at\x18\x03 \x01(\x01\x12\x16\n\x0einterval_start\x18\x04 \x01(\x01\x12\x18\n\x10interval_seconds\x18\x05 \x01(\x01\x12\x37\n\x08\x62\x61\x63kends\x18\x06 \x03(\x0b\x32%.kedahttp.activity.v1.BackendActivity\":\n\tWakeEvent\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\n\n\x02\x61t\x18\x03 \x01(\x01\"{\n\x08\x45nvelope\x12\x36\n\x06report\x18\x01 \x01(\x0b\x32$.kedahttp.activity.v1.ActivityReportH\x00\x12/\n\x04wake\x18\x02 \x01(\x0b\x32\x1f.kedahttp.activity.v1.WakeEventH\x00\x42\x06\n\x04\x62odyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ekedahttp/protos/activity.proto\x12\x14kedahttp.activity.v1\"\x96\x01\n\x0f\x42\x61\x63kendActivity\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x11\n\tin_flight\x18\x02 \x01(\r\x12\x0c\n\x04held\x18\x03 \x01(\r\x12\x0f\n\x07started\x18\x04 \x01(\x04\x12\x11\n\tcompleted\x18\x05 \x01(\x04\x12\x14\n\x0c\x62usy_seconds\x18\x06 \x01(\x01\x12\x17\n\x0flast_request_at\x18\x07 \x01(\x01\"\xea\x01\n\x0e\x41\x63tivityReport\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0f\n\x07sent_at\x18\x03 \x01(\x01\x12\x16\n\x0einterval_start\x18\x04 \x01(\x01\x12\x18\n\x10interval_seconds\x18\x05 \x01(\x01\x12\x37\n\x08\x62\x61\x63kends\x18\x06 \x03(\x0b\x32%.kedahttp.activity.v1.BackendActivity\x12\x16\n\x0eroutes_version\x18\x07 \x01(\x04\x12\x15\n\rroutes_listed\x18\x08 \x01(\x08\x12\x0e\n\x06routed\x18\t \x03(\t\":\n\tWakeEvent\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\n\n\x02\x61t\x18\x03 \x01(\x01\"{\n\x08\x45nvelope\x12\x36\n\x06report\x18\x01 \x01(\x0b\x32$.kedahttp.activity.v1.ActivityReportH\x00\x12/\n\x04wake\x18\x02 \x01(\x0b\x32\x1f.kedahttp.activity.v1.WakeEventH\x00\x42\x06\n\x04\x62odyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,9 +34,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BACKENDACTIVITY']._serialized_start=57
   _globals['_BACKENDACTIVITY']._serialized_end=207
   _globals['_ACTIVITYREPORT']._serialized_start=210
-  _globals['_ACTIVITYREPORT']._serialized_end=381
-  _globals['_WAKEEVENT']._serialized_start=383
-  _globals['_WAKEEVENT']._serialized_end=441
-  _globals['_ENVELOPE']._serialized_start=443
-  _globals['_ENVELOPE']._serialized_end=566
+  _globals['_ACTIVITYREPORT']._serialized_end=444
+  _globals['_WAKEEVENT']._serialized_start=446
+  _globals['_WAKEEVENT']._serialized_end=504
+  _globals['_ENVELOPE']._serialized_start=506
+  _globals['_ENVELOPE']._serialized_end=629
 # @@protoc_insertion_point(module_scope)

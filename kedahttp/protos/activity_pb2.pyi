@@ -25,20 +25,26 @@ class BackendActivity(_message.Message):
     def __init__(self, backend: _Optional[str] = ..., in_flight: _Optional[int] = ..., held: _Optional[int] = ..., started: _Optional[int] = ..., completed: _Optional[int] = ..., busy_seconds: _Optional[float] = ..., last_request_at: _Optional[float] = ...) -> None: ...
 
 class ActivityReport(_message.Message):
-    __slots__ = ("instance", "seq", "sent_at", "interval_start", "interval_seconds", "backends")
+    __slots__ = ("instance", "seq", "sent_at", "interval_start", "interval_seconds", "backends", "routes_version", "routes_listed", "routed")
     INSTANCE_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_START_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     BACKENDS_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_LISTED_FIELD_NUMBER: _ClassVar[int]
+    ROUTED_FIELD_NUMBER: _ClassVar[int]
     instance: str
     seq: int
     sent_at: float
     interval_start: float
     interval_seconds: float
     backends: _containers.RepeatedCompositeFieldContainer[BackendActivity]
-    def __init__(self, instance: _Optional[str] = ..., seq: _Optional[int] = ..., sent_at: _Optional[float] = ..., interval_start: _Optional[float] = ..., interval_seconds: _Optional[float] = ..., backends: _Optional[_Iterable[_Union[BackendActivity, _Mapping]]] = ...) -> None: ...
+    routes_version: int
+    routes_listed: bool
+    routed: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, instance: _Optional[str] = ..., seq: _Optional[int] = ..., sent_at: _Optional[float] = ..., interval_start: _Optional[float] = ..., interval_seconds: _Optional[float] = ..., backends: _Optional[_Iterable[_Union[BackendActivity, _Mapping]]] = ..., routes_version: _Optional[int] = ..., routes_listed: _Optional[bool] = ..., routed: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WakeEvent(_message.Message):
     __slots__ = ("backend", "instance", "at")

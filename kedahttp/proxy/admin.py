@@ -1,9 +1,10 @@
-"""The admin server on ADMIN_ADDR: health and readiness here, the /api/v1/apps routes from apps_api.py.
+"""The proxy's admin server on ADMIN_ADDR: health, readiness and the live page, and nothing that writes.
 
 aiohttp, off the data path. ``/healthz`` answers 200 while the process runs; ``/readyz`` answers 503 from
-the moment shutdown begins, so load balancers move away during the shutdown delay. The apps API lives in
-``kube/apps_api.py`` (it talks to Kubernetes); its routes are added with ``add_routes(app, context)``
-and it gets what it needs from the proxy through ``AdminContext``.
+the moment shutdown begins, so load balancers move away during the shutdown delay; ``/live*`` is the live
+page (live.py) when the proxy has one. The apps API that creates and deletes apps is served by
+``kedahttp controller``: the internet-facing proxy holds no write permission on the cluster.
+``AdminContext.app_status`` gives the proxy's live figures of one backend.
 """
 
 from __future__ import annotations
@@ -15,11 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
-
-from kedahttp.kube import apps_api
+from kedahttp.process.health import HealthServer
 from kedahttp.process.settings import Settings
-from kedahttp.process.sideserver import SideServer
 from kedahttp.proxy.live import LivePage
 from kedahttp.proxy.routing import RouteTable
 
@@ -67,31 +65,10 @@ class AdminContext:
         }
 
 
-class AdminServer(SideServer):
-    name = "admin"
+class AdminServer(HealthServer):
+    """The proxy's probe server, with the context its live figures come from and the live page."""
 
     def __init__(self, context: AdminContext, live: LivePage | None = None) -> None:
-        super().__init__(context.settings.admin_addr)
+        super().__init__(context.settings.admin_addr, live.add_routes if live is not None else None)
         self.context = context
-        self.live = live  # the live page (live.py), served beside the API when given
-        self.ready = True
-
-    def build_app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        if self.live is not None:
-            self.live.add_routes(app)
-        apps_api.add_routes(app, self.context)
-        return app
-
-    async def _healthz(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
-
-    async def _readyz(self, request: web.Request) -> web.Response:
-        if self.ready:
-            return web.Response(text="ready\n")
-        return web.Response(status=503, text="draining\n")
-
-    def mark_not_ready(self) -> None:
-        self.ready = False
+        self.live = live  # the live page (live.py), served beside the probes when given

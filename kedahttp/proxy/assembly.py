@@ -30,7 +30,7 @@ from kedahttp.proxy.file_source import FileSource, load_routes_file
 from kedahttp.proxy.h2.downstream import Limits
 from kedahttp.proxy.h2.side import H2Side
 from kedahttp.proxy.kube_source import KubernetesSource
-from kedahttp.proxy.live import LivePage, route_cold_waits, route_samples
+from kedahttp.proxy.live import LivePage, is_served, route_cold_waits, route_samples
 from kedahttp.proxy.reporter import Publisher, Reporter, instance_id
 from kedahttp.proxy.routing import RouteTable
 from kedahttp.proxy.server import ProxyServer
@@ -158,12 +158,17 @@ class Proxy:
             self.metrics = MetricsServer(settings.metrics_addr, self.metrics_snapshot, settings.metrics_app_latency)
             components.append(self.metrics)
         if serve_admin:
-            self.live = LivePage(settings.admin_token, lambda: route_samples(self.routes),
-                                 route_cold_waits(self.routes), options.get("scale_down_after") or (lambda key: None))
+            if is_served(settings.admin_token, settings.admin_addr):
+                self.live = LivePage(settings.admin_token, lambda: route_samples(self.routes), route_cold_waits(
+                    self.routes), options.get("scale_down_after") or (lambda key: None))
             self.admin = AdminServer(AdminContext(settings, self.routes, self.snapshot), self.live)
-            components += [self.admin, self.live]  # the page closes its streams before the server stops
-        components += [self.reporter, SourceRunner(source, self.routes),
-                       ProxyComponent(self.server, settings, reuse_port=reuse_port)]
+            components.append(self.admin)
+            if self.live is not None:
+                components.append(self.live)  # the page closes its streams before the server stops
+        runner = SourceRunner(source, self.routes)
+        table = self.routes
+        self.reporter.routed = lambda: table.routes if runner.watch.synced.is_set() else None
+        components += [self.reporter, runner, ProxyComponent(self.server, settings, reuse_port=reuse_port)]
         self.components = components
 
     def _on_wake(self, key: str) -> None:

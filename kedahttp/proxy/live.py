@@ -11,8 +11,9 @@ Search and paging run on the server, so 10,000 apps never reach the browser at o
 
 Auth: with an admin token set, ``POST /live/login`` takes the token in the form body and answers with
 an opaque session cookie (HttpOnly, SameSite=Strict, scoped to /live); the token never appears in a
-URL, a cookie or a log. Without a token the admin server listens on loopback only (apps_api's
-check_admin_exposure) and the page is open, as the rest of the admin API is.
+URL, a cookie or a log. Without a token the page is served only when the admin server listens on a
+loopback address (``is_served``), and is then open; on any other address the proxy's admin server
+answers its probes only, so an install without the admin Secret shows nobody its traffic.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 from aiohttp import web
 
 from kedahttp.process.lifecycle import BaseComponent
+from kedahttp.process.settings import Address
 from kedahttp.process.tasks import TaskOwner
 from kedahttp.proxy.livestate import ColdWaits, LiveModel, Sample, row_json
 from kedahttp.proxy.routing import RouteTable
@@ -125,6 +127,11 @@ class _Viewer:
 
 def _event(name: str, data: Any) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def is_served(token: str | None, address: Address) -> bool:
+    """The page shows every app's traffic: beyond a loopback address only behind the admin token."""
+    return bool(token) or address.is_loopback
 
 
 class LivePage(BaseComponent):

@@ -12,7 +12,6 @@ import logging
 import sys
 from typing import Any
 
-from kedahttp.kube.apps_api import check_admin_exposure
 from kedahttp.process import lifecycle, logs
 from kedahttp.process.settings import Settings
 from kedahttp.proxy.assembly import build, make_source
@@ -36,7 +35,6 @@ def main(settings: Settings) -> int:
     (kedahttp.cli.main), which logs it in the configured format and exits 2 or 1."""
     logs.configure(settings.log_format, settings.log_level, settings.secret_values())
     log.info("starting proxy", extra={"settings": settings.redacted()})
-    check_admin_exposure(settings)
     if settings.routes != "kubernetes":
         load_routes_file(settings.routes)
     if settings.workers > 1:

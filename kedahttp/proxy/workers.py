@@ -25,12 +25,12 @@ from typing import Any
 
 from kedahttp.activity.bus import open_transport
 from kedahttp.process import lifecycle, logs
-from kedahttp.process.lifecycle import BaseComponent
+from kedahttp.process.lifecycle import BaseComponent, Component
 from kedahttp.process.settings import Settings
 from kedahttp.process.tasks import TaskOwner
 from kedahttp.proxy.admin import AdminContext, AdminServer
 from kedahttp.proxy.assembly import SourceRunner, build, make_source
-from kedahttp.proxy.live import LivePage, SnapshotSampler
+from kedahttp.proxy.live import LivePage, SnapshotSampler, is_served
 from kedahttp.proxy.routing import RouteTable
 from kedahttp.proxy.telemetry import MetricsServer, Snapshot, sum_process_snapshots
 
@@ -215,11 +215,12 @@ async def _supervise(settings: Settings) -> int:
     routes = RouteTable()  # for the admin API's view of backends; the workers route on their own
     open_transport(settings.bus)  # a bad bus URL fails here, before any worker starts
     sampler = SnapshotSampler(routes, supervisor.snapshot)
-    live = LivePage(settings.admin_token, sampler.sample, sampler.cold_waits)
-    components = [
+    live = LivePage(settings.admin_token, sampler.sample, sampler.cold_waits) \
+        if is_served(settings.admin_token, settings.admin_addr) else None
+    components: list[Component] = [
         MetricsServer(settings.metrics_addr, supervisor.snapshot, settings.metrics_app_latency),
         AdminServer(AdminContext(settings, routes, supervisor.snapshot), live),
-        live,
+        *([live] if live is not None else []),
         SourceRunner(make_source(settings), routes),
         supervisor,
     ]

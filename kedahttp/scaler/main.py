@@ -19,6 +19,7 @@ from kedahttp.scaler.keepalive_store import open_store
 from kedahttp.scaler.service import GrpcServer
 from kedahttp.scaler.state import ScalerState
 from kedahttp.scaler.telemetry import MetricsServer, Telemetry
+from kedahttp.scaler.tls import tls_files
 
 log = logging.getLogger("kedahttp.scaler")
 
@@ -35,7 +36,8 @@ def build_scaler(settings: Settings, transport: Transport | None = None,
     return [
         state,
         MetricsServer(telemetry, settings.metrics_addr),
-        GrpcServer(state, telemetry, settings.scaler_addr),
+        GrpcServer(state, telemetry, settings.scaler_addr, tls_files(
+            settings.scaler_tls_cert_file, settings.scaler_tls_key_file, settings.scaler_tls_client_ca_file)),
     ]
 
 
@@ -51,5 +53,5 @@ async def serve(settings: Settings) -> None:
 def main(settings: Settings) -> int:
     configure(settings.log_format, settings.log_level, settings.secret_values())
     log.info("starting scaler", extra={"settings": settings.redacted()})
-    run(serve(settings))  # failures go to the command line, which logs them and picks the exit code
+    run(serve(settings))  # failures go to the command line, which logs them and picks the exit code (TLS: 2)
     return 0

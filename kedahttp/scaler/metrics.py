@@ -15,6 +15,7 @@ is rounded down (at least 1), erring towards capacity; KEDA 2.17+ uses the float
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ from kedahttp.kube.trigger import (
     DEFAULT_TARGET_CONCURRENCY,
     KEEP_ALIVE_CHOICES,
     KEEP_ALIVE_KEY,
+    KNOWN_KEYS,
     RATE_WINDOW_KEY,
     TARGET_CONCURRENCY_KEY,
     TARGET_REQUEST_RATE_KEY,
@@ -119,8 +121,27 @@ def int_target(target: float) -> int:
     return max(1, math.floor(target))
 
 
+def closest_key(key: str) -> str | None:
+    """The known key a misspelt one most likely meant (case ignored), or None."""
+    by_lower = {known.lower(): known for known in KNOWN_KEYS}
+    found = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=0.6)
+    return by_lower[found[0]] if found else None
+
+
+def check_keys(metadata: Mapping[str, str]) -> None:
+    """Refuses a key nobody reads: a misspelt ``targetConcurency`` would otherwise leave the default in
+    force without a word."""
+    for key in sorted(metadata):
+        if key not in KNOWN_KEYS:
+            close = closest_key(key)
+            hint = f"; did you mean {close!r}?" if close else ""
+            shown = key if len(key) <= MAX_SHOWN_VALUE else key[:MAX_SHOWN_VALUE] + "..."
+            raise InvalidArgument(shown, f"unknown trigger metadata key{hint} (known: {', '.join(KNOWN_KEYS)})")
+
+
 def parse_trigger(namespace: str, name: str, metadata: Mapping[str, str]) -> Trigger:
     """Parses a trigger's metadata; raises InvalidArgument naming the first bad key."""
+    check_keys(metadata)
     backend = metadata.get(BACKEND_KEY)
     if backend is None:
         backend = f"{namespace}/{name}"

@@ -31,8 +31,10 @@ from kedahttp.process.settings import Address
 from kedahttp.protos import externalscaler_pb2 as pb
 from kedahttp.protos import externalscaler_pb2_grpc as pb_grpc
 from kedahttp.scaler.metrics import InvalidArgument, Trigger, TriggerCache, int_target, int_value
+from kedahttp.scaler.routed import NotRouted
 from kedahttp.scaler.state import ScalerState
 from kedahttp.scaler.telemetry import Telemetry
+from kedahttp.scaler.tls import ReloadingCredentials, TlsFiles
 
 log = logging.getLogger("kedahttp.scaler.service")
 
@@ -63,7 +65,8 @@ class Unavailable(Exception):
     """The view is not fresh: answering would risk a false zero."""
 
 
-_CODES: Final = {InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT, Unavailable: grpc.StatusCode.UNAVAILABLE}
+_CODES: Final = {InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT, Unavailable: grpc.StatusCode.UNAVAILABLE,
+                 NotRouted: grpc.StatusCode.NOT_FOUND}
 
 
 class ExternalScalerService(pb_grpc.ExternalScalerServicer):
@@ -79,6 +82,9 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         started = time.perf_counter()
         try:
             trigger = self._trigger(request)
+            now = time.time()
+            if self.state.fresh(now):  # the spec itself needs no data; a stale view stays silent here
+                self.state.check_routed(trigger.backend, now)
         except Exception as exc:
             await self._abort(context, "GetMetricSpec", started, exc)
         response = self._specs.get(trigger)
@@ -98,6 +104,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         try:
             trigger = self._trigger(request.scaledObjectRef)
             now = self._fresh_now()
+            self.state.check_routed(trigger.backend, now)
             name = request.metricName or trigger.targets[0][0]
             value = self.state.answer_metric(trigger, name, now)
         except Exception as exc:
@@ -113,6 +120,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         try:
             trigger = self._trigger(request)
             now = self._fresh_now()
+            self.state.check_routed(trigger.backend, now)
             active = self.state.answer_active(trigger, now)
         except Exception as exc:
             await self._abort(context, "IsActive", started, exc)
@@ -125,6 +133,9 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         started = time.perf_counter()
         try:
             trigger = self._trigger(request)
+            now = time.time()
+            if self.state.fresh(now):
+                self.state.check_routed(trigger.backend, now)
         except Exception as exc:
             await self._abort(context, "StreamIsActive", started, exc)
         hub = self.state.hub
@@ -179,9 +190,11 @@ class GrpcServer(BaseComponent):
 
     name = "scaler-grpc"
 
-    def __init__(self, state: ScalerState, telemetry: Telemetry, address: Address) -> None:
+    def __init__(self, state: ScalerState, telemetry: Telemetry, address: Address,
+                 tls: TlsFiles | None = None) -> None:
         self.state = state
         self.address = address
+        self.tls = ReloadingCredentials(tls) if tls is not None else None
         self.service = ExternalScalerService(state, telemetry)
         self.health = health_aio.HealthServicer()
         self.port = 0  # the bound port, once started
@@ -197,7 +210,10 @@ class GrpcServer(BaseComponent):
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         try:
-            self.port = server.add_insecure_port(str(self.address))
+            if self.tls is None:
+                self.port = server.add_insecure_port(str(self.address))
+            else:
+                self.port = server.add_secure_port(str(self.address), self.tls.server_credentials())
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {self.address}: {exc}") from exc
         if not self.port:
@@ -207,7 +223,10 @@ class GrpcServer(BaseComponent):
         for service in HEALTH_SERVICES:
             await self.health.set(service, SERVING if service != "readiness" else NOT_SERVING)
         self._health_task = asyncio.get_running_loop().create_task(self._follow_readiness(), name="scaler-health")
-        log.info("serving KEDA external scaler", extra={"address": f"{self.address.host}:{self.port}"})
+        log.info("serving KEDA external scaler", extra={
+            "address": f"{self.address.host}:{self.port}",
+            "tls": "off" if self.tls is None else ("mtls" if self.tls.files.client_ca else "server"),
+        })
 
     def mark_not_ready(self) -> None:
         self._draining = True

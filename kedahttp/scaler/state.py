@@ -28,6 +28,7 @@ from kedahttp.process.tasks import TaskOwner
 from kedahttp.scaler.keepalive import KeepAlive
 from kedahttp.scaler.keepalive_store import KeepAliveStore, StoreUnavailable
 from kedahttp.scaler.metrics import Trigger
+from kedahttp.scaler.routed import NotRouted, RoutedBackends
 from kedahttp.scaler.streams import StreamHub, Watch
 
 log = logging.getLogger("kedahttp.scaler")
@@ -100,6 +101,7 @@ class ScalerState(BaseComponent):
         self.store = store
         self.hub = StreamHub(self.is_active)
         self.feed = ActivityFeed(CooperativeTransport(transport), self._on_delivery, on_state=self._on_feed_state)
+        self.routed = RoutedBackends()
         self.last_message_at = 0.0
         self.loop_lag = LagHistogram()
         self.changed = asyncio.Event()  # readiness may have changed: the health service looks again
@@ -189,6 +191,7 @@ class ScalerState(BaseComponent):
         sent_at = getattr(message, "sent_at", None)
         if sent_at is not None:  # a report (wakes carry "at")
             self._last_sent[message.instance] = sent_at
+            self.routed.fold(message)  # type: ignore[arg-type]
         touched = self.aggregator.fold(message, now)
         self.keepalive.observe(message, now)
         if touched:
@@ -231,8 +234,19 @@ class ScalerState(BaseComponent):
 
     def _forget_old_instances(self, now: float) -> None:
         horizon = now - RETENTION_SECONDS
-        for name in [n for n, sent in self._last_sent.items() if sent < horizon]:
+        old = [n for n, sent in self._last_sent.items() if sent < horizon]
+        for name in old:
             del self._last_sent[name]
+        self.routed.forget(old)
+
+    def check_routed(self, backend: str, now: float) -> None:
+        """Raises NotRouted when every live proxy has listed its routes and none routes ``backend``.
+
+        Live: reported within the window after which a silent proxy's counts expire."""
+        window = max(STALE_AFTER_SECONDS, 3 * self.aggregator.max_interval_seconds)
+        live = [name for name, sent in self._last_sent.items() if now - sent <= window]
+        if self.routed.verdict(backend, live) is False:
+            raise NotRouted(backend, len(live))
 
     def _update(self, now: float) -> None:
         fresh = self.fresh(now)

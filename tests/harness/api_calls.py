@@ -235,8 +235,12 @@ def callers() -> list[Path]:
     return sorted(path for path in PACKAGE.rglob("*.py") if path != CLUSTER and _cluster_imports(parse(path)))
 
 
+GENERIC = "*"  # the Kind of a call in a module that names no Kind: whatever its importers pass it
+
+
 def _uses(path: Path, methods: set[str], kinds: set[str]) -> set[tuple[str, str]]:
-    """(Cluster method, Kind constant) pairs one caller module uses."""
+    """(Cluster method, Kind constant) pairs one caller module uses; GENERIC for a module (such as the
+    watch loop) that names no Kind and takes it from its callers."""
     tree = parse(path)
     imported = _cluster_imports(tree)
     module_kinds = kinds & imported
@@ -259,10 +263,8 @@ def _uses(path: Path, methods: set[str], kinds: set[str]) -> set[tuple[str, str]
     def kinds_of(node: ast.expr | None, where: ast.AST) -> set[str]:
         if isinstance(node, ast.Name) and node.id in kinds:
             return {node.id}
-        if not module_kinds:
-            raise DerivationError(
-                f"{path}:{getattr(where, 'lineno', '?')}: cannot tell the Kind of {ast.unparse(where)}"
-            )
+        if not module_kinds:  # a Kind it is handed: counted for each Kind its importers name
+            return {GENERIC}
         return module_kinds
 
     pairs: set[tuple[str, str]] = set()
@@ -290,8 +292,44 @@ def _uses(path: Path, methods: set[str], kinds: set[str]) -> set[tuple[str, str]
     return pairs
 
 
-def derive() -> tuple[set[Permission], list[str]]:
-    """The permissions the proxy's code needs, and a trace of where each comes from."""
+def module_path(module: str) -> Path | None:
+    base = REPO / module.replace(".", "/")
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every ``kedahttp`` module a file imports, at any depth of its code (function-level imports too)."""
+    out: set[str] = set()
+    for node in ast.walk(parse(path)):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("kedahttp")}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("kedahttp"):
+            module = node.module or ""
+            out.add(module)
+            out |= {f"{module}.{a.name}" for a in node.names if module_path(f"{module}.{a.name}")}
+    return out
+
+
+def closure(entry: str) -> set[Path]:
+    """The files a process can run: its entry module and everything it imports, transitively."""
+    seen: set[Path] = set()
+    todo = [entry]
+    while todo:
+        module = todo.pop()
+        path = module_path(module)
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        todo += sorted(_imported_modules(path))
+    return seen
+
+
+def derive(entry: str) -> tuple[set[Permission], list[str]]:
+    """The permissions one process needs (the code reachable from its entry module, e.g.
+    ``kedahttp.proxy.main``), and a trace of where each comes from."""
     tree = parse(CLUSTER)
     kinds = _kinds(tree)
     capabilities = _ops_capabilities(tree, kinds)
@@ -300,8 +338,18 @@ def derive() -> tuple[set[Permission], list[str]]:
     needed: set[Permission] = set()
     trace: list[str] = []
     api_methods = {name for name, (used, _) in operations.items() if used}  # not from_environment, close
-    for path in callers():
-        for method, kind in sorted(_uses(path, api_methods, set(kinds))):
+    reachable = closure(entry)
+    paths = [path for path in callers() if path in reachable]
+    uses = {path: _uses(path, api_methods, set(kinds)) for path in paths}
+    generic = {path: {m for m, k in pairs if k == GENERIC} for path, pairs in uses.items()}
+    for path in paths:
+        # a generic module's calls take the Kinds its importers name
+        for other, methods in generic.items():
+            if methods and other != path and other in {module_path(m) for m in _imported_modules(path)}:
+                named = _cluster_imports(parse(path)) & set(kinds)
+                uses[path] |= {(m, k) for m in methods for k in named}
+    for path in paths:
+        for method, kind in sorted(p for p in uses[path] if p[1] != GENERIC):
             used_fields, watches = operations[method]
             for field in sorted(used_fields):
                 for api_class, client_method in capabilities[(kind, field)]:

@@ -1,7 +1,8 @@
 """A small HTTP server that plays the Kubernetes API for the real ``kubernetes`` client, over a real socket.
 
 It stores objects in memory and speaks what kedahttp uses: create (409 if the object exists), read and
-delete (404, uid preconditions), list and watch with label selectors and resourceVersions, chunked watch
+delete (404, uid preconditions), replace (PUT, 409 on a stale resourceVersion; the generation moves
+when the spec changes; ``/status`` subresources), list and watch with label selectors and resourceVersions, chunked watch
 streams that replay history from a resourceVersion, ``410 Gone`` for versions older than the last
 ``compact()``. Tests change objects directly (``put``, ``remove``) the way controllers would, inject
 failures (``fail``), cut every open watch (``drop_watches``), and read the request log (``requests``).
@@ -30,7 +31,12 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "services": ("/api/v1", "Service"),
     "endpointslices.discovery.k8s.io": ("/apis/discovery.k8s.io/v1", "EndpointSlice"),
     "scaledobjects.keda.sh": ("/apis/keda.sh/v1alpha1", "ScaledObject"),
+    "httpapps.kedahttp.dev": ("/apis/kedahttp.dev/v1alpha1", "HTTPApp"),
+    "leases.coordination.k8s.io": ("/apis/coordination.k8s.io/v1", "Lease"),
 }
+# resources whose status is a subresource: a write of the object keeps the stored status, and a write
+# of the status keeps the stored spec (and never bumps the generation)
+STATUS_SUBRESOURCE = {"httpapps.kedahttp.dev", "scaledobjects.keda.sh"}
 KIND_TO_RESOURCE = {kind: key for key, (_, kind) in RESOURCES.items()}
 
 
@@ -87,6 +93,7 @@ class _Route:
     resource: str
     namespace: str | None
     name: str | None
+    subresource: str = ""
 
 
 @dataclass
@@ -237,6 +244,8 @@ class FakeApiServer:
         else:
             meta["uid"] = old["metadata"]["uid"]
             meta["creationTimestamp"] = old["metadata"]["creationTimestamp"]
+            generation = int(old["metadata"].get("generation") or 1)
+            meta["generation"] = generation + 1 if obj.get("spec") != old.get("spec") else generation
         self.objects[key] = obj
         self.history.append(Change(rv, resource, "MODIFIED" if old else "ADDED", old, obj))
         self.cond.notify_all()
@@ -298,6 +307,8 @@ def _parse_path(path: str) -> _Route | None:
         plural = resource.split(".")[0]
         if parts[0] == "namespaces" and len(parts) in (3, 4) and parts[2] == plural:
             return _Route(resource, parts[1], parts[3] if len(parts) == 4 else None)
+        if parts[0] == "namespaces" and len(parts) == 5 and parts[2] == plural and parts[4] == "status":
+            return _Route(resource, parts[1], parts[3], "status")
         if parts == [plural]:
             return _Route(resource, None, None)
     return None
@@ -377,6 +388,37 @@ def _make_handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                     return self._error(409, f'{route.resource} "{body["metadata"].get("name")}" already exists')
                 created = api._store(route.resource, body)
             self._send_json(201, created)
+
+        def do_PUT(self) -> None:
+            route, _, body = self._begin()
+            if route is None:
+                return
+            if route.namespace is None or route.name is None or not isinstance(body, dict):
+                return self._error(400, "bad replace")
+            with api.cond:
+                key = (route.resource, route.namespace, route.name)
+                old = api.objects.get(key)
+                if old is None:
+                    return self._error(404, f'{route.resource} "{route.name}" not found')
+                meta = body.setdefault("metadata", {})
+                if meta.get("name") != route.name:
+                    return self._error(400, "the name in the body differs from the path")
+                want = meta.get("resourceVersion")
+                if want and want != old["metadata"]["resourceVersion"]:
+                    return self._error(409, f'Operation cannot be fulfilled on {route.resource} "{route.name}": '
+                                            "the object has been modified; please apply your changes to the "
+                                            "latest version and try again")
+                meta["namespace"] = route.namespace
+                if route.resource in STATUS_SUBRESOURCE:
+                    new = json.loads(json.dumps(old))
+                    if route.subresource == "status":
+                        new["status"] = body.get("status")
+                    else:
+                        new = {**body, "status": old.get("status")}
+                        new["metadata"] = {**meta, "uid": old["metadata"]["uid"]}
+                    body = new
+                stored = api._store(route.resource, body)
+            self._send_json(200, stored)
 
         def do_DELETE(self) -> None:
             route, _, body = self._begin()

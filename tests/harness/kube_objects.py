@@ -1,5 +1,6 @@
-"""Kubernetes objects as the route source sees them (managed Services, EndpointSlices) and a route sink
-that records every call, for the route-source tests with and without an API server."""
+"""Kubernetes objects as the API server stores them (HTTPApp, Service, EndpointSlice, ScaledObject), and a
+RouteSink that records its calls: shared by the unit and integration tests of the route source and the
+controller."""
 
 from __future__ import annotations
 
@@ -40,17 +41,28 @@ class RecordingSink:
         return calls
 
 
-def service(name: str, hosts: str = "", ns: str = "default", prefixes: str | None = None,
-            cold: str | None = None, ports: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    annotations = {"kedahttp.dev/hosts": hosts or f"{name}.example.com"}
+def httpapp(name: str, hosts: Sequence[str] = (), ns: str = "default", prefixes: Sequence[str] | None = None,
+            cold: float | None = None, service: str | None = None, port: int | str = 80,
+            scaling: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "hosts": list(hosts) or [f"{name}.example.com"],
+        "service": {"name": service or name, "port": port},
+    }
     if prefixes is not None:
-        annotations["kedahttp.dev/path-prefixes"] = prefixes
+        spec["pathPrefixes"] = list(prefixes)
     if cold is not None:
-        annotations["kedahttp.dev/cold-start-timeout-seconds"] = cold
+        spec["coldStart"] = {"timeoutSeconds": cold}
+    if scaling is not None:
+        spec["scaling"] = scaling
+    return {"apiVersion": "kedahttp.dev/v1alpha1", "kind": "HTTPApp",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec}
+
+
+def service(name: str, ns: str = "default", ports: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
+        "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": name, "namespace": ns, "annotations": annotations,
-                     "labels": {"app.kubernetes.io/managed-by": "kedahttp"}},
+        "metadata": {"name": name, "namespace": ns},
         "spec": {"ports": ports or [{"name": "http", "port": 80, "targetPort": "http"}]},
     }
 
@@ -60,6 +72,7 @@ def eps(name: str, svc: str, ready: Iterable[str] = (), not_ready: Iterable[str]
     endpoints = [{"addresses": [a], "conditions": {"ready": True}} for a in ready]
     endpoints += [{"addresses": [a], "conditions": {"ready": False, "terminating": True}} for a in not_ready]
     return {
+        "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
         "metadata": {"name": name, "namespace": ns, "labels": {"kubernetes.io/service-name": svc}},
         "addressType": address_type,

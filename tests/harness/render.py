@@ -145,6 +145,10 @@ class Build:
                 env[entry["name"]] = entry["value"]
                 continue
             value_from = entry["valueFrom"]
+            if "fieldRef" in value_from:  # the downward API: only the pod's namespace is used
+                assert value_from["fieldRef"]["fieldPath"] == "metadata.namespace", entry
+                env[entry["name"]] = namespace
+                continue
             kind, ref = (
                 ("ConfigMap", value_from["configMapKeyRef"])
                 if "configMapKeyRef" in value_from

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -22,6 +23,7 @@ from kedahttp.process.lifecycle import Lifecycle
 from kedahttp.process.tasks import TaskOwner
 from kedahttp.protos import externalscaler_pb2 as pb
 from kedahttp.protos.externalscaler_pb2_grpc import ExternalScalerStub
+from kedahttp.proxy.reporter import routes_fingerprint
 from kedahttp.scaler.main import build_scaler
 from kedahttp.scaler.service import GrpcServer
 from kedahttp.scaler.state import ScalerState
@@ -197,6 +199,8 @@ class FakeProxy:
         self.seq = 0
         self.wakes = 0
         self.last_sent = 0.0
+        self.routed: frozenset[str] | None = None  # what it routes; None: says nothing, as an older proxy
+        self.list_routes = True  # whether reports carry the set, or only its fingerprint
         self._tasks = TaskOwner(f"fake-{instance}")
 
     @classmethod
@@ -220,7 +224,13 @@ class FakeProxy:
         start = self.last_sent if self.last_sent else sent_at - INTERVAL
         self.seq += 1
         self.last_sent = sent_at
-        return Report(self.instance, self.seq, sent_at, start, INTERVAL, tuple(entries))
+        report = Report(self.instance, self.seq, sent_at, start, INTERVAL, tuple(entries))
+        if self.routed is not None:
+            report = dataclasses.replace(
+                report, routes_version=routes_fingerprint(self.routed), routes_listed=self.list_routes,
+                routed=tuple(sorted(self.routed)) if self.list_routes else (),
+            )
+        return report
 
     async def report(self, *entries: BackendActivity, sent_at: float | None = None) -> None:
         await self.transport.publish([codec.encode_report(self.make_report(entries, sent_at))])

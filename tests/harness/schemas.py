@@ -1,6 +1,6 @@
 """Validators for the objects kedahttp writes: built-in kinds with kubernetes-validate, the ScaledObject
-with KEDA's CRD from ``tests/schemas/keda`` (source and version in its README), made strict about unknown fields the
-way the API server's pruning is."""
+with KEDA's CRD from ``tests/schemas/keda`` (source and version in its README), the HTTPApp with our own
+CRD (manifests/base), each made strict about unknown fields the way the API server's pruning is."""
 
 from __future__ import annotations
 
@@ -43,3 +43,22 @@ def validate_scaled_object(obj: dict[str, Any]) -> None:
 def validate_builtin(obj: dict[str, Any]) -> None:
     for version in KUBERNETES_VERSIONS:
         kubernetes_validate.validate(obj, version, strict=True)
+
+
+@functools.cache
+def httpapp_validator() -> jsonschema.protocols.Validator:
+    """Our own CRD's schema (manifests/base/httpapp-crd.yaml), strict as the API server's pruning is.
+
+    CEL rules are not evaluated here; kedahttp.kube.httpapp.parse_httpapp checks the same rules again.
+    """
+    crd = yaml.safe_load((REPO / "manifests" / "base" / "httpapp-crd.yaml").read_text())
+    version = crd["spec"]["versions"][0]
+    assert version["name"] == "v1alpha1"
+    schema = strict(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
+    schema["properties"]["metadata"] = {"type": "object"}
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema)
+
+
+def validate_httpapp(obj: dict[str, Any]) -> None:
+    httpapp_validator().validate(obj)

@@ -42,7 +42,7 @@ def writes(apiserver: FakeApiServer) -> list[str]:
 
 
 def objects(apiserver: FakeApiServer) -> list[dict[str, Any]]:
-    return [o for kind in ("Deployment", "Service", "ScaledObject") for o in apiserver.of_kind(kind)]
+    return [o for kind in ("Deployment", "Service", "HTTPApp") for o in apiserver.of_kind(kind)]
 
 
 # -- tokens ----------------------------------------------------------------------------------------------------
@@ -272,9 +272,9 @@ async def test_host_case_and_padding_are_normalized_not_trusted(admin: Admin, ap
                               body={**APP, "hosts": [" Hello.Example.COM ", "hello.example.com"]})
     assert status == 201, view
     assert view["hosts"] == ["hello.example.com"]
-    service = apiserver.get("Service", "default", "hello")
-    assert service is not None
-    assert service["metadata"]["annotations"]["kedahttp.dev/hosts"] == "hello.example.com"
+    app = apiserver.get("HTTPApp", "default", "hello")
+    assert app is not None
+    assert app["spec"]["hosts"] == ["hello.example.com"]
 
 
 # -- collisions ----------------------------------------------------------------------------------------------
@@ -315,7 +315,7 @@ async def test_concurrent_creates_claiming_one_host_make_one_app(admin: Admin, a
     assert statuses == [201] + [422] * 7, results
     services = apiserver.of_kind("Service")
     assert len(services) == 1
-    assert len(apiserver.of_kind("Deployment")) == 1 and len(apiserver.of_kind("ScaledObject")) == 1
+    assert len(apiserver.of_kind("Deployment")) == 1 and len(apiserver.of_kind("HTTPApp")) == 1
 
 
 async def test_paths_with_traversal_never_reach_other_objects(admin: Admin, apiserver: FakeApiServer) -> None:

@@ -90,14 +90,14 @@ def unknown_metrics(expr: str) -> set[str]:
 
 # -- PodMonitor ---------------------------------------------------------------------------------------
 
-def test_the_podmonitor_is_valid_and_scrapes_both_components_with_their_labels(build: Build) -> None:
+def test_the_podmonitor_is_valid_and_scrapes_every_component_with_their_labels(build: Build) -> None:
     monitor = one(build, "PodMonitor")
     validator("monitoring.coreos.com_podmonitors.excerpt.yaml").validate(monitor)
     assert monitor["metadata"]["namespace"] == "kedahttp"
     selector = monitor["spec"]["selector"]["matchLabels"]
     [endpoint] = monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["honorLabels"] is True  # `namespace` and `app` stay the app's, not the proxy pod's
-    for component in ("proxy", "scaler"):
+    for component in ("proxy", "scaler", "controller"):
         workload, container = build.component(component)
         labels = workload["spec"]["template"]["metadata"]["labels"]
         assert selector.items() <= labels.items(), f"the PodMonitor does not select the {component} pods"

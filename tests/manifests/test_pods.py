@@ -53,9 +53,9 @@ def test_pods_get_no_service_links_and_only_the_token_they_use(built: Build) -> 
         pod = workload["spec"]["template"]["spec"]
         name = workload["metadata"]["name"]
         assert pod.get("enableServiceLinks") is False, f"{built.name}: {name}: enableServiceLinks: false"
-        is_proxy = workload["metadata"]["labels"].get("app.kubernetes.io/component") == "proxy"
-        assert pod.get("automountServiceAccountToken") is is_proxy, (
-            f"{built.name}: {name}: only the proxy talks to the Kubernetes API and mounts a token"
+        talks = workload["metadata"]["labels"].get("app.kubernetes.io/component") in ("proxy", "controller")
+        assert pod.get("automountServiceAccountToken") is talks, (
+            f"{built.name}: {name}: only the proxy and the controller talk to the Kubernetes API and mount a token"
         )
 
 

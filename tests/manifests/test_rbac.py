@@ -1,5 +1,6 @@
-"""Least privilege, checked against the code: the proxy's RBAC grants exactly the requests its source can
-make (derived in tests/manifests/api_calls.py), and the scaler gets no API access at all.
+"""Least privilege, checked against the code, per process: the proxy's and the controller's RBAC grant
+exactly the requests the code each process runs can make (derived in tests/manifests/api_calls.py from
+the process's entry module), the proxy nothing that writes, and the scaler no API access at all.
 """
 
 from __future__ import annotations
@@ -13,10 +14,20 @@ from tests.harness import api_calls
 from tests.harness.api_calls import Permission
 from tests.harness.render import Build
 
+PROXY_ENTRY = "kedahttp.proxy.main"
+CONTROLLER_ENTRY = "kedahttp.kube.controller_main"
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+LEASES = Permission("coordination.k8s.io", "leases", "")
+
 
 @pytest.fixture(scope="module")
 def derived() -> tuple[set[Permission], list[str]]:
-    return api_calls.derive()
+    return api_calls.derive(PROXY_ENTRY)
+
+
+@pytest.fixture(scope="module")
+def derived_controller() -> tuple[set[Permission], list[str]]:
+    return api_calls.derive(CONTROLLER_ENTRY)
 
 
 def bound_rules(build: Build, namespace: str, account: str) -> tuple[list[dict[str, Any]], set[str]]:
@@ -61,14 +72,23 @@ def test_only_the_cluster_module_imports_kubernetes() -> None:
 def test_the_derivation_finds_what_the_contract_requires(derived: tuple[set[Permission], list[str]]) -> None:
     """Guards the reader: CONTRACT section 7 alone implies these requests; missing ones mean it went blind."""
     needed, _ = derived
+    reads = {
+        Permission(g, r, v)
+        for g, r in (("kedahttp.dev", "httpapps"), ("", "services"), ("discovery.k8s.io", "endpointslices"))
+        for v in ("list", "watch")
+    }
+    assert reads <= needed, f"not derived: {sorted(map(str, reads - needed))}"
+
+
+def test_the_derivation_finds_what_the_controller_does(derived_controller: tuple[set[Permission], list[str]]) -> None:
+    needed, _ = derived_controller
     required = {
-        Permission("", "services", "list"),
-        Permission("", "services", "watch"),
-        Permission("discovery.k8s.io", "endpointslices", "list"),
-        Permission("discovery.k8s.io", "endpointslices", "watch"),
+        Permission("kedahttp.dev", "httpapps/status", "update"),
+        *(Permission("keda.sh", "scaledobjects", v) for v in ("list", "watch", "create", "update", "delete")),
+        *(Permission("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")),
         *(
             Permission(g, r, v)
-            for g, r in (("apps", "deployments"), ("", "services"), ("keda.sh", "scaledobjects"))
+            for g, r in (("apps", "deployments"), ("", "services"), ("kedahttp.dev", "httpapps"))
             for v in ("create", "delete")
         ),
     }
@@ -98,6 +118,32 @@ def test_the_proxy_is_granted_exactly_what_its_code_uses(
         f"extra (no code makes these): {sorted(map(str, extra))}\n"
         "derivation:\n  " + "\n  ".join(trace)
     )
+    writes = sorted(str(p) for p in have if p.verb in WRITE_VERBS)
+    assert not writes, f"{install.name}: the internet-facing proxy may write: {writes}"
+
+
+def test_the_controller_is_granted_exactly_what_its_code_uses(
+    install: Build, derived_controller: tuple[set[Permission], list[str]]
+) -> None:
+    needed, trace = derived_controller
+    workload, _ = install.component("controller")
+    namespace = workload["metadata"]["namespace"]
+    account = workload["spec"]["template"]["spec"]["serviceAccountName"]
+    rules, scopes = bound_rules(install, namespace, account)
+    assert scopes == {"", namespace}, f"{install.name}: cluster-wide, plus its own namespace (the Lease)"
+    have = granted(rules)
+    missing, extra = needed - have, have - needed
+    assert not missing and not extra, (
+        f"{install.name}: the controller's RBAC differs from its code.\n"
+        f"missing: {sorted(map(str, missing))}\nextra: {sorted(map(str, extra))}\n"
+        "derivation:\n  " + "\n  ".join(trace)
+    )
+    # the Lease only in its own namespace, through a Role
+    for binding in install.of_kind("ClusterRoleBinding"):
+        if any(s["name"] == account for s in binding.get("subjects", [])):
+            role = install.get("ClusterRole", "", binding["roleRef"]["name"])
+            assert role is not None
+            assert all("leases" not in rule["resources"] for rule in role["rules"]), "leases granted cluster-wide"
 
 
 def test_the_scaler_has_no_kubernetes_access(install: Build) -> None:

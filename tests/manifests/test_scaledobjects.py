@@ -11,6 +11,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from kedahttp.kube import httpapp
 from kedahttp.process import settings
 from tests.harness import render
 from tests.harness.render import Build
@@ -128,16 +129,14 @@ def test_kedahttp_triggers_use_only_contract_keys_with_good_values(built: Build)
                 assert float(metadata[key]) > 0, f"{built.name}: {name}: {key} must be a number > 0"
             backend_ns, _, backend_name = metadata.get("backend", f"{namespace}/{name}").partition("/")
             assert DNS_LABEL.match(backend_ns) and DNS_LABEL.match(backend_name), metadata.get("backend")
-            service = built.get("Service", backend_ns, backend_name)
-            assert service is not None, (
-                f"{built.name}: {name}: backend {backend_ns}/{backend_name} is no Service here"
+            app = built.get("HTTPApp", backend_ns, backend_name)
+            assert app is not None, (
+                f"{built.name}: {name}: backend {backend_ns}/{backend_name} is no HTTPApp here"
             )
-            assert service["metadata"]["labels"].get("app.kubernetes.io/managed-by") == "kedahttp"
-            annotations = service["metadata"].get("annotations", {})
-            assert annotations.get("kedahttp.dev/hosts"), (
-                f"{built.name}: Service {backend_name} routes no host"
+            routes = httpapp.parse_httpapp(app)  # the proxies route it as it is written
+            assert built.get("Service", backend_ns, routes.service.name) is not None, (
+                f"{built.name}: HTTPApp {backend_name} names a Service that is not here"
             )
-            assert annotations.get("kedahttp.dev/path-prefixes", "/").startswith("/")
 
 
 def test_the_example_shows_every_trigger_key(example: Build) -> None:

@@ -10,12 +10,13 @@ import pytest
 
 from kedahttp import __version__
 from kedahttp.cli import main as cli
+from kedahttp.kube.controller_main import own_namespace, scaler_address
 from kedahttp.process import settings
 from tests.harness.render import Build, named_ports, probe_port, rendered
 
 IMAGE = f"ghcr.io/kedahttp/kedahttp:{__version__}"
 # The settings each command accepts, from the settings table the CLI builds its flags from.
-TAKES = {process: {spec.name for spec in settings.specs_for(process)} for process in ("proxy", "scaler")}
+TAKES = {process: {spec.name for spec in settings.specs_for(process)} for process in ("proxy", "scaler", "controller")}
 PREFIX = "KEDAHTTP_"
 
 
@@ -51,7 +52,7 @@ def test_configmaps_hold_only_known_settings(built: Build) -> None:
 
 
 def test_the_admin_token_comes_from_a_secret(install: Build) -> None:
-    _, container = install.component("proxy")
+    _, container = install.component("controller")
     entries = [e for e in container.get("env", []) if e["name"] == "KEDAHTTP_ADMIN_TOKEN"]
     assert len(entries) == 1 and "secretKeyRef" in entries[0].get("valueFrom", {}), (
         f"{install.name}: KEDAHTTP_ADMIN_TOKEN must come from a Secret"
@@ -59,7 +60,7 @@ def test_the_admin_token_comes_from_a_secret(install: Build) -> None:
 
 
 def test_commands_and_image(install: Build) -> None:
-    for component in ("proxy", "scaler"):
+    for component in ("proxy", "scaler", "controller"):
         _, container = install.component(component)
         assert container["image"] == IMAGE, f"{install.name}: {component} runs {container['image']}"
         assert container["args"] == [component] and component in cli.cli.commands
@@ -80,7 +81,16 @@ def test_proxy_ports_and_probes_are_those_it_serves(install: Build) -> None:
         assert probe_port(container, action["port"]) == proxy.admin_addr.port, f"{probe} on the admin port"
         assert action.get("scheme", "HTTP") == "HTTP"
     assert proxy.routes == "kubernetes"
-    assert proxy.admin_token, "without a token the admin API binds loopback only and probes fail"
+
+
+def test_controller_ports_and_probes_are_those_it_serves(install: Build) -> None:
+    controller = loaded(install, "controller")
+    _, container = install.component("controller")
+    assert named_ports(container) == {"admin": controller.admin_addr.port, "metrics": controller.metrics_addr.port}
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        action = container[probe]["httpGet"]
+        assert action["path"] == path and probe_port(container, action["port"]) == controller.admin_addr.port
+    assert controller.admin_token, "without a token the admin API binds loopback only and probes fail"
 
 
 def test_scaler_ports_and_probes_are_those_it_serves(install: Build) -> None:
@@ -93,12 +103,15 @@ def test_scaler_ports_and_probes_are_those_it_serves(install: Build) -> None:
         assert action == {"port": scaler.scaler_addr.port, "service": service}
 
 
-def test_the_proxy_writes_the_scaler_address_the_cluster_serves(install: Build) -> None:
-    proxy = loaded(install, "proxy")
-    host, _, port = proxy.scaler_address.rpartition(":")
+def test_the_controller_writes_the_scaler_address_the_cluster_serves(install: Build) -> None:
+    controller = loaded(install, "controller")
+    workload, _ = install.component("controller")
+    address = scaler_address(controller, own_namespace(controller))
+    host, _, port = address.rpartition(":")
     name, namespace, *_ = host.split(".")
+    assert namespace == workload["metadata"]["namespace"]
     service = install.get("Service", namespace, name)
-    assert service is not None, f"{install.name}: SCALER_ADDRESS {proxy.scaler_address} names no Service"
+    assert service is not None, f"{install.name}: the ScaledObjects would dial {address}, which is no Service"
     assert int(port) in {p["port"] for p in service["spec"]["ports"]}
 
 

@@ -49,10 +49,10 @@ async def test_create_get_list_delete(admin: Admin, apiserver: FakeApiServer) ->
         *flags(admin),
     )
     assert (created.code, created.out.strip(), created.err) == (0, "app team/hello created", "")
-    scaled = apiserver.get("ScaledObject", "team", "hello")
-    assert scaled is not None
-    assert scaled["spec"]["triggers"][0]["metadata"]["targetRequestRate"] == "2.5"
-    assert scaled["spec"]["maxReplicaCount"] == 3
+    app = apiserver.get("HTTPApp", "team", "hello")
+    assert app is not None
+    assert app["spec"]["scaling"]["targetRequestRate"] == 2.5
+    assert app["spec"]["scaling"]["maxReplicas"] == 3
 
     # server and token from the environment, JSON out
     env = {"KEDAHTTP_SERVER": admin.url, "KEDAHTTP_ADMIN_TOKEN": TOKEN}
@@ -79,7 +79,7 @@ async def test_create_get_list_delete(admin: Admin, apiserver: FakeApiServer) ->
 
     deleted = await kedahttp("delete", "hello", "-n", "team", *flags(admin))
     assert (deleted.code, deleted.out.strip()) == (0, "app team/hello deleted")
-    assert apiserver.of_kind("Deployment") == apiserver.of_kind("Service") == apiserver.of_kind("ScaledObject") == []
+    assert apiserver.of_kind("Deployment") == apiserver.of_kind("Service") == apiserver.of_kind("HTTPApp") == []
     again = await kedahttp("delete", "hello", "-n", "team", *flags(admin))
     assert again.code == 1 and again.out == ""
     assert "no app team/hello (HTTP 404)" in again.err

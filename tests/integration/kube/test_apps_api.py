@@ -1,6 +1,7 @@
 """The admin API's /api/v1 routes over a real socket, talking through the real kubernetes client to a fake
 API server: auth, validation, create (objects checked against the Kubernetes and KEDA schemas), rollback,
-conflicts, list, get and delete."""
+conflicts, list, get and delete. The admin API is the controller's; the ScaledObject is the controller's
+to write from the HTTPApp (tests/integration/kube/test_controller.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import aiohttp
 import jsonschema
 import pytest
 
+from kedahttp.kube import httpapp
 from kedahttp.kube.cluster import Cluster
 from kedahttp.process.settings import load
 from tests.harness.admin import SCALER_ADDRESS, Admin, AdminContext, admin_settings, start_admin
 from tests.harness.fake_apiserver import FakeApiServer
-from tests.harness.schemas import validate_builtin, validate_scaled_object
+from tests.harness.schemas import validate_builtin, validate_httpapp, validate_scaled_object
 from tests.harness.servers import free_port
 
 APP = {"name": "hello", "image": "ghcr.io/acme/hello:1", "port": 8080, "hosts": ["hello.example.com"]}
@@ -35,10 +37,10 @@ def names(apiserver: FakeApiServer, kind: str) -> list[str]:
 
 
 def all_names(apiserver: FakeApiServer) -> dict[str, list[str]]:
-    return {kind: names(apiserver, kind) for kind in ("Deployment", "Service", "ScaledObject")}
+    return {kind: names(apiserver, kind) for kind in ("Deployment", "Service", "HTTPApp")}
 
 
-EMPTY: dict[str, list[str]] = {"Deployment": [], "Service": [], "ScaledObject": []}
+EMPTY: dict[str, list[str]] = {"Deployment": [], "Service": [], "HTTPApp": []}
 
 
 # -- auth ------------------------------------------------------------------------------------------------
@@ -90,26 +92,31 @@ async def test_create_makes_three_valid_objects(admin: Admin, apiserver: FakeApi
     status, view = await call(admin, "POST", "/api/v1/apps", body)
     assert status == 201, view
     assert all_names(apiserver) == {"Deployment": ["default/hello"], "Service": ["default/hello"],
-                                    "ScaledObject": ["default/hello"]}
+                                    "HTTPApp": ["default/hello"]}
     deployment = apiserver.get("Deployment", "default", "hello")
     service = apiserver.get("Service", "default", "hello")
-    scaled = apiserver.get("ScaledObject", "default", "hello")
-    assert deployment and service and scaled
+    app = apiserver.get("HTTPApp", "default", "hello")
+    assert deployment and service and app
     validate_builtin(deployment)
     validate_builtin(service)
-    validate_scaled_object(scaled)
+    validate_httpapp(app)
     assert deployment["spec"]["replicas"] == 0
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/acme/hello:1"
-    assert service["metadata"]["annotations"]["kedahttp.dev/hosts"] == "hello.example.com,*.hello.example.org"
-    assert service["metadata"]["annotations"]["kedahttp.dev/path-prefixes"] == "/api"
+    assert app["spec"]["hosts"] == ["hello.example.com", "*.hello.example.org"]
+    assert app["spec"]["pathPrefixes"] == ["/api"]
+    assert app["spec"]["service"] == {"name": "hello", "port": "http"}
+    assert app["spec"]["scaling"]["target"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "hello"}
+    # the ScaledObject the controller writes from it is valid for KEDA's CRD
+    scaled = httpapp.build_scaled_object(httpapp.parse_httpapp(app), SCALER_ADDRESS)
+    validate_scaled_object(scaled)
     trigger = scaled["spec"]["triggers"][0]
     assert trigger["type"] == "external-push"
     assert trigger["metadata"] == {"scalerAddress": SCALER_ADDRESS, "backend": "default/hello",
                                    "targetConcurrency": "5", "targetRequestRate": "20"}
     uid = deployment["metadata"]["uid"]
     assert service["metadata"]["ownerReferences"][0]["uid"] == uid
-    assert scaled["metadata"]["ownerReferences"][0]["uid"] == uid
-    for obj in (deployment, service, scaled):
+    assert app["metadata"]["ownerReferences"][0]["uid"] == uid
+    for obj in (deployment, service, app):
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kedahttp"
     # the answer is the app as GET shows it
     assert view["name"] == "hello" and view["namespace"] == "default"
@@ -120,7 +127,7 @@ async def test_create_makes_three_valid_objects(admin: Admin, apiserver: FakeApi
 
 async def test_create_conflict_is_409_and_leaves_the_existing_app_alone(admin: Admin, apiserver: FakeApiServer) -> None:
     assert (await call(admin, "POST", "/api/v1/apps", APP))[0] == 201
-    before = {kind: apiserver.of_kind(kind) for kind in ("Deployment", "Service", "ScaledObject")}
+    before = {kind: apiserver.of_kind(kind) for kind in ("Deployment", "Service", "HTTPApp")}
     status, data = await call(admin, "POST", "/api/v1/apps", {**APP, "image": "other:2"})
     assert status == 409
     assert "already exists" in data["error"]
@@ -143,8 +150,8 @@ async def test_a_foreign_service_of_the_same_name_is_409_and_rolls_back(admin: A
     ("fail_kind", "status", "expected_status", "rolled_back"),
     [
         ("Service", 403, 502, ["Deployment"]),
-        ("ScaledObject", 500, 503, ["Service", "Deployment"]),
-        ("ScaledObject", 422, 422, ["Service", "Deployment"]),
+        ("HTTPApp", 500, 503, ["Service", "Deployment"]),
+        ("HTTPApp", 422, 422, ["Service", "Deployment"]),
     ],
 )
 async def test_a_failed_create_removes_what_was_made(
@@ -165,16 +172,16 @@ async def test_a_failed_create_removes_what_was_made(
     assert (await call(admin, "POST", "/api/v1/apps", APP))[0] == 201
 
 
-async def test_without_keda_the_create_says_so_and_rolls_back(admin: Admin, apiserver: FakeApiServer) -> None:
-    apiserver.unserve("ScaledObject")
+async def test_without_the_crd_the_create_says_so_and_rolls_back(admin: Admin, apiserver: FakeApiServer) -> None:
+    apiserver.unserve("HTTPApp")
     status, data = await call(admin, "POST", "/api/v1/apps", APP)
     assert status == 502
-    assert "KEDA" in data["error"]
-    assert all_names(apiserver) == {**EMPTY, "ScaledObject": []}
+    assert "CRD" in data["error"]
+    assert all_names(apiserver) == {**EMPTY, "HTTPApp": []}
 
 
 async def test_a_failed_rollback_reports_what_is_left(admin: Admin, apiserver: FakeApiServer) -> None:
-    apiserver.fail("POST", "ScaledObject", 500)
+    apiserver.fail("POST", "HTTPApp", 500)
     apiserver.fail("DELETE", "Service", 500)
     status, data = await call(admin, "POST", "/api/v1/apps", APP)
     assert status == 503
@@ -270,7 +277,8 @@ async def test_list_and_get_show_status(admin: Admin, apiserver: FakeApiServer) 
     assert status == 200
     assert [(a["namespace"], a["name"]) for a in data["apps"]] == [("default", "hello"), ("team", "second")]
     hello = data["apps"][0]
-    assert hello["status"] == {"replicas": 2, "readyReplicas": 1, "missing": [], "inFlight": 3, "requestRate": 1.5}
+    assert hello["status"] == {"replicas": 2, "readyReplicas": 1, "missing": [], "inFlight": 3, "requestRate": 1.5,
+                               "ready": "Unknown", "reason": ""}  # no controller ran: no condition yet
     assert data["apps"][1]["status"]["readyReplicas"] == 0
 
     status, data = await call(admin, "GET", "/api/v1/apps?namespace=team")
@@ -293,7 +301,7 @@ async def test_delete_removes_all_three_and_only_ours(admin: Admin, apiserver: F
     assert status == 204
     assert all_names(apiserver) == {**EMPTY, "Deployment": ["default/plain"]}
     deleted = [r.path.rsplit("/", 2)[-2] for r in apiserver.requests if r.method == "DELETE"]
-    assert deleted == ["scaledobjects", "services", "deployments"]  # scaling stops first
+    assert deleted == ["httpapps", "services", "deployments"]  # routing and scaling stop first
     status, data = await call(admin, "DELETE", "/api/v1/apps/default/hello")
     assert status == 404 and "no app" in data["error"]
     assert (await call(admin, "DELETE", "/api/v1/apps/default/plain"))[0] == 404
@@ -339,7 +347,7 @@ async def test_the_cluster_comes_from_kubeconfig_when_not_given(
     admin = Admin(f"http://127.0.0.1:{port}", context=context, api=None, headers={"Authorization": "Bearer t0ken-for-tests"})  # type: ignore[arg-type]
     try:
         assert (await call(admin, "POST", "/api/v1/apps", APP))[0] == 201
-        assert apiserver.requests[0].path == "/api/v1/services"
+        assert apiserver.requests[0].path == "/apis/kedahttp.dev/v1alpha1/httpapps"
     finally:
         await runner.cleanup()
 

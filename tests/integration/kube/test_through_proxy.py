@@ -1,6 +1,7 @@
-"""The whole Kubernetes path through the real proxy: an app created on the proxy's admin API appears as a
-Service in the (fake) cluster, the proxy's KubernetesSource routes it, a request for it is held while the
-app has no ready endpoint, and is answered the moment its EndpointSlice turns ready."""
+"""The whole Kubernetes path through the real proxy: an app created on the controller's admin API appears as
+an HTTPApp (with its Deployment and Service) in the (fake) cluster, the proxy's KubernetesSource routes it,
+a request for it is held while the app has no ready endpoint, and is answered the moment its
+EndpointSlice turns ready."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ import pytest
 
 from kedahttp.activity.bus import open_transport
 from kedahttp.kube.cluster import Cluster
+from kedahttp.kube.controller_main import ControllerAdmin
+from kedahttp.process.settings import load
 from kedahttp.proxy.kube_source import KubernetesSource
 from tests.harness.fake_apiserver import FakeApiServer
 from tests.harness.proxy import make_settings, start_proxy
+from tests.harness.servers import free_port
 from tests.harness.upstreams import Upstream
 from tests.harness.waiting import until
 
@@ -27,12 +31,16 @@ async def test_create_route_hold_and_release(
 ) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))  # the admin API finds the cluster as in a pod-less run
-    settings = make_settings(admin_token=TOKEN, scaler_address="scaler.test:9090", cold_start_timeout_seconds=30)
+    settings = make_settings(cold_start_timeout_seconds=30)
     source = KubernetesSource(settings, cluster=cluster, watch_timeout_seconds=30, retry_min_seconds=0.02)
     upstream = await Upstream().start()
     proxy = await start_proxy(source, settings, open_transport(settings.bus))
     assert proxy.proxy.admin is not None
-    admin_url = f"http://127.0.0.1:{proxy.proxy.admin.port}"
+    controller_admin = ControllerAdmin(load({"admin_addr": f"127.0.0.1:{free_port()}", "admin_token": TOKEN},
+                                            environ={}), cluster)
+    await controller_admin.start()
+    admin_url = f"http://127.0.0.1:{controller_admin.port}"
+    live = proxy.proxy.admin.context  # the proxy's own live figures
     try:
         auth = {"Authorization": f"Bearer {TOKEN}"}
         async with aiohttp.ClientSession() as session:
@@ -44,13 +52,12 @@ async def test_create_route_hold_and_release(
 
             # cold: the request is held ...
             held = asyncio.create_task(session.get(f"{proxy.url}/headers", headers={"Host": "hello.test"}))
-            for _ in range(500):  # the proxy's own status, through the admin API
-                async with session.get(f"{admin_url}/api/v1/apps/default/hello", headers=auth) as response:
-                    status = (await response.json())["status"]
+            for _ in range(500):
+                status = live.app_status("default/hello")
                 if status.get("held") == 1:
                     break
                 await asyncio.sleep(0.02)
-            assert status["held"] == 1 and status["inFlight"] == 0 and status["readyReplicas"] == 0
+            assert status["held"] == 1 and status["inFlight"] == 0 and status["readyEndpoints"] == 0
             assert not held.done()
             # ... until the app's pod is ready, as the EndpointSlice controller reports it
             apiserver.put({
@@ -70,7 +77,7 @@ async def test_create_route_hold_and_release(
             async with session.get(f"{proxy.url}/headers", headers={"Host": "hello.test"}) as response:
                 assert response.status == 200
                 assert "X-KEDAHTTP-Cold-Start" not in response.headers
-            # deleted: the route goes away with the Service
+            # deleted: the route goes away with the HTTPApp
             async with session.delete(f"{admin_url}/api/v1/apps/default/hello",
                                       headers=auth) as response:
                 assert response.status == 204
@@ -78,5 +85,6 @@ async def test_create_route_hold_and_release(
             async with session.get(f"{proxy.url}/", headers={"Host": "hello.test"}) as response:
                 assert response.status == 404
     finally:
+        await controller_admin.close()
         await proxy.stop()
         await upstream.stop()

@@ -17,7 +17,7 @@ def kedahttp(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 def test_help_lists_the_commands() -> None:
     out = kedahttp("--help")
     assert out.returncode == 0
-    for command in ("proxy", "scaler", "dev", "apps"):
+    for command in ("proxy", "scaler", "controller", "dev", "apps"):
         assert command in out.stdout
 
 
@@ -38,10 +38,17 @@ def test_unknown_flag_is_a_usage_error() -> None:
     assert kedahttp("proxy", "--no-such-flag").returncode == 2
 
 
-def test_proxy_refuses_an_open_admin_api_without_a_token() -> None:
-    out = kedahttp("proxy", "--routes", "/nonexistent.yaml", "--admin-addr", "0.0.0.0:18081")
+def test_controller_refuses_an_open_admin_api_without_a_token() -> None:
+    out = kedahttp("controller", "--admin-addr", "0.0.0.0:18081")
     assert out.returncode == 2
     assert "KEDAHTTP_ADMIN_TOKEN" in out.stderr and "KEDAHTTP_ADMIN_ADDR" in out.stderr
+
+
+def test_controller_without_cluster_config_exits_2_with_the_reason() -> None:
+    out = kedahttp("controller", "--admin-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0",
+                   env={"KUBECONFIG": "/nonexistent/kubeconfig"})
+    assert out.returncode == 2  # configuration, not a run-time failure
+    assert "no Kubernetes configuration" in out.stderr and "/nonexistent/kubeconfig" in out.stderr
 
 
 def test_proxy_without_cluster_config_exits_2_with_the_reason() -> None:

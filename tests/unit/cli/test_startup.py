@@ -17,7 +17,7 @@ import pytest
 from kedahttp.process import settings
 from tests.harness.servers import free_port
 
-PROCESSES = ("proxy", "scaler", "dev")
+PROCESSES = ("proxy", "scaler", "controller", "dev")
 OPTION = re.compile(r"^\s+--(?P<flag>[a-z0-9-]+)(?: (?P<metavar>\S+))?(?P<rest>.*)$")
 
 
@@ -77,6 +77,13 @@ def test_help_shows_each_kind_of_value_and_the_real_local_defaults() -> None:
     proxy = help_options("proxy")
     assert "scaler-addr" not in proxy and "concurrency-window-seconds" not in proxy
     assert not any(metavar == "TEXT" for metavar, _ in proxy.values())
+    assert help_options("scaler")["scaler-tls-cert-file"] == ("FILE", "none")
+    controller = help_options("controller")  # issue 14: no bus, no data path; its own /metrics port
+    assert "bus" not in controller and "proxy-addr" not in controller and "routes" not in controller
+    assert controller["metrics-addr"] == ("HOST:PORT", "0.0.0.0:9104")
+    assert controller["lease-duration-seconds"] == ("SECONDS", "15")
+    assert controller["admin-token"] == ("TOKEN", "none")
+    assert not any(metavar == "TEXT" for metavar, _ in controller.values())
 
 
 @pytest.mark.parametrize("log_format", ["json", "text"])

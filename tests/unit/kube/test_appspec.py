@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kedahttp.kube import appspec
+from kedahttp.kube import appspec, httpapp, trigger
 from kedahttp.kube.appspec import AppSpec, SpecError
-from tests.harness.schemas import validate_builtin, validate_scaled_object
+from tests.harness.schemas import validate_builtin, validate_httpapp, validate_scaled_object
 
 BASE: dict[str, Any] = {"name": "hello", "image": "ghcr.io/acme/hello:1.2", "port": 8080, "hosts": ["hello.example.com"]}
 
@@ -141,7 +141,7 @@ def test_deployment_starts_at_zero_replicas_and_is_valid_kubernetes() -> None:
     assert appspec.build_service(SPEC)["spec"]["selector"] == spec["selector"]["matchLabels"]
 
 
-def test_service_carries_the_routes_and_is_valid_kubernetes() -> None:
+def test_service_is_plain_and_valid_kubernetes() -> None:
     owner = appspec.owner_reference({"metadata": {"name": "hello", "uid": "1234"}})
     service = appspec.build_service(SPEC, owner)
     validate_builtin(service)
@@ -150,21 +150,18 @@ def test_service_carries_the_routes_and_is_valid_kubernetes() -> None:
         "app.kubernetes.io/name": "hello", "app.kubernetes.io/instance": "hello",
         "app.kubernetes.io/managed-by": "kedahttp",
     }
-    assert meta["annotations"] == {
-        "kedahttp.dev/hosts": "hello.example.com,*.hello.example.org",
-        "kedahttp.dev/path-prefixes": "/api,/v2",
-        "kedahttp.dev/cold-start-timeout-seconds": "45",
-    }
+    assert "annotations" not in meta  # routes live in the HTTPApp now
     assert meta["ownerReferences"] == [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "hello", "uid": "1234"}]
     assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
-    assert "kedahttp.dev/cold-start-timeout-seconds" not in appspec.build_service(appspec.parse_app(BASE))["metadata"]["annotations"]
 
 
-def test_scaled_object_is_valid_for_kedas_crd() -> None:
-    scaled = appspec.build_scaled_object(SPEC, "kedahttp-scaler.kedahttp.svc:9090")
+def test_the_httpapp_of_an_app_is_valid_for_our_crd_and_its_scaled_object_for_kedas() -> None:
+    app = httpapp.from_app_spec(SPEC)
+    obj = httpapp.to_object(app)
+    validate_httpapp(obj)
+    assert httpapp.parse_httpapp(obj) == app
+    scaled = httpapp.build_scaled_object(app, "kedahttp-scaler.kedahttp.svc:9090")
     validate_scaled_object(scaled)
-    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
-    assert scaled["metadata"]["labels"][appspec.MANAGED_BY_LABEL] == "kedahttp"
     spec = scaled["spec"]
     assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "hello"}
     assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (1, 4)
@@ -175,71 +172,39 @@ def test_scaled_object_is_valid_for_kedas_crd() -> None:
             "targetConcurrency": "10", "targetRequestRate": "2.5",
         },
     }]
-    plain = appspec.build_scaled_object(appspec.parse_app(BASE), "s:9090")
+    plain = httpapp.build_scaled_object(httpapp.from_app_spec(appspec.parse_app(BASE)), "s:9090")
     assert "targetRequestRate" not in plain["spec"]["triggers"][0]["metadata"]
 
 
 def test_the_crd_check_would_catch_a_broken_scaled_object() -> None:
-    scaled = appspec.build_scaled_object(SPEC, "s:9090")
+    scaled = httpapp.build_scaled_object(httpapp.from_app_spec(SPEC), "s:9090")
     scaled["spec"]["triggers"][0]["metadata"]["targetConcurrency"] = 10  # numbers must be strings
     with pytest.raises(jsonschema.ValidationError):
         validate_scaled_object(scaled)
-    scaled = appspec.build_scaled_object(SPEC, "s:9090")
+    scaled = httpapp.build_scaled_object(httpapp.from_app_spec(SPEC), "s:9090")
     scaled["spec"]["minReplicas"] = 1  # a misspelt field is caught, as the API server would prune it
     with pytest.raises(jsonschema.ValidationError):
         validate_scaled_object(scaled)
 
 
-def test_annotations_parse_back_to_the_routes() -> None:
-    annotations = appspec.build_service(SPEC)["metadata"]["annotations"]
-    assert appspec.routes_from_annotations(annotations) == appspec.RouteFields(
-        SPEC.hosts, SPEC.path_prefixes, SPEC.cold_start_timeout_seconds,
-    )
-    assert appspec.routes_from_annotations({"kedahttp.dev/hosts": " a.example.com , B.example.com,"}) == (
-        appspec.RouteFields(("a.example.com", "b.example.com"), ("/",), None)
-    )
-
-
-@pytest.mark.parametrize(
-    ("annotations", "field"),
-    [
-        ({}, "kedahttp.dev/hosts"),
-        ({"kedahttp.dev/hosts": " , "}, "kedahttp.dev/hosts"),
-        ({"kedahttp.dev/hosts": "ok.example.com,not a host"}, "kedahttp.dev/hosts"),
-        ({"kedahttp.dev/hosts": "a.example.com", "kedahttp.dev/path-prefixes": "api"}, "kedahttp.dev/path-prefixes"),
-        ({"kedahttp.dev/hosts": "a.example.com", "kedahttp.dev/cold-start-timeout-seconds": "soon"},
-         "kedahttp.dev/cold-start-timeout-seconds"),
-        ({"kedahttp.dev/hosts": "a.example.com", "kedahttp.dev/cold-start-timeout-seconds": "0"},
-         "kedahttp.dev/cold-start-timeout-seconds"),
-    ],
-)
-def test_malformed_annotations_name_the_annotation(annotations: dict[str, str], field: str) -> None:
-    with pytest.raises(SpecError) as caught:
-        appspec.routes_from_annotations(annotations)
-    assert caught.value.field == field
-
-
 def test_claims_are_host_and_prefix_pairs() -> None:
-    service = appspec.build_service(SPEC)
-    assert appspec.claims_of_service(service) == SPEC.claims() == {
+    assert httpapp.from_app_spec(SPEC).claims() == SPEC.claims() == {
         ("hello.example.com", "/api"), ("hello.example.com", "/v2"),
         ("*.hello.example.org", "/api"), ("*.hello.example.org", "/v2"),
     }
-    assert appspec.claims_of_service({"metadata": {"annotations": {"kedahttp.dev/hosts": "bad host"}}}) == set()
 
 
 @pytest.mark.parametrize(("value", "text"), [(100.0, "100"), (2.5, "2.5"), (1, "1"), (0.1, "0.1"), (1e20, "1e+20")])
 def test_format_number(value: float, text: str) -> None:
-    assert appspec.format_number(value) == text
+    assert trigger.format_number(value) == text
 
 
 def test_view_of_a_partial_app_names_what_is_missing() -> None:
-    service = appspec.build_service(SPEC)
-    view = appspec.app_view(None, service, None)
+    view = appspec.app_view(None, None, httpapp.to_object(httpapp.from_app_spec(SPEC)))
     assert view["name"] == "hello" and view["namespace"] == "team-a"
     assert view["hosts"] == list(SPEC.hosts)
     assert view["image"] is None
-    assert view["status"]["missing"] == ["Deployment", "ScaledObject"]
+    assert view["status"]["missing"] == ["Deployment", "Service"]
 
 
 labels_ = st.from_regex(r"[a-z]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
@@ -267,11 +232,11 @@ def test_an_app_reads_back_as_it_was_created(
     })
     deployment = appspec.build_deployment(spec)
     service = appspec.build_service(spec)
-    scaled = appspec.build_scaled_object(spec, "scaler:9090")
-    view = appspec.app_view(deployment, service, scaled)
+    app = httpapp.to_object(httpapp.from_app_spec(spec))
+    view = appspec.app_view(deployment, service, app)
     expected = appspec.spec_fields(spec)
     assert {key: view[key] for key in expected} == expected
     # and what the view shows is a valid create body for the same app
     assert appspec.parse_app({k: v for k, v in expected.items() if v is not None}) == spec
-    routes = appspec.routes_from_annotations(service["metadata"]["annotations"])
+    routes = httpapp.parse_httpapp(app)
     assert (routes.hosts, routes.path_prefixes) == (spec.hosts, spec.path_prefixes)

@@ -1,12 +1,13 @@
-"""The fold of Services and EndpointSlices into route-sink calls, without a cluster or a loop."""
+"""The fold of HTTPApps, Services and EndpointSlices into route-sink calls, without a cluster or a loop."""
 
 from __future__ import annotations
 
 import pytest
 
-from kedahttp.proxy.kube_source import ClusterRoutes, parse_slice
+from kedahttp.kube.endpoints import parse_slice
+from kedahttp.proxy.kube_source import ClusterRoutes
 from kedahttp.proxy.sources import Backend
-from tests.harness.kube_objects import RecordingSink, eps, service
+from tests.harness.kube_objects import RecordingSink, eps, httpapp, service
 
 
 @pytest.fixture
@@ -14,10 +15,17 @@ def sink() -> RecordingSink:
     return RecordingSink()
 
 
-def test_nothing_reaches_the_sink_until_both_kinds_are_listed(sink: RecordingSink) -> None:
+def listed(routes: ClusterRoutes, apps: list, services: list, slices: list) -> None:
+    routes.apps_listed(apps)
+    routes.services_listed(services)
+    routes.slices_listed(slices)
+
+
+def test_nothing_reaches_the_sink_until_all_three_kinds_are_listed(sink: RecordingSink) -> None:
     routes = ClusterRoutes(sink)
+    routes.apps_listed([httpapp("a"), httpapp("b")])
+    routes.app_changed("ADDED", httpapp("c"))
     routes.services_listed([service("a"), service("b")])
-    routes.service_changed("ADDED", service("c"))
     assert sink.take() == []
     routes.slices_listed([eps("a-1", "a", ready=["10.0.0.1", "10.0.0.2"]), eps("b-1", "b")])
     assert routes.synced
@@ -28,19 +36,28 @@ def test_nothing_reaches_the_sink_until_both_kinds_are_listed(sink: RecordingSin
     assert sink.backends["default/a"] == Backend("default/a", ("a.example.com",), ("/",), None)
 
 
-def test_backend_fields_come_from_the_annotations(sink: RecordingSink) -> None:
+def test_backend_fields_come_from_the_httpapp(sink: RecordingSink) -> None:
     routes = ClusterRoutes(sink)
-    routes.services_listed([service("a", hosts="A.example.com,*.a.example.org", prefixes="/api,/v2", cold="12.5")])
-    routes.slices_listed([])
+    app = httpapp("a", hosts=["A.example.com", "*.a.example.org"], prefixes=["/api", "/v2"], cold=12.5)
+    listed(routes, [app], [], [])
     assert sink.backends["default/a"] == Backend(
         "default/a", ("a.example.com", "*.a.example.org"), ("/api", "/v2"), 12.5,
     )
 
 
+def test_an_app_is_routed_before_its_service_exists_and_gets_endpoints_when_it_does(sink: RecordingSink) -> None:
+    routes = ClusterRoutes(sink)
+    listed(routes, [httpapp("a", service="web")], [], [eps("web-1", "web", ready=["10.0.0.5"])])
+    assert sink.take() == [("replace", ["default/a"])]  # held until the Service is there
+    routes.service_changed("ADDED", service("web"))
+    assert sink.take() == [("endpoints", "default/a", ("10.0.0.5:8080",))]
+    routes.service_changed("DELETED", service("web"))
+    assert sink.take() == [("endpoints", "default/a", ())]
+
+
 def test_a_slice_turning_ready_sets_endpoints_once(sink: RecordingSink) -> None:
     routes = ClusterRoutes(sink)
-    routes.services_listed([service("a")])
-    routes.slices_listed([eps("a-1", "a", not_ready=["10.0.0.1"])])
+    listed(routes, [httpapp("a")], [service("a")], [eps("a-1", "a", not_ready=["10.0.0.1"])])
     assert sink.take() == [("replace", ["default/a"])]
     routes.slice_changed("MODIFIED", eps("a-1", "a", ready=["10.0.0.1"]))
     assert sink.take() == [("endpoints", "default/a", ("10.0.0.1:8080",))]
@@ -55,46 +72,48 @@ def test_a_slice_turning_ready_sets_endpoints_once(sink: RecordingSink) -> None:
     ]
 
 
-def test_slices_seen_before_their_service_count_when_it_appears(sink: RecordingSink) -> None:
+def test_two_apps_on_one_service_share_its_endpoints(sink: RecordingSink) -> None:
     routes = ClusterRoutes(sink)
-    routes.services_listed([])
-    routes.slices_listed([eps("late-1", "late", ready=["10.0.0.5"])])
-    assert sink.take() == [("replace", [])]
-    routes.service_changed("ADDED", service("late"))
-    assert sink.take() == [("upsert", "default/late"), ("endpoints", "default/late", ("10.0.0.5:8080",))]
-
-
-def test_service_changes_and_removal(sink: RecordingSink) -> None:
-    routes = ClusterRoutes(sink)
-    routes.services_listed([service("a")])
-    routes.slices_listed([eps("a-1", "a", ready=["10.0.0.1"])])
+    listed(routes, [httpapp("a", service="web"), httpapp("b", service="web", prefixes=["/b"])], [service("web")], [])
     sink.take()
-    routes.service_changed("MODIFIED", service("a"))  # same routes: nothing to do
+    routes.slice_changed("ADDED", eps("web-1", "web", ready=["10.0.0.1"]))
+    assert sink.take() == [
+        ("endpoints", "default/a", ("10.0.0.1:8080",)), ("endpoints", "default/b", ("10.0.0.1:8080",)),
+    ]
+
+
+def test_app_changes_and_removal(sink: RecordingSink) -> None:
+    routes = ClusterRoutes(sink)
+    listed(routes, [httpapp("a")], [service("a")], [eps("a-1", "a", ready=["10.0.0.1"])])
+    sink.take()
+    routes.app_changed("MODIFIED", httpapp("a"))  # same routes: nothing to do
     assert sink.take() == []
-    routes.service_changed("MODIFIED", service("a", hosts="new.example.com"))
+    routes.app_changed("MODIFIED", httpapp("a", hosts=["new.example.com"]))
     assert sink.take() == [("upsert", "default/a")]
     assert sink.backends["default/a"].hosts == ("new.example.com",)
-    routes.service_changed("DELETED", service("a"))
+    routes.app_changed("DELETED", httpapp("a"))
     assert sink.take() == [("remove", "default/a")]
-    routes.service_changed("ADDED", service("a"))  # back again: endpoints are sent anew
+    routes.app_changed("ADDED", httpapp("a"))  # back again: endpoints are sent anew
     assert sink.take() == [("upsert", "default/a"), ("endpoints", "default/a", ("10.0.0.1:8080",))]
 
 
-def test_a_malformed_service_is_skipped_without_touching_others(sink: RecordingSink, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_malformed_app_is_skipped_without_touching_others(sink: RecordingSink, caplog: pytest.LogCaptureFixture) -> None:
     routes = ClusterRoutes(sink)
-    bad = service("bad", hosts="not a host")
-    routes.services_listed([service("good"), bad])
-    routes.slices_listed([eps("good-1", "good", ready=["10.0.0.1"]), eps("bad-1", "bad", ready=["10.0.0.2"])])
+    bad = httpapp("bad", hosts=["not a host"])
+    listed(routes, [httpapp("good"), bad], [service("good"), service("bad")],
+           [eps("good-1", "good", ready=["10.0.0.1"]), eps("bad-1", "bad", ready=["10.0.0.2"])])
     assert sink.take() == [("replace", ["default/good"]), ("endpoints", "default/good", ("10.0.0.1:8080",))]
-    assert any("malformed" in r.getMessage() and getattr(r, "service", "") == "default/bad" for r in caplog.records)
+    assert any("malformed" in r.getMessage() and getattr(r, "httpapp", "") == "default/bad" for r in caplog.records)
     caplog.clear()
-    routes.service_changed("MODIFIED", bad)  # the same problem is logged once
+    routes.app_changed("MODIFIED", bad)  # the same problem is logged once
     assert not caplog.records
-    # a good Service turning bad is removed; fixed, it is back with its endpoints
-    routes.service_changed("MODIFIED", service("good", cold="never"))
+    # a good app turning bad is removed; fixed, it is back with its endpoints
+    broken = httpapp("good")
+    broken["spec"]["coldStart"] = {"timeoutSeconds": "never"}
+    routes.app_changed("MODIFIED", broken)
     assert sink.take() == [("remove", "default/good")]
-    routes.service_changed("MODIFIED", service("good"))
-    routes.service_changed("MODIFIED", service("bad"))
+    routes.app_changed("MODIFIED", httpapp("good"))
+    routes.app_changed("MODIFIED", httpapp("bad"))
     assert sink.take() == [
         ("upsert", "default/good"), ("endpoints", "default/good", ("10.0.0.1:8080",)),
         ("upsert", "default/bad"), ("endpoints", "default/bad", ("10.0.0.2:8080",)),
@@ -103,25 +122,27 @@ def test_a_malformed_service_is_skipped_without_touching_others(sink: RecordingS
 
 def test_a_relist_sends_only_the_difference(sink: RecordingSink) -> None:
     routes = ClusterRoutes(sink)
-    routes.services_listed([service("a"), service("b")])
-    routes.slices_listed([eps("a-1", "a", ready=["10.0.0.1"]), eps("b-1", "b", ready=["10.0.0.2"])])
+    listed(routes, [httpapp("a"), httpapp("b")], [service("a"), service("b")],
+           [eps("a-1", "a", ready=["10.0.0.1"]), eps("b-1", "b", ready=["10.0.0.2"])])
     sink.take()
-    routes.services_listed([service("a"), service("c")])  # b went away while we were not watching
+    routes.apps_listed([httpapp("a"), httpapp("c")])  # b went away while we were not watching
+    routes.services_listed([service("a"), service("c")])
     routes.slices_listed([eps("a-1", "a", ready=["10.0.0.1"]), eps("c-1", "c", ready=["10.0.0.3"])])
     assert sink.take() == [
         ("remove", "default/b"), ("upsert", "default/c"), ("endpoints", "default/c", ("10.0.0.3:8080",)),
     ]
 
 
-def test_port_matching(sink: RecordingSink) -> None:
+def test_port_matching_by_number_and_by_name(sink: RecordingSink) -> None:
     routes = ClusterRoutes(sink)
     two_ports = [{"name": "metrics", "port": 9090, "targetPort": 9090}, {"name": "http", "port": 80, "targetPort": 8080}]
     unnamed = [{"port": 80, "targetPort": 3000}]
-    routes.services_listed([service("named", ports=two_ports), service("unnamed", ports=unnamed)])
-    routes.slices_listed([
+    listed(routes, [httpapp("named", port="http"), httpapp("unnamed", port=80), httpapp("wrong", port=81)],
+           [service("named", ports=two_ports), service("unnamed", ports=unnamed), service("wrong")], [
         eps("named-1", "named", ready=["10.0.0.1"],
             ports=[{"name": "metrics", "port": 9090}, {"name": "http", "port": 8080}]),
         eps("unnamed-1", "unnamed", ready=["10.0.0.2"], ports=[{"port": 3000}]),
+        eps("wrong-1", "wrong", ready=["10.0.0.3"]),
     ])
     assert sink.endpoints == {"default/named": ("10.0.0.1:8080",), "default/unnamed": ("10.0.0.2:3000",)}
 
@@ -140,6 +161,21 @@ def test_ipv6_endpoints_are_bracketed_and_unready_ones_left_out() -> None:
 
 def test_namespaces_keep_apps_apart(sink: RecordingSink) -> None:
     routes = ClusterRoutes(sink)
-    routes.services_listed([service("a", ns="one"), service("a", ns="two", hosts="two.example.com")])
-    routes.slices_listed([eps("a-1", "a", ns="one", ready=["10.0.1.1"]), eps("a-1", "a", ns="two", ready=["10.0.2.1"])])
+    listed(routes, [httpapp("a", ns="one"), httpapp("a", ns="two", hosts=["two.example.com"])],
+           [service("a", ns="one"), service("a", ns="two")],
+           [eps("a-1", "a", ns="one", ready=["10.0.1.1"]), eps("a-1", "a", ns="two", ready=["10.0.2.1"])])
     assert sink.endpoints == {"one/a": ("10.0.1.1:8080",), "two/a": ("10.0.2.1:8080",)}
+
+
+def test_of_two_apps_claiming_one_host_and_prefix_the_older_is_routed(sink: RecordingSink) -> None:
+    routes = ClusterRoutes(sink)
+    old = httpapp("old", hosts=["shop.example.com"])
+    old["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    new = httpapp("new", hosts=["shop.example.com", "new.example.com"])
+    new["metadata"]["creationTimestamp"] = "2026-02-01T00:00:00Z"
+    other_prefix = httpapp("api", hosts=["shop.example.com"], prefixes=["/api"])
+    other_prefix["metadata"]["creationTimestamp"] = "2026-03-01T00:00:00Z"
+    listed(routes, [new, old, other_prefix], [], [])  # the order seen does not matter
+    assert sink.take() == [("replace", ["default/api", "default/old"])]
+    routes.app_changed("DELETED", old)  # the host is free: the younger app gets it
+    assert sink.take() == [("remove", "default/old"), ("upsert", "default/new")]

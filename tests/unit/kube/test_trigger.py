@@ -1,10 +1,11 @@
-"""The trigger the admin API writes is the trigger the scaler reads: same keys, same defaults."""
+"""The trigger the controller writes (for an app the admin API made) is the trigger the scaler reads: same
+keys, same defaults."""
 
 from __future__ import annotations
 
 import pytest
 
-from kedahttp.kube import appspec, trigger
+from kedahttp.kube import appspec, httpapp, trigger
 from kedahttp.scaler.metrics import CONCURRENCY, REQUEST_RATE, InvalidArgument, parse_trigger
 
 BODY = {"name": "hello", "namespace": "team-a", "image": "ghcr.io/acme/hello:1.2", "port": 8080,
@@ -12,7 +13,8 @@ BODY = {"name": "hello", "namespace": "team-a", "image": "ghcr.io/acme/hello:1.2
 
 
 def written(**changes: object) -> dict[str, str]:
-    scaled = appspec.build_scaled_object(appspec.parse_app({**BODY, **changes}), "scaler:9090")
+    app = httpapp.from_app_spec(appspec.parse_app({**BODY, **changes}))
+    scaled = httpapp.build_scaled_object(app, "scaler:9090")
     [written_trigger] = scaled["spec"]["triggers"]
     assert written_trigger["type"] == trigger.TRIGGER_TYPE
     metadata: dict[str, str] = written_trigger["metadata"]
@@ -49,3 +51,19 @@ def test_defaults_agree() -> None:
     assert from_nothing.targets == ((CONCURRENCY, trigger.DEFAULT_TARGET_CONCURRENCY),)
     assert from_nothing.rate_window_seconds == trigger.DEFAULT_RATE_WINDOW_SECONDS
     assert from_nothing.activity_window_seconds == trigger.DEFAULT_ACTIVITY_WINDOW_SECONDS
+
+
+def test_the_windows_an_httpapp_sets_reach_the_scaler() -> None:
+    app = httpapp.parse_httpapp({
+        "apiVersion": httpapp.API_VERSION, "kind": httpapp.KIND, "metadata": {"name": "hello", "namespace": "team-a"},
+        "spec": {"hosts": ["hello.example.com"], "service": {"name": "hello", "port": 80},
+                 "scaling": {"target": {"name": "hello"}, "rateWindowSeconds": 30, "activityWindowSeconds": 90}},
+    })
+    [written_trigger] = httpapp.build_scaled_object(app, "scaler:9090")["spec"]["triggers"]
+    assert set(written_trigger["metadata"]) <= set(trigger.KEYS)
+    parsed = parse_trigger("team-a", "hello", written_trigger["metadata"])
+    assert (parsed.rate_window_seconds, parsed.activity_window_seconds) == (30, 90)
+
+
+def test_every_key_kedahttp_writes_is_one_the_scaler_accepts() -> None:
+    assert set(trigger.KEYS) <= set(trigger.KNOWN_KEYS)

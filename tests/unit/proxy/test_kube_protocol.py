@@ -1,4 +1,5 @@
-"""A Service port's appProtocol decides whether the proxy speaks HTTP/2 (h2c) to the app."""
+"""What the proxy speaks to an HTTPApp's endpoints: the HTTPApp's spec.protocol, else its Service port's
+appProtocol (KEP-3726: kubernetes.io/h2c and grpc mean HTTP/2 cleartext)."""
 
 from __future__ import annotations
 
@@ -6,21 +7,42 @@ from typing import Any
 
 import pytest
 
-from kedahttp.proxy.kube_source import parse_service
+from kedahttp.kube.appspec import SpecError
+from kedahttp.kube.endpoints import EndpointIndex
+from kedahttp.kube.httpapp import parse_httpapp
+from kedahttp.proxy.kube_source import backend_of
 
 
 def service(port: dict[str, Any]) -> dict[str, Any]:
-    return {"metadata": {"name": "greeter", "namespace": "apps",
-                         "annotations": {"kedahttp.dev/hosts": "greeter.example.com"}},
-            "spec": {"ports": [port]}}
+    return {"metadata": {"name": "greeter", "namespace": "apps"}, "spec": {"ports": [port]}}
+
+
+def app(**spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "greeter", "namespace": "apps"},
+            "spec": {"hosts": ["greeter.example.com"], "service": {"name": "greeter", "port": 80}, **spec}}
 
 
 @pytest.mark.parametrize(("app_protocol", "protocol"), [
     ("kubernetes.io/h2c", "h2c"), ("grpc", "h2c"), (None, "http1"), ("http", "http1"),
     ("kubernetes.io/ws", "http1"),
 ])
-def test_app_protocol(app_protocol: str | None, protocol: str) -> None:
+def test_the_service_ports_app_protocol(app_protocol: str | None, protocol: str) -> None:
     port: dict[str, Any] = {"name": "http", "port": 80, "targetPort": 8080}
     if app_protocol is not None:
         port["appProtocol"] = app_protocol
-    assert parse_service(service(port)).backend.protocol == protocol
+    index = EndpointIndex()
+    index.services_listed([service(port)])
+    assert backend_of(parse_httpapp(app()), index.protocol("apps/greeter", 80)).protocol == protocol
+
+
+def test_the_httpapps_protocol_wins_over_the_service() -> None:
+    index = EndpointIndex()
+    index.services_listed([service({"name": "http", "port": 80, "appProtocol": "grpc"})])
+    assert backend_of(parse_httpapp(app(protocol="http1")), index.protocol("apps/greeter", 80)).protocol == "http1"
+    assert backend_of(parse_httpapp(app(protocol="h2c")), index.protocol("apps/missing", 80)).protocol == "h2c"
+
+
+def test_a_missing_service_means_http1_and_a_bad_protocol_is_named() -> None:
+    assert EndpointIndex().protocol("apps/greeter", 80) == "http1"
+    with pytest.raises(SpecError, match=r"spec\.protocol"):
+        parse_httpapp(app(protocol="h3"))

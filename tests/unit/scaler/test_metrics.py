@@ -131,3 +131,27 @@ def test_cache_returns_the_same_trigger_and_the_same_error() -> None:
     for i in range(5):
         cache.get("ns", f"b{i}", {})
     assert len(cache) <= 3
+
+
+@pytest.mark.parametrize(
+    ("key", "closest"),
+    [("targetConcurency", "targetConcurrency"), ("TargetConcurrency", "targetConcurrency"),
+     ("backends", "backend"), ("activityWindow", "activityWindowSeconds"), ("scalerAdress", "scalerAddress"),
+     ("colour", None)],
+)
+def test_an_unknown_key_is_refused_naming_it_and_the_closest_known_one(key: str, closest: str | None) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        parse_trigger("default", "app", {"targetConcurrency": "5", key: "1"})
+    assert caught.value.key == key
+    message = str(caught.value)
+    assert message.startswith(f"{key}: unknown trigger metadata key")
+    if closest:
+        assert f"did you mean {closest!r}?" in message
+    else:
+        assert "did you mean" not in message
+
+
+def test_kedas_own_keys_are_accepted() -> None:
+    metadata = {"scalerAddress": "s:9090", "caCert": "/c", "tlsClientCert": "/t", "tlsClientKey": "/k",
+                "unsafeSsl": "false", "tlsCertFile": "/old", "targetConcurrency": "5"}
+    assert parse_trigger("default", "app", metadata).targets == (("concurrency", 5.0),)

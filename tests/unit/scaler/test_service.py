@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -24,29 +23,11 @@ APP = "default/app"
 
 
 @pytest.fixture
-def bus() -> str:
-    return f"memory://scaler-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
 async def proxy(bus: str) -> AsyncIterator[FakeProxy]:
     fake = FakeProxy.on(bus)
     await fake.start()
     yield fake
     await fake.close()
-
-
-@pytest.fixture
-async def scaler(bus: str) -> AsyncIterator[Scaler]:
-    async with running_scaler(bus) as running:
-        yield running
-
-
-@pytest.fixture
-async def keda(scaler: Scaler) -> AsyncIterator[KedaClient]:
-    client = KedaClient(scaler.target)
-    yield client
-    await client.close()
 
 
 async def status_of(call: object) -> grpc.StatusCode:
