@@ -116,6 +116,33 @@ def _optional_text(text: str) -> str | None:
     return text or None
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number") from None
+    if not 0 <= value <= 1:
+        raise ValueError("must be a number from 0 to 1")
+    return value
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """``"10.0.0.0/8, 192.168.1.7, fd00::/8"`` -> networks; a bare address is a /32 (or /128). Host bits set
+    (``10.0.0.1/8``) are an error: more likely a typo than a wish to trust the whole network."""
+    networks: list[Network] = []
+    for raw in text.replace(" ", ",").split(","):
+        entry = raw.strip()
+        if entry:
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=True))
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network ({exc})") from None
+    return tuple(networks)
+
+
 def _routes(text: str) -> str:
     value = text.strip()
     if not value:
@@ -155,6 +182,22 @@ SPECS: tuple[Spec, ...] = (
     Spec("drain_timeout_seconds", _positive_float, "25", "after the delay: seconds to let in-flight work finish"),
     Spec("concurrency_window_seconds", _positive_float, "3",
          "scaler: window of the time-weighted concurrency average"),
+    # issue 15: the data path's timeouts, forwarded headers, waiting page and access log
+    Spec("trusted_proxies", parse_networks, "",
+         "CIDRs whose X-Forwarded-*/Forwarded headers are kept and appended to; empty trusts nobody"),
+    Spec("upstream_connect_timeout_seconds", _positive_float, "5", "opening a connection to an app"),
+    Spec("upstream_response_header_timeout_seconds", _positive_float, "60",
+         "request sent -> response status line; past it the client gets 504"),
+    Spec("upstream_idle_timeout_seconds", _positive_float, "60",
+         "longest pause between two reads of a response body; past it the response is cut"),
+    Spec("upstream_total_timeout_seconds", _non_negative_float, "0",
+         "cap on a whole non-streaming response (Content-Length framed); 0: no cap"),
+    Spec("tunnel_idle_timeout_seconds", _positive_float, "600",
+         "a WebSocket/Upgrade tunnel with no byte either way this long is closed"),
+    Spec("cold_start_placeholder", _choice("hold", "page"), "hold",
+         "apps without coldStart.placeholder: hold requests, or answer browsers with a waiting page"),
+    Spec("access_log_sample_rate", _fraction, "0",
+         "fraction of requests written to the JSON access log on stdout; 0: off"),
 )
 SPEC_BY_NAME: Mapping[str, Spec] = {spec.name: spec for spec in SPECS}
 
@@ -198,6 +241,15 @@ class Settings:
     shutdown_delay_seconds: float
     drain_timeout_seconds: float
     concurrency_window_seconds: float
+    # issue 15
+    trusted_proxies: tuple[Network, ...]
+    upstream_connect_timeout_seconds: float
+    upstream_response_header_timeout_seconds: float
+    upstream_idle_timeout_seconds: float
+    upstream_total_timeout_seconds: float
+    tunnel_idle_timeout_seconds: float
+    cold_start_placeholder: str
+    access_log_sample_rate: float
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
