@@ -22,9 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from kedahttp.process.settings import SPEC_BY_NAME
 from kedahttp.proxy.waiting_page import DEFAULT, PageTemplate, TemplateError
+
+if TYPE_CHECKING:
+    from kedahttp.process.settings import Settings
 
 PLACEHOLDERS: Final = ("hold", "page")
 
@@ -89,7 +93,12 @@ class AppLimits:
         if app.placeholder == "hold":
             page = None
         elif app.placeholder == "page" or (app.placeholder is None and page is not None):
-            page = PageTemplate(app.page_template) if app.page_template is not None else (page or DEFAULT)
+            page = page or DEFAULT
+            if app.page_template is not None:
+                try:
+                    page = PageTemplate(app.page_template)
+                except TemplateError:  # sources check templates as they load them; this one was not
+                    page = DEFAULT
         return AppLimits(
             connect_timeout_seconds=_pick(app.connect_timeout_seconds, self.connect_timeout_seconds),
             response_header_timeout_seconds=_pick(app.response_header_timeout_seconds,
@@ -99,6 +108,25 @@ class AppLimits:
             tunnel_idle_timeout_seconds=_pick(app.tunnel_idle_timeout_seconds, self.tunnel_idle_timeout_seconds),
             page=page,
         )
+
+
+_SETTING_NAMES: Final = ("upstream_connect_timeout_seconds", "upstream_response_header_timeout_seconds",
+                          "upstream_idle_timeout_seconds", "upstream_total_timeout_seconds",
+                          "tunnel_idle_timeout_seconds")
+
+
+def limits_from_settings(settings: Settings) -> AppLimits:
+    """The proxy-wide limits: the UPSTREAM_* and TUNNEL_* settings and COLD_START_PLACEHOLDER."""
+    connect, header, idle, total, tunnel = (float(getattr(settings, name)) for name in _SETTING_NAMES)
+    return AppLimits(connect, header, idle, total, tunnel,
+                     page=DEFAULT if settings.cold_start_placeholder == "page" else None)
+
+
+def default_limits() -> AppLimits:
+    """The limits of a proxy started without any of those settings (the defaults of the settings table)."""
+    connect, header, idle, total, tunnel = (float(SPEC_BY_NAME[name].parse(SPEC_BY_NAME[name].default or ""))
+                                            for name in _SETTING_NAMES)
+    return AppLimits(connect, header, idle, total, tunnel)
 
 
 def _pick(override: float | None, default: float) -> float:

@@ -26,7 +26,7 @@ from bisect import bisect_left
 from typing import TYPE_CHECKING
 
 from kedahttp.proxy import http1
-from kedahttp.proxy.counters import DURATION_BUCKETS
+from kedahttp.proxy.counters import DURATION_BUCKETS, STATUS_CLIENT_CLOSED
 from kedahttp.proxy.heads import rewrite_response
 from kedahttp.proxy.http1 import CHUNKED, LAST_CHUNK, NO_BODY
 
@@ -45,11 +45,12 @@ REPLAY_LIMIT = 64 * 1024  # request body kept for a retry on a stale keep-alive 
 BUFFER_LIMIT = 64 * 1024  # request body buffered before the client is paused
 MAX_ATTEMPTS = 3
 RETRY_AFTER_SECONDS = 5
-STATUS_CLIENT_GONE = 499
+STATUS_CLIENT_GONE = STATUS_CLIENT_CLOSED
 
 _clock = time.monotonic
 
 NOT_FOUND_BODY = b"kedahttp: no backend for this host and path\n"
+UPSTREAM_TIMEOUT_BODY = b"kedahttp: the backend did not answer in time\n"  # 504 not from holding
 BODIES = {
     400: b"kedahttp: bad request\n",
     405: b"kedahttp: method not allowed\n",
@@ -86,6 +87,8 @@ class Exchange:
     up_until_close = False
     early: list[bytes] | None = None  # client bytes after an Upgrade request, held until the 101
     early_bytes = 0
+    sent_at = 0.0  # when the request was sent in full (monotonic), for the upstream timeouts; 0 before
+    wants_page = False  # a browser's GET/HEAD to an app with the waiting page (set only when it is cold)
 
     def __init__(self, conn: ClientConnection, method: bytes, head: bytes, body: int, expect_continue: bool,
                  upgrade: bool, route: Route | None, keep_alive: bool, http10: bool) -> None:
@@ -138,6 +141,8 @@ class Exchange:
         if self.req_done:
             return
         self.req_done = True
+        if self.state == SENT:
+            self.sent_at = _clock()
         if self.state != DONE and self.body == CHUNKED:
             self.request_body_raw(LAST_CHUNK)
 
@@ -171,6 +176,8 @@ class Exchange:
     def attach(self, up: UpstreamConnection) -> None:
         self.up = up
         self.state = SENT
+        if self.req_done:
+            self.sent_at = _clock()
         up.ex = self  # UpstreamConnection.bind, inlined: once per request
         up.got_bytes = False
         up.in_head = True
@@ -186,8 +193,7 @@ class Exchange:
     def connect_failed(self, endpoint: str, exc: BaseException) -> None:
         if self.state != CONNECTING:
             return
-        if self.counters is not None:
-            self.counters.upstream_errors += 1
+        self.upstream_error(f"connect failed: {str(exc) or type(exc).__name__}", 502)
         route = self.route
         dispatcher = self.conn.server.dispatcher
         if route is not None and dispatcher.on_unreachable is not None:
@@ -206,8 +212,8 @@ class Exchange:
             self.response_complete(up, False)
             self.conn.flush()
             return
-        if self.counters is not None:
-            self.counters.upstream_errors += 1
+        self.upstream_error("connection closed mid-response" if self.resp_started
+                            else "connection closed before a response", 502)
         if self.resp_started:
             self.abort(502)  # a cut response: counted as the 502 it would have been a moment earlier
             self.conn.flush()
@@ -224,8 +230,7 @@ class Exchange:
         """The upstream sent something that is not HTTP."""
         if self.up is not up:
             return
-        if self.counters is not None:
-            self.counters.upstream_errors += 1
+        self.upstream_error(reason, 502)
         self.up = None
         up.ex = None
         if self.resp_started:
@@ -301,7 +306,11 @@ class Exchange:
             d = t - self.t_start
             counters.duration_buckets[bisect_left(DURATION_BUCKETS, d)] += 1
             counters.duration_sum += d
-            counters.by_class[self.status // 100 if self.status < 600 else 0] += 1
+            status = self.status
+            counters.by_class[status // 100 if 100 <= status < 600 else 5] += 1
+            log = self.conn.server.dispatcher.access_log
+            if log is not None:
+                log.record(counters.key, self.conn.client_ip, self.head, status, d, self.held)
         self.conn.exchange_done(self, self.resp_close or not self.req_done)
 
     def response_upgraded(self, up: UpstreamConnection, rest: bytes) -> None:
@@ -338,7 +347,8 @@ class Exchange:
 
     # -- endings -----------------------------------------------------------------------------------
 
-    def fail(self, status: int, close: bool = False, retry_after: int | None = None) -> None:
+    def fail(self, status: int, close: bool = False, retry_after: int | None = None,
+             body: bytes | None = None) -> None:
         """Ends the exchange with the proxy's own reply (or a cut connection if a response began)."""
         if self.state == DONE:
             return
@@ -347,16 +357,63 @@ class Exchange:
             return
         if status in (503, 504) and retry_after is None:
             retry_after = RETRY_AFTER_SECONDS
+        close = close or self.must_close()
+        if body is None:
+            body = NOT_FOUND_BODY if status == 404 else BODIES.get(status, b"kedahttp: error\n")
+        self.reply(status, http1.error_response(status, body, close=close, retry_after=retry_after,
+                                                head_only=self.is_head), close)
+
+    def must_close(self) -> bool:
+        """Whether the connection must close after an answer of the proxy's own to this request."""
         conn = self.conn
-        close = (close or not self.req_done or not self.keep_alive or self.upgrade
-                 or (conn.closing and len(conn.queue) <= 1) or conn.server.draining)
+        return (not self.req_done or not self.keep_alive or self.upgrade
+                or (conn.closing and len(conn.queue) <= 1) or conn.server.draining)
+
+    def reply(self, status: int, response: bytes, close: bool) -> None:
+        """Ends the exchange with a whole response of the proxy's own (an error, the waiting page), made
+        with ``close`` from ``must_close()`` or stronger."""
+        if self.state == DONE or self.resp_started:
+            return
+        conn = self.conn
         if not self.req_done:  # the client may still be sending the body: let it read the answer first
             conn.linger = True
-        body = NOT_FOUND_BODY if status == 404 else BODIES.get(status, b"kedahttp: error\n")
-        self.conn.write(http1.error_response(status, body, close=close, retry_after=retry_after,
-                                             head_only=self.is_head))
+        conn.write(response)
         self._end(status)
-        self.conn.exchange_done(self, close)
+        conn.exchange_done(self, close)
+
+    # -- upstream timeouts (found by the server's sweep: deadlines.py) -----------------------------------
+
+    def upstream_error(self, reason: str, status: int) -> None:
+        """Counts an upstream failure and logs it (rate-limited per app)."""
+        counters = self.counters
+        if counters is not None:
+            counters.upstream_errors += 1
+            events = self.conn.server.dispatcher.events
+            if events is not None:
+                events.upstream_error(counters.key, self.endpoint, reason, status)
+
+    def timed_out(self, reason: str) -> None:
+        """The upstream ran past a timeout: 504 if no response began, else the response is cut (counted as
+        a 504, the answer it would have had)."""
+        if self.state != SENT:
+            return
+        if self.counters is not None:
+            self.counters.upstream_timeouts += 1
+        self.upstream_error(reason, 504)
+        if self.resp_started:
+            self.abort(504)
+        else:
+            self.fail(504, body=UPSTREAM_TIMEOUT_BODY)
+        self.conn.flush()
+
+    def tunnel_idle(self) -> None:
+        """A tunnel carried nothing either way past its idle timeout: both sides are closed."""
+        if self.state != TUNNEL:
+            return
+        if self.counters is not None:
+            self.counters.tunnel_idle_closes += 1
+        self._end(101)
+        self.conn.transport.close()
 
     def abort(self, status: int) -> None:
         """Ends the exchange by closing the client connection (a response was already under way)."""
@@ -386,5 +443,9 @@ class Exchange:
                 up.abort()
         counters = self.counters
         if counters is not None:
-            counters.finish(_clock(), self.t_start, status, held=state == HELD)
+            t = _clock()
+            counters.finish(t, self.t_start, status, held=state == HELD)
+            log = self.conn.server.dispatcher.access_log
+            if log is not None:
+                log.record(counters.key, self.conn.client_ip, self.head, status, t - self.t_start, self.held)
         return True

@@ -22,10 +22,14 @@ from kedahttp.process.lifecycle import BaseComponent, Component
 from kedahttp.process.settings import SettingError, Settings
 from kedahttp.process.tasks import TaskOwner
 from kedahttp.proxy import compiled
+from kedahttp.proxy.access_log import AccessLog
 from kedahttp.proxy.admin import AdminContext, AdminServer
+from kedahttp.proxy.app_settings import limits_from_settings
 from kedahttp.proxy.counters import CounterRegistry
 from kedahttp.proxy.dispatch import Dispatcher
+from kedahttp.proxy.events import EventLog
 from kedahttp.proxy.file_source import FileSource, RoutesFileError, load_routes_file
+from kedahttp.proxy.forwarded import TrustedProxies
 from kedahttp.proxy.reporter import Publisher, Reporter, instance_id
 from kedahttp.proxy.routing import RouteTable
 from kedahttp.proxy.server import ProxyServer
@@ -123,20 +127,28 @@ class Proxy:
         self.publisher = publisher
         self.source = source
         self.pool = UpstreamPool(TaskOwner("upstream"))
+        self.events = EventLog()
+        self.access_log = AccessLog(settings.access_log_sample_rate) if settings.access_log_sample_rate else None
         self.dispatcher = Dispatcher(
             self.pool, self.counters,
             cold_start_timeout_seconds=settings.cold_start_timeout_seconds,
             max_held_requests=settings.max_held_requests,
             on_wake=self._on_wake,
             on_unreachable=getattr(source, "nudge", None),
+            events=self.events,
+            access_log=self.access_log,
         )
-        self.routes = RouteTable(self.dispatcher)
-        self.server = ProxyServer(self.routes, self.dispatcher, self.pool)
+        self.routes = RouteTable(self.dispatcher, limits_from_settings(settings))
+        self.server = ProxyServer(self.routes, self.dispatcher, self.pool,
+                                  trusted_proxies=TrustedProxies(settings.trusted_proxies),
+                                  unrouted=self.counters.unrouted)
         if isinstance(source, FileSource) and source.interest is None:
             source.interest = self._holding
         self.admin: AdminServer | None = None
         self.metrics: MetricsServer | None = None
         components: list[Component] = []
+        if self.access_log is not None:
+            components.append(self.access_log)
         if serve_metrics:
             self.metrics = MetricsServer(settings.metrics_addr, self.snapshot)
             components.append(self.metrics)
@@ -160,6 +172,7 @@ class Proxy:
     def snapshot(self) -> Snapshot:
         return {
             "backends": self.counters.snapshot(),
+            "unrouted": self.counters.unrouted.snapshot(),
             "publisher": publisher_stats(getattr(self.publisher, "stats", None)),
             "routes": len(self.routes),
             "connections": len(self.server.connections),

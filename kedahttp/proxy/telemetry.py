@@ -20,7 +20,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from kedahttp.process.lifecycle import BaseComponent
 from kedahttp.process.settings import Address
 from kedahttp.proxy import compiled
-from kedahttp.proxy.counters import COLD_WAIT_BUCKETS, DURATION_BUCKETS, STATUS_CLASSES, sum_snapshots
+from kedahttp.proxy.counters import (
+    COLD_WAIT_BUCKETS,
+    DURATION_BUCKETS,
+    STATUS_CLASSES,
+    sum_snapshots,
+    sum_unrouted,
+)
 
 Snapshot = dict[str, Any]  # {"backends": {...}, "publisher": {...}, "routes": n, "connections": n}
 
@@ -39,6 +45,7 @@ def sum_process_snapshots(snapshots: Iterable[Snapshot]) -> Snapshot:
             publisher[name] = publisher.get(name, 0) + value
     return {
         "backends": sum_snapshots(s.get("backends", {}) for s in snaps),
+        "unrouted": sum_unrouted(s.get("unrouted", {}) for s in snaps),
         "publisher": publisher,
         "routes": max((s.get("routes", 0) for s in snaps), default=0),
         "connections": sum(s.get("connections", 0) for s in snaps),
@@ -81,6 +88,12 @@ class ProxyCollector:
                                        labels=["backend"])
         rejected = CounterMetricFamily("kedahttp_proxy_held_rejected", "Requests answered 503 at the held limit",
                                        labels=["backend"])
+        upstream_timeouts = CounterMetricFamily(
+            "kedahttp_proxy_upstream_timeouts", "504s and cut responses from the upstream timeouts", labels=["backend"])
+        tunnel_idle = CounterMetricFamily("kedahttp_proxy_tunnel_idle_closes",
+                                          "WebSocket/Upgrade tunnels closed for idleness", labels=["backend"])
+        pages = CounterMetricFamily("kedahttp_proxy_waiting_pages", "Browsers answered with the waiting page",
+                                    labels=["backend"])
         durations: dict[str, tuple[list[int], float]] = {}
         waits: dict[str, tuple[list[int], float]] = {}
         for key, b in sorted(backends.items()):
@@ -93,6 +106,9 @@ class ProxyCollector:
             errors.add_metric([key], b["upstream_errors"])
             timeouts.add_metric([key], b["held_timeouts"])
             rejected.add_metric([key], b["held_rejected"])
+            upstream_timeouts.add_metric([key], b.get("upstream_timeouts", 0))
+            tunnel_idle.add_metric([key], b.get("tunnel_idle_closes", 0))
+            pages.add_metric([key], b.get("waiting_pages", 0))
             durations[key] = (b["duration_buckets"], b["duration_sum"])
             waits[key] = (b["cold_wait_buckets"], b["cold_wait_sum"])
         yield requests
@@ -106,6 +122,17 @@ class ProxyCollector:
         yield errors
         yield timeouts
         yield rejected
+        yield upstream_timeouts
+        yield tunnel_idle
+        yield pages
+        unrouted = snap.get("unrouted", {})
+        yield CounterMetricFamily("kedahttp_proxy_unrouted_requests", "Requests no route matched (404)",
+                                  value=unrouted.get("unrouted", 0))
+        refused = CounterMetricFamily("kedahttp_proxy_refused_requests", "Malformed requests refused before "
+                                      "routing, by the status answered (400, 405, 431, 501, 505)", labels=["code"])
+        for code, count in sorted(unrouted.get("refused", {}).items()):
+            refused.add_metric([code], count)
+        yield refused
         pub = snap.get("publisher", {})
         yield CounterMetricFamily("kedahttp_proxy_reports_published", "Activity messages published",
                                   value=pub.get("published", 0))
