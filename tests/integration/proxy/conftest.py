@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,60 +10,12 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType, web
 
-from kedahttp.activity.bus import open_transport
-from kedahttp.process import settings as settings_mod
 from kedahttp.process.settings import Settings
-from kedahttp.proxy.main import Proxy, build
 from kedahttp.proxy.sources import Backend
+from tests.harness.proxies import RunningProxy, curl, make_settings, start_proxy
 from tests.harness.static_source import StaticSource
 
-_bus_names = itertools.count()
-
-
-def make_settings(**overrides: Any) -> Settings:
-    base = settings_mod.load({}, environ={
-        "KEDAHTTP_BUS": f"memory://proxy-test-{next(_bus_names)}",
-        "KEDAHTTP_PROXY_ADDR": "127.0.0.1:0",
-        "KEDAHTTP_ADMIN_ADDR": "127.0.0.1:0",
-        "KEDAHTTP_METRICS_ADDR": "127.0.0.1:0",
-        "KEDAHTTP_ROUTES": "/nonexistent",
-        "KEDAHTTP_COLD_START_TIMEOUT_SECONDS": "5",
-        "KEDAHTTP_REPORT_INTERVAL_SECONDS": "0.1",
-        "KEDAHTTP_SHUTDOWN_DELAY_SECONDS": "0",
-    })
-    return base.replace(**overrides)
-
-
-class RunningProxy:
-    def __init__(self, proxy: Proxy) -> None:
-        self.proxy = proxy
-
-    @property
-    def port(self) -> int:
-        return self.proxy.server.port
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def counters(self, key: str = "default/app") -> Any:
-        return self.proxy.counters.backends[key]
-
-    async def start(self) -> RunningProxy:
-        for component in self.proxy.components:
-            await component.start()
-        return self
-
-    async def stop(self) -> None:
-        for component in reversed(self.proxy.components):
-            await component.close()
-
-
-async def start_proxy(source: Any, settings: Settings | None = None, transport: Any = None) -> RunningProxy:
-    settings = settings or make_settings()
-    proxy = build(settings, source, transport or open_transport(settings.bus))
-    return await RunningProxy(proxy).start()
-
+__all__ = ["RunningProxy", "StaticSource", "curl", "make_settings", "start_proxy"]  # older tests import them here
 
 @pytest.fixture
 async def proxy_factory() -> AsyncIterator[Any]:
@@ -233,16 +184,6 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
             body += await reader.readexactly(size)
             await reader.readexactly(2)
     return status, headers, body
-
-
-async def curl(*args: str, timeout: float = 20.0) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        "curl", "-sS", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(timeout):
-        out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode("latin-1"), err.decode("latin-1")
 
 
 def headers_seen(body: str) -> dict[str, list[str]]:
