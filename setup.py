@@ -19,6 +19,7 @@ COMPILED = [
     "kedahttp/proxy/forward.py",
     "kedahttp/proxy/holding.py",
     "kedahttp/proxy/http1.py",
+    "kedahttp/proxy/pausing.py",
     "kedahttp/proxy/routing.py",
     "kedahttp/proxy/server.py",
     "kedahttp/proxy/upstream.py",

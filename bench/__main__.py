@@ -33,7 +33,12 @@ def machine() -> dict[str, Any]:
     return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
 
 
+LOG_MARK = "# Changes measured"  # RESULTS.md from this heading on is written by hand and kept
+
+
 def write_summary() -> None:
+    old = (HERE / "RESULTS.md").read_text() if (HERE / "RESULTS.md").exists() else ""
+    log = old[old.index(LOG_MARK):] if LOG_MARK in old else ""
     lines = [
         "# Benchmark results",
         "",
@@ -49,7 +54,7 @@ def write_summary() -> None:
         for key, value in _flatten(data["figures"]):
             lines.append(f"| {key} | {value} |")
         lines.append("")
-    (HERE / "RESULTS.md").write_text("\n".join(lines))
+    (HERE / "RESULTS.md").write_text("\n".join(lines) + ("\n" + log if log else ""))
 
 
 def _flatten(figures: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

@@ -67,8 +67,8 @@ http {{
     return subprocess.Popen([NGINX, "-p", str(root), "-c", str(conf)], stderr=subprocess.DEVNULL)
 
 
-def _kedahttp(tmp: Path, name: str, routes: Path, port: int, workers: int = 1, **extra: str
-              ) -> subprocess.Popen[bytes]:
+def _kedahttp(tmp: Path, name: str, routes: Path, port: int, workers: int = 1, python: str = sys.executable,
+              **extra: str) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.update({
         "KEDAHTTP_BUS": "memory://bench", "KEDAHTTP_ROUTES": str(routes),
@@ -78,7 +78,8 @@ def _kedahttp(tmp: Path, name: str, routes: Path, port: int, workers: int = 1, *
     })
     env.update(extra)
     log = open(tmp / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
-    return subprocess.Popen([sys.executable, "-m", "kedahttp", "proxy"], env=env, stdout=log, stderr=log)
+    # from "/" so that ``python -m`` imports the kedahttp installed for ``python``, not a checkout in the cwd
+    return subprocess.Popen([python, "-m", "kedahttp", "proxy"], env=env, stdout=log, stderr=log, cwd="/")
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -208,13 +209,16 @@ def memory_with_held(tmp: Path, routes: Path, count: int) -> dict[str, float]:
 
 
 def run(quick: bool) -> dict[str, Any]:
+    """BENCH_BASELINE_PYTHON=<a venv's python> adds that venv's kedahttp (say, main's build) to the pinned
+    rounds, so a change's before and after are ratios to the same nginx measured in the same run."""
+    baseline_python = os.environ.get("BENCH_BASELINE_PYTHON")
     seconds = 2 if quick else 4  # the whole run stays under a minute
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     tmp = Path(tempfile.mkdtemp(prefix="kedahttp-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        up, ref, k1, k2 = (_free_port() for _ in range(4))
+        up, ref, k1, k2, kb = (_free_port() for _ in range(5))
         procs.append(_nginx(tmp, "upstream", f"""
   server {{ listen 127.0.0.1:{up} backlog=4096; location / {{ return 200 "hello from the upstream\\n"; }} }}"""))
         procs.append(_nginx(tmp, "proxy", f"""
@@ -235,7 +239,12 @@ backends:
 """)
         procs.append(_kedahttp(tmp, "kedahttp1", routes, k1, workers=1))
         procs.append(_kedahttp(tmp, "kedahttp2", routes, k2, workers=2))
-        for port in (up, ref, k1, k2):
+        ports = [up, ref, k1, k2]
+        if baseline_python:
+            baseline = _kedahttp(tmp, "baseline", routes, kb, python=baseline_python)
+            procs.append(baseline)
+            ports.append(kb)
+        for port in ports:
             _wait_port(port)
         time.sleep(1.5)  # both WORKERS=2 processes listening
         # One core for the proxy under test, the other for wrk and the upstream: "per worker" figures
@@ -246,19 +255,22 @@ backends:
         load_cpu = "1" if pin else None
         nginx_pids = _children(procs[1].pid)
         k1_pids = [procs[2].pid]
+        kb_pids = [baseline.pid] if baseline_python else []
         if taskset is not None and pin:
             for pid in [*_children(procs[0].pid), procs[0].pid]:
                 subprocess.run([taskset, "-pc", "1", str(pid)], capture_output=True, check=False)
-            for pid in [*nginx_pids, procs[1].pid, *k1_pids]:
+            for pid in [*nginx_pids, procs[1].pid, *k1_pids, *kb_pids]:
                 subprocess.run([taskset, "-pc", "0", str(pid)], capture_output=True, check=False)
-        for port in (up, ref, k1, k2):
+        for port in ports:
             wrk(port, 1, cpu=load_cpu)  # warm up: pools, caches
         rounds = 2 if quick else 3
-        runs: dict[str, list[dict[str, float]]] = {"direct": [], "nginx": [], "k1": []}
+        runs: dict[str, list[dict[str, float]]] = {"direct": [], "nginx": [], "k1": [], "kb": []}
         for _ in range(rounds):
             runs["direct"].append(measured(up, [], seconds, load_cpu))
             runs["nginx"].append(measured(ref, nginx_pids, seconds, load_cpu))
             runs["k1"].append(measured(k1, k1_pids, seconds, load_cpu))
+            if baseline_python:
+                runs["kb"].append(measured(kb, kb_pids, seconds, load_cpu))
         direct, nginx, k1_res = (_summary(runs[k]) for k in ("direct", "nginx", "k1"))
         k2_res = wrk(k2, seconds)
         k1_free = wrk(k1, seconds)  # WORKERS=1 unpinned, for the scaling ratio
@@ -287,6 +299,12 @@ backends:
             "cpus": os.cpu_count(),
             "note": "on 2 CPUs wrk and the upstream share the second core, so WORKERS=2 has no spare core",
         }
+        if baseline_python:
+            kb_res = _summary(runs["kb"])
+            figures["baseline_1_worker"] = kb_res
+            figures["baseline_ratio_vs_nginx_1_worker"] = round(kb_res["rps"] / nginx["rps"], 3)
+            figures["baseline_ratio_vs_nginx_cpu_per_request"] = round(
+                nginx["cpu_us_per_request"] / kb_res["cpu_us_per_request"], 3)
         for proc in procs[2:]:
             proc.terminate()
         figures["memory_10000_routes"] = memory_with_routes(10_000)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from kedahttp.activity.bus import RETENTION_SECONDS, BusUnavailable, CaughtUp, Transport
 from kedahttp.activity.codec import DecodeError, decode
 from kedahttp.activity.model import ReportLike, WakeLike
+from kedahttp.process.backoff import Backoff
 
 log = logging.getLogger("kedahttp.activity.feed")
 
@@ -71,7 +71,7 @@ class ActivityFeed:
     async def run(self) -> None:
         """Reads the bus until cancelled; closes the transport when it ends."""
         since = time.time() - self.replay_seconds
-        delay = self.backoff_initial_seconds
+        backoff = Backoff(self.backoff_initial_seconds, self.backoff_max_seconds, jitter=(0.5, 1.0))
         try:
             while True:
                 try:
@@ -82,7 +82,7 @@ class ActivityFeed:
                         async for item in items:
                             if isinstance(item, CaughtUp):
                                 self._set(connected=True, caught_up=True)
-                                delay = self.backoff_initial_seconds
+                                backoff.reset()
                             else:
                                 self._deliver(item)
                     finally:
@@ -97,8 +97,7 @@ class ActivityFeed:
                     self._set(connected=False, caught_up=False)
                 if self._resume_from:
                     since = self._resume_from - RESUBSCRIBE_MARGIN_SECONDS
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self.backoff_max_seconds)
+                await asyncio.sleep(backoff.next_delay())
         finally:
             self._set(connected=False, caught_up=False)
             with contextlib.suppress(Exception):

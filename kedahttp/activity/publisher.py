@@ -21,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections import deque
 from dataclasses import dataclass, field
 
 from kedahttp.activity.bus import BusUnavailable, Transport
 from kedahttp.activity.codec import encode_report, encode_wake
 from kedahttp.activity.model import Report, WakeEvent
+from kedahttp.process.backoff import Backoff
 from kedahttp.process.tasks import TaskOwner
 
 log = logging.getLogger("kedahttp.activity.publisher")
@@ -117,7 +117,7 @@ class ActivityPublisher:
     # The sender.
 
     async def _run(self) -> None:
-        delay = self.backoff_initial_seconds
+        backoff = Backoff(self.backoff_initial_seconds, self.backoff_max_seconds, jitter=(0.5, 1.0))
         while True:
             pending = bool(self._wakes or self._reports)
             if not pending and (self.stats.connected or self._closing):
@@ -140,8 +140,7 @@ class ActivityPublisher:
                         extra={"error": str(exc), "pending": self.stats.pending},
                     )
                 self.stats.connected = False
-                await self._backoff(delay)
-                delay = min(delay * 2, self.backoff_max_seconds)
+                await self._backoff(backoff)
                 continue
             if not self.stats.connected:
                 self.stats.connected = True
@@ -150,7 +149,7 @@ class ActivityPublisher:
                         "bus available again",
                         extra={"pending": self.stats.pending, "dropped": self.stats.dropped},
                     )
-            delay = self.backoff_initial_seconds
+            backoff.reset()
 
     async def _send_one_batch(self) -> None:
         """Sends all pending wakes, else up to one batch of reports; requeues them on failure."""
@@ -186,9 +185,10 @@ class ActivityPublisher:
             self._reports_in_flight = 0
         self.stats.published += count
 
-    async def _backoff(self, delay: float) -> None:
-        """Sleeps about ``delay`` (with jitter), less if a wake is queued meanwhile: wakes must not wait."""
+    async def _backoff(self, backoff: Backoff) -> None:
+        """Sleeps the backoff's next delay, less if a wake is queued meanwhile: wakes must not wait."""
+        delay = backoff.next_delay(jitter=False)
         if self._closing:
             delay = min(delay, 0.05)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake_queued.wait(), delay * random.uniform(0.5, 1.0))
+            await asyncio.wait_for(self._wake_queued.wait(), backoff.jittered(delay))

@@ -32,7 +32,7 @@ import grpc
 
 from kedahttp.dev.config import AppConfig, EmulatorConfig
 from kedahttp.dev.hpa import Hpa, HpaSpec, MetricReading
-from kedahttp.dev.keda import Backoff, ScaledObjectSpec, ScaleExecutor
+from kedahttp.dev.keda import ScaledObjectSpec, ScaleExecutor, stream_backoff
 from kedahttp.dev.runtime import AppStatus
 from kedahttp.process.lifecycle import BaseComponent
 from kedahttp.process.tasks import TaskOwner
@@ -199,7 +199,7 @@ class ScaledObjectEmulator:
                 log.exception("HPA sync failed", extra={"app": self.key})
 
     async def stream_loop(self) -> None:
-        backoff = Backoff(self.config.stream_backoff_initial_seconds, self.config.stream_backoff_max_seconds)
+        backoff = stream_backoff(self.config.stream_backoff_initial_seconds, self.config.stream_backoff_max_seconds)
         while True:
             call = self.stub.StreamIsActive(self.ref)
             try:

@@ -13,8 +13,8 @@ A scaler error counts as inactive (KEDA's behaviour without a ``fallback``), so 
 broken for longer than the cooldown lets KEDA scale to zero, as it would in a cluster. KEDA ignores a
 pushed ``false``: only polls bring a backend down.
 
-The push stream's reconnect backoff lives here too: 2 s doubling to 60 s, reset only when the server
-ends the stream with OK (a clean shutdown, not a failure).
+The push stream's reconnect backoff is KEDA's: 2 s doubling to 60 s without jitter, reset only when the
+server ends the stream with OK (a clean shutdown, not a failure); ``stream_backoff`` builds it.
 
 Pure: no clock, no I/O; callers pass ``now``.
 """
@@ -22,6 +22,8 @@ Pure: no clock, no I/O; callers pass ``now``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from kedahttp.process.backoff import Backoff
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,23 +78,6 @@ class ScaleExecutor:
         return max(self.last_active_at + self.spec.cooldown_period_seconds - now, 0.0)
 
 
-@dataclass(slots=True)
-class Backoff:
-    """KEDA's reconnect delay for a broken ``StreamIsActive``: doubling from ``initial`` up to ``maximum``."""
-
-    initial_seconds: float = 2.0
-    maximum_seconds: float = 60.0
-    _next: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.initial_seconds <= self.maximum_seconds:
-            raise ValueError("need 0 < initial <= maximum")
-        self._next = self.initial_seconds
-
-    def next_delay(self) -> float:
-        delay = self._next
-        self._next = min(self._next * 2, self.maximum_seconds)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.initial_seconds
+def stream_backoff(initial_seconds: float = 2.0, maximum_seconds: float = 60.0) -> Backoff:
+    """KEDA's reconnect delay for a broken ``StreamIsActive``: doubling from 2 s to a minute, no jitter."""
+    return Backoff(initial_seconds, maximum_seconds)

@@ -90,7 +90,7 @@ def banner(settings: Settings, config: DevConfig) -> list[str]:
 
 def build(settings: Settings, config: DevConfig, tty: bool) -> list[Component]:
     """Every component of `kedahttp dev`, in start order."""
-    from kedahttp.proxy.main import build_proxy
+    from kedahttp.proxy.assembly import build_proxy
     from kedahttp.scaler.main import build_scaler
 
     runtime = LocalRuntime(config.apps)

@@ -15,6 +15,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kedahttp.kube.trigger import (
+    BACKEND_KEY,
+    DEFAULT_TARGET_CONCURRENCY,
+    LEGACY_TRIGGER_TYPE,
+    SCALER_ADDRESS_KEY,
+    TARGET_CONCURRENCY_KEY,
+    TARGET_REQUEST_RATE_KEY,
+    TRIGGER_TYPE,
+    format_number,
+)
+
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "kedahttp"
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
@@ -27,7 +38,6 @@ COLD_START_ANNOTATION = "kedahttp.dev/cold-start-timeout-seconds"
 DEFAULT_NAMESPACE = "default"
 DEFAULT_MIN_REPLICAS = 0
 DEFAULT_MAX_REPLICAS = 10
-DEFAULT_TARGET_CONCURRENCY = 100.0
 MAX_REPLICAS_LIMIT = 2**31 - 1  # replicas are int32 in Deployment, HPA and ScaledObject
 MAX_IMAGE_LENGTH = 1024
 MAX_PATH_PREFIX_LENGTH = 1024
@@ -36,7 +46,6 @@ MAX_ENV = 200
 MAX_BODY_BYTES = 64 * 1024  # the admin API refuses larger create bodies (413)
 CONTAINER_NAME = "app"
 PORT_NAME = "http"
-TRIGGER_TYPE = "external-push"
 
 # Requests and limits for the app's container; the admin API keeps them fixed (edit the Deployment to
 # change them: KEDA scales it, nothing rewrites it).
@@ -295,11 +304,6 @@ def claims_of_service(service: Mapping[str, Any]) -> set[tuple[str, str]]:
 # -- builders --------------------------------------------------------------------------------------------
 
 
-def format_number(value: float) -> str:
-    """KEDA trigger metadata are strings: 100.0 -> "100", 2.5 -> "2.5"."""
-    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(float(value))
-
-
 def labels(spec: AppSpec) -> dict[str, str]:
     return {NAME_LABEL: spec.name, INSTANCE_LABEL: spec.name, MANAGED_BY_LABEL: MANAGED_BY}
 
@@ -391,12 +395,12 @@ def build_service(spec: AppSpec, owner: Mapping[str, Any] | None = None) -> dict
 
 def build_scaled_object(spec: AppSpec, scaler_address: str, owner: Mapping[str, Any] | None = None) -> dict[str, Any]:
     metadata = {
-        "scalerAddress": scaler_address,
-        "backend": spec.key,
-        "targetConcurrency": format_number(spec.target_concurrency),
+        SCALER_ADDRESS_KEY: scaler_address,
+        BACKEND_KEY: spec.key,
+        TARGET_CONCURRENCY_KEY: format_number(spec.target_concurrency),
     }
     if spec.target_request_rate is not None:
-        metadata["targetRequestRate"] = format_number(spec.target_request_rate)
+        metadata[TARGET_REQUEST_RATE_KEY] = format_number(spec.target_request_rate)
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
@@ -460,12 +464,12 @@ def app_view(
     view["coldStartTimeoutSeconds"] = _number(cold) if cold else None
 
     so_spec = (scaled_object or {}).get("spec") or {}
-    triggers = [t for t in so_spec.get("triggers") or [] if t.get("type") in (TRIGGER_TYPE, "external")]
+    triggers = [t for t in so_spec.get("triggers") or [] if t.get("type") in (TRIGGER_TYPE, LEGACY_TRIGGER_TYPE)]
     trigger_meta = (triggers[0].get("metadata") if triggers else None) or {}
     view["minReplicas"] = so_spec.get("minReplicaCount")
     view["maxReplicas"] = so_spec.get("maxReplicaCount")
-    concurrency = trigger_meta.get("targetConcurrency")
-    rate = trigger_meta.get("targetRequestRate")
+    concurrency = trigger_meta.get(TARGET_CONCURRENCY_KEY)
+    rate = trigger_meta.get(TARGET_REQUEST_RATE_KEY)
     view["targetConcurrency"] = _number(concurrency) if concurrency is not None else None
     view["targetRequestRate"] = _number(rate) if rate is not None else None
     view["env"] = {e.get("name"): e.get("value", "") for e in container.get("env") or [] if "value" in e or "valueFrom" not in e}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from kedahttp import __version__
-from kedahttp.kube import appspec
+from kedahttp.kube import appspec, trigger
 
 _DNS1035 = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
 _DNS1123 = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -48,7 +48,7 @@ def _schemas() -> dict[str, Any]:
             "minReplicas": {"type": "integer", "minimum": 0, "default": appspec.DEFAULT_MIN_REPLICAS},
             "maxReplicas": {"type": "integer", "minimum": 1, "default": appspec.DEFAULT_MAX_REPLICAS,
                             "description": "at least minReplicas"},
-            "targetConcurrency": {**positive, "default": appspec.DEFAULT_TARGET_CONCURRENCY,
+            "targetConcurrency": {**positive, "default": trigger.DEFAULT_TARGET_CONCURRENCY,
                                   "description": "in-flight plus held requests per replica"},
             "targetRequestRate": {**positive, "description": "requests per second per replica; adds a second metric"},
             "coldStartTimeoutSeconds": {**positive, "description": "default: the proxy's COLD_START_TIMEOUT_SECONDS"},

@@ -1,14 +1,13 @@
 """The admin server on ADMIN_ADDR: health and readiness here, the /api/v1/apps routes from apps_api.py.
 
 aiohttp, off the data path. ``/healthz`` answers 200 while the process runs; ``/readyz`` answers 503 from
-the moment shutdown begins, so load balancers move away during the shutdown delay. The apps API is
-another module (it talks to Kubernetes); it plugs in through ``add_routes(app, context)`` when present,
-and gets what it needs from the proxy through ``AdminContext``.
+the moment shutdown begins, so load balancers move away during the shutdown delay. The apps API lives in
+``kube/apps_api.py`` (it talks to Kubernetes); its routes are added with ``add_routes(app, context)``
+and it gets what it needs from the proxy through ``AdminContext``.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from collections import deque
@@ -18,13 +17,13 @@ from typing import Any
 
 from aiohttp import web
 
-from kedahttp.process.lifecycle import BaseComponent
+from kedahttp.kube import apps_api
 from kedahttp.process.settings import Settings
+from kedahttp.process.sideserver import SideServer
 from kedahttp.proxy.routing import RouteTable
 
 log = logging.getLogger("kedahttp.proxy.admin")
 
-APPS_API_MODULE = "kedahttp.kube.apps_api"
 RATE_WINDOW_SECONDS = 60.0
 
 
@@ -67,27 +66,19 @@ class AdminContext:
         }
 
 
-class AdminServer(BaseComponent):
+class AdminServer(SideServer):
     name = "admin"
 
     def __init__(self, context: AdminContext) -> None:
+        super().__init__(context.settings.admin_addr)
         self.context = context
         self.ready = True
-        self._runner: web.AppRunner | None = None
-        self.port = context.settings.admin_addr.port
 
     def build_app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        try:
-            module = importlib.import_module(APPS_API_MODULE)
-        except ImportError as exc:
-            if exc.name != APPS_API_MODULE:
-                raise
-            log.debug("admin apps API not available", extra={"module": APPS_API_MODULE})
-        else:
-            module.add_routes(app, self.context)
+        apps_api.add_routes(app, self.context)
         return app
 
     async def _healthz(self, request: web.Request) -> web.Response:
@@ -98,19 +89,5 @@ class AdminServer(BaseComponent):
             return web.Response(text="ready\n")
         return web.Response(status=503, text="draining\n")
 
-    async def start(self) -> None:
-        address = self.context.settings.admin_addr
-        self._runner = web.AppRunner(self.build_app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, address.host, address.port, reuse_address=True)
-        await site.start()
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
-
     def mark_not_ready(self) -> None:
         self.ready = False
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()

@@ -14,6 +14,7 @@ COMPILED_MODULES = (
     "kedahttp.proxy.forward",
     "kedahttp.proxy.holding",
     "kedahttp.proxy.http1",
+    "kedahttp.proxy.pausing",
     "kedahttp.proxy.routing",
     "kedahttp.proxy.server",
     "kedahttp.proxy.upstream",

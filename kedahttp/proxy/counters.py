@@ -30,13 +30,6 @@ STATUS_CLASSES = ("499", "1xx", "2xx", "3xx", "4xx", "5xx")
 STATUS_CLIENT_CLOSED = 499  # the status a request ends with when its client left before any answer
 
 
-def status_slot(status: int) -> int:
-    """The by_class slot of a status a request ended with (see STATUS_CLASSES)."""
-    if status == STATUS_CLIENT_CLOSED:
-        return 0
-    return status // 100 if 100 <= status < 600 else 5
-
-
 class BackendCounters:
     """One backend's activity in this process. ``clock`` is time.monotonic."""
 
@@ -101,11 +94,10 @@ class BackendCounters:
         self.busy_acc -= t
         self.last_start = t
 
-    def start_held(self, t: float) -> None:
+    def hold(self) -> None:
+        """A started request waits for its backend to start: still active, now held."""
+        self.in_flight -= 1
         self.held += 1
-        self.started += 1
-        self.busy_acc -= t
-        self.last_start = t
 
     def release(self, waited: float) -> None:
         """A held request goes to an endpoint: it stays active, now in flight."""
@@ -124,7 +116,8 @@ class BackendCounters:
         d = t - started_at
         self.duration_buckets[bisect_left(DURATION_BUCKETS, d)] += 1
         self.duration_sum += d
-        self.by_class[status_slot(status)] += 1
+        # the slot of STATUS_CLASSES: 499 its own, 100-599 by class, anything else 5xx
+        self.by_class[0 if status == STATUS_CLIENT_CLOSED else status // 100 if 100 <= status < 600 else 5] += 1
 
     # -- report time ---------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from kedahttp.proxy.access_log import AccessLog
 from kedahttp.proxy.counters import BackendCounters, CounterRegistry
 from kedahttp.proxy.events import EventLog
-from kedahttp.proxy.forward import CONNECTING, HELD, Exchange
+from kedahttp.proxy.forward import CONNECTING, HELD, Dispatch, Exchange
 from kedahttp.proxy.holding import HoldQueue
 from kedahttp.proxy.routing import Route
 from kedahttp.proxy.upstream import UpstreamPool
@@ -42,7 +42,7 @@ class BackendState:
         self.cold_since = 0.0  # when that episode began
 
 
-class Dispatcher:
+class Dispatcher(Dispatch):
     def __init__(
         self,
         pool: UpstreamPool,
@@ -88,7 +88,7 @@ class Dispatcher:
         for ex in released:
             counters.release(now - ex.held_at)
             ex.state = CONNECTING  # leaves HELD; send() decides the rest
-            self.send(ex)
+            self.send(ex, False)
             touched.add(ex.conn)
         for conn in touched:
             conn.flush()
@@ -116,21 +116,17 @@ class Dispatcher:
             and t - counters.last_start > IDLE_WAKE_SECONDS
         ):
             self.on_wake(route.key)
-        # BackendCounters.start, inlined
-        counters.in_flight += 1
-        counters.started += 1
-        counters.busy_acc -= t
-        counters.last_start = t
+        counters.start(t)
 
     def dispatch(self, ex: Exchange) -> None:
         route = ex.route
         assert route is not None
         if route.endpoints:
-            self.send(ex)
+            self.send(ex, False)
         else:
             self.hold(ex)
 
-    def send(self, ex: Exchange, fresh: bool = False) -> None:
+    def send(self, ex: Exchange, fresh: bool) -> None:
         route = ex.route
         assert route is not None
         endpoints = route.endpoints
@@ -143,14 +139,7 @@ class Dispatcher:
         endpoint = endpoints[i % len(endpoints)]
         ex.attempts += 1
         ex.endpoint = endpoint
-        conn = None
-        if not fresh:
-            conns = self.pool.idle.get(endpoint)  # UpstreamPool.acquire, inlined
-            while conns:
-                candidate = conns.pop()
-                if candidate.open:
-                    conn = candidate
-                    break
+        conn = None if fresh else self.pool.acquire(endpoint)
         if conn is not None:
             ex.attach(conn)
         else:
@@ -177,8 +166,7 @@ class Dispatcher:
         ex.state = HELD
         ex.held = True
         ex.held_at = now
-        counters.in_flight -= 1
-        counters.held += 1
+        counters.hold()
         if not state.woken:
             self._wake(route, state, now)
         if state.timer is None or now + timeout < state.timer_at:

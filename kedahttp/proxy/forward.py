@@ -21,26 +21,23 @@ a request that never went through the proxy.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from bisect import bisect_left
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any
+
+from mypy_extensions import trait
 
 from kedahttp.proxy import http1
-from kedahttp.proxy.counters import DURATION_BUCKETS, STATUS_CLIENT_CLOSED
+from kedahttp.proxy.access_log import AccessLog
+from kedahttp.proxy.counters import STATUS_CLIENT_CLOSED, BackendCounters
+from kedahttp.proxy.events import EventLog
 from kedahttp.proxy.heads import rewrite_response
 from kedahttp.proxy.http1 import CHUNKED, LAST_CHUNK, NO_BODY
-
-if TYPE_CHECKING:
-    from kedahttp.proxy.counters import BackendCounters
-    from kedahttp.proxy.routing import Route
-    from kedahttp.proxy.server import ClientConnection
-    from kedahttp.proxy.upstream import UpstreamConnection
+from kedahttp.proxy.pausing import PAUSE_BUFFER
+from kedahttp.proxy.routing import Route
 
 QUEUED, HELD, CONNECTING, SENT, TUNNEL, DONE = range(6)
-# Why a client connection's reading is paused (bit flags; reading resumes when none is left)
-PAUSE_PIPELINE = 1  # a pipelined request waits for the one before it
-PAUSE_UPSTREAM = 2  # the upstream's write buffer is full
-PAUSE_BUFFER = 4  # request body buffered while there is no upstream yet
 REPLAY_LIMIT = 64 * 1024  # request body kept for a retry on a stale keep-alive connection
 BUFFER_LIMIT = 64 * 1024  # request body buffered before the client is paused
 MAX_ATTEMPTS = 3
@@ -64,6 +61,65 @@ BODIES = {
 }
 
 
+# The exchange's three collaborators, each seen through only what the exchange needs of it (as uvicorn's
+# RequestResponseCycle is handed a transport, flow control and a callback), so this module imports none
+# of theirs and they import it. They are mypyc traits, the compiled form of an interface: the implementing
+# classes name them as bases and calls through them stay native C calls (a typing.Protocol would turn
+# every call on the hot path into a generic attribute lookup). In plain Python they are ordinary bases.
+
+
+@trait
+class ClientSide:
+    """The client connection (server.py's ClientConnection): its output, flow control and pipeline."""
+
+    transport: asyncio.Transport
+    batching: bool  # handling a read: writes are collected and go out in one at the end
+    linger: bool  # close lingering: the client may still be sending a body nobody read
+    client_ip: bytes  # the peer's address, for the access log
+
+    def write(self, data: bytes) -> None: ...
+    def flush(self) -> None: ...
+    def flush_all(self) -> None: ...
+    def pause_reading(self, reason: int) -> None: ...
+    def resume_reading(self, reason: int) -> None: ...
+    def closes_after_this(self) -> bool:
+        """The connection closes after the answer now being written (draining, or nothing may follow)."""
+        raise NotImplementedError
+    def exchange_done(self, ex: Exchange, close: bool) -> None: ...
+    def tunnel_to(self, transport: Any) -> None: ...
+    def abort(self) -> None: ...
+
+
+@trait
+class UpstreamSide:
+    """The upstream connection (upstream.py's UpstreamConnection) carrying the exchange's request."""
+
+    transport: asyncio.Transport
+    ex: Exchange | None
+    open: bool
+    reused: bool  # has carried a response before this one
+    got_bytes: bool  # a byte of the current response has arrived
+    last_read: float  # when the last byte arrived (coarse clock), for the idle timeouts
+
+    def bind(self, ex: Exchange) -> None: ...
+    def release(self) -> None: ...
+    def tunnel_to(self, transport: Any) -> None: ...
+    def abort(self) -> None: ...
+
+
+@trait
+class Dispatch:
+    """Where an exchange goes (dispatch.py's Dispatcher): an endpoint, the hold queue, a retry."""
+
+    on_unreachable: Callable[[str], None] | None
+    events: EventLog | None  # event lines: upstream errors
+    access_log: AccessLog | None  # None unless sampling is on
+
+    def dispatch(self, ex: Exchange) -> None: ...
+    def send(self, ex: Exchange, fresh: bool) -> None: ...
+    def unhold(self, ex: Exchange) -> None: ...
+
+
 class Exchange:
     # No __slots__: most fields start at these class-level defaults, so creating an exchange per
     # request sets only the handful that differ (measurably cheaper on the hot path).
@@ -74,7 +130,7 @@ class Exchange:
     out_bytes = 0  # bytes in ``out``
     replay: list[bytes] | None = None  # every framed body piece so far, while under REPLAY_LIMIT
     replay_bytes = 0  # -1 once the body outgrew REPLAY_LIMIT
-    up: UpstreamConnection | None = None
+    up: UpstreamSide | None = None
     endpoint = ""
     attempts = 0
     held = False
@@ -90,9 +146,10 @@ class Exchange:
     sent_at = 0.0  # when the request was sent in full (monotonic), for the upstream timeouts; 0 before
     wants_page = False  # a browser's GET/HEAD to an app with the waiting page (set only when it is cold)
 
-    def __init__(self, conn: ClientConnection, method: bytes, head: bytes, body: int, expect_continue: bool,
-                 upgrade: bool, route: Route | None, keep_alive: bool, http10: bool) -> None:
+    def __init__(self, conn: ClientSide, dispatcher: Dispatch, method: bytes, head: bytes, body: int,
+                 expect_continue: bool, upgrade: bool, route: Route | None, keep_alive: bool, http10: bool) -> None:
         self.conn = conn
+        self.dispatcher = dispatcher
         self.method = method
         self.is_head = method == b"HEAD"
         self.head = head  # the request head for the upstream (kept for a retry)
@@ -112,7 +169,7 @@ class Exchange:
         if self.error:
             self.fail(self.error, close=self.error != 404)
         else:
-            self.conn.server.dispatcher.dispatch(self)
+            self.dispatcher.dispatch(self)
 
     def request_body(self, data: bytes) -> None:
         if self.state == DONE:
@@ -173,15 +230,12 @@ class Exchange:
     def waiting_for_connection(self) -> bool:
         return self.state == CONNECTING
 
-    def attach(self, up: UpstreamConnection) -> None:
+    def attach(self, up: UpstreamSide) -> None:
         self.up = up
         self.state = SENT
         if self.req_done:
             self.sent_at = _clock()
-        up.ex = self  # UpstreamConnection.bind, inlined: once per request
-        up.got_bytes = False
-        up.in_head = True
-        up.pending = b""
+        up.bind(self)
         if self.expect_continue and not self.continued and not self.http10:
             self.continued = True
             self.conn.write(http1.CONTINUE_100)
@@ -195,16 +249,16 @@ class Exchange:
             return
         self.upstream_error(f"connect failed: {str(exc) or type(exc).__name__}", 502)
         route = self.route
-        dispatcher = self.conn.server.dispatcher
+        dispatcher = self.dispatcher
         if route is not None and dispatcher.on_unreachable is not None:
             dispatcher.on_unreachable(route.key)
         if self.attempts < MAX_ATTEMPTS and route is not None and route.endpoints:
-            self.conn.server.dispatcher.send(self, fresh=True)
+            dispatcher.send(self, True)
         else:
             self.fail(502)
         self.conn.flush()
 
-    def upstream_lost(self, up: UpstreamConnection, clean: bool) -> None:
+    def upstream_lost(self, up: UpstreamSide, clean: bool) -> None:
         """The upstream connection closed while this exchange was using it; ``clean``: by EOF, not a reset."""
         if self.state != SENT or self.up is not up:
             return
@@ -226,7 +280,7 @@ class Exchange:
             self.fail(502)
         self.conn.flush()
 
-    def upstream_failed(self, up: UpstreamConnection, reason: str) -> None:
+    def upstream_failed(self, up: UpstreamSide, reason: str) -> None:
         """The upstream sent something that is not HTTP."""
         if self.up is not up:
             return
@@ -238,7 +292,7 @@ class Exchange:
         else:
             self.fail(502)
 
-    def upstream_misbound(self, up: UpstreamConnection) -> None:
+    def upstream_misbound(self, up: UpstreamSide) -> None:
         """``up`` was handed to this exchange while the rest of a read still held another response (an
         upstream answering twice). If the head has not gone out on it yet, a fresh connection takes the
         request; otherwise the upstream misbehaved with this request in its hands: 502."""
@@ -249,7 +303,7 @@ class Exchange:
                 self.counters.upstream_errors += 1
             self.up = None
             up.ex = None
-            self.conn.server.dispatcher.send(self, fresh=True)
+            self.dispatcher.send(self, True)
         else:
             self.upstream_failed(up, "a response to no request")
 
@@ -257,7 +311,7 @@ class Exchange:
         self.up = None
         self.out = [self.head, *(self.replay or ())]
         self.out_bytes = 0
-        self.conn.server.dispatcher.send(self, fresh=True)
+        self.dispatcher.send(self, True)
 
     # -- response side (called by the upstream connection) ---------------------------------------
 
@@ -270,10 +324,7 @@ class Exchange:
                     status, head, bodiless=True, client_http10=False, keep_alive=True, cold=False,
                 )[0])
             return
-        keep = (
-            self.keep_alive and not conn.server.draining and self.req_done and not self.upgrade
-            and not (conn.closing and len(conn.queue) <= 1)
-        )
+        keep = self.keep_alive and self.req_done and not self.upgrade and not conn.closes_after_this()
         out, self.resp_body, self.resp_close, self.up_until_close = rewrite_response(
             status, head,
             bodiless=self.is_head or status == 204 or status == 304,
@@ -284,7 +335,14 @@ class Exchange:
         self.resp_started = True
         conn.write(out)
 
-    def response_complete(self, up: UpstreamConnection, upstream_keep_alive: bool) -> None:
+    def response_body(self, body: bytes) -> None:
+        mode = self.resp_body
+        if mode == CHUNKED:
+            self.conn.write(b"%x\r\n%s\r\n" % (len(body), body))
+        elif mode != NO_BODY:
+            self.conn.write(body)
+
+    def response_complete(self, up: UpstreamSide, upstream_keep_alive: bool) -> None:
         if self.state != SENT:
             return
         if self.resp_body == CHUNKED:
@@ -292,28 +350,19 @@ class Exchange:
         self.state = DONE
         self.up = None
         if upstream_keep_alive and self.req_done and up.open:
-            up.ex = None  # UpstreamConnection.release, inlined
-            up.reused = True
-            up.pool.put(up)
+            up.release()
         else:
             up.abort()
         counters = self.counters
-        if counters is not None:  # BackendCounters.finish, inlined: once per request
+        if counters is not None:
             t = _clock()
-            counters.in_flight -= 1
-            counters.completed += 1
-            counters.busy_acc += t
-            d = t - self.t_start
-            counters.duration_buckets[bisect_left(DURATION_BUCKETS, d)] += 1
-            counters.duration_sum += d
-            status = self.status
-            counters.by_class[status // 100 if 100 <= status < 600 else 5] += 1
-            log = self.conn.server.dispatcher.access_log
+            counters.finish(t, self.t_start, self.status, False)
+            log = self.dispatcher.access_log
             if log is not None:
-                log.record(counters.key, self.conn.client_ip, self.head, status, d, self.held)
+                log.record(counters.key, self.conn.client_ip, self.head, self.status, t - self.t_start, self.held)
         self.conn.exchange_done(self, self.resp_close or not self.req_done)
 
-    def response_upgraded(self, up: UpstreamConnection, rest: bytes) -> None:
+    def response_upgraded(self, up: UpstreamSide, rest: bytes) -> None:
         """101 Switching Protocols: from now on bytes pass through both ways untouched."""
         if self.status != 101 or self.state != SENT:
             self.upstream_failed(up, "unexpected upgrade")
@@ -324,8 +373,8 @@ class Exchange:
         if rest:
             conn.write(rest)
         up.ex = None
-        up.tunnel = conn.transport
-        conn.tunnel = up.transport
+        up.tunnel_to(conn.transport)
+        conn.tunnel_to(up.transport)
         early = self.early
         if early:  # the client's first bytes of the new protocol, held until now
             self.early = None
@@ -366,8 +415,7 @@ class Exchange:
     def must_close(self) -> bool:
         """Whether the connection must close after an answer of the proxy's own to this request."""
         conn = self.conn
-        return (not self.req_done or not self.keep_alive or self.upgrade
-                or (conn.closing and len(conn.queue) <= 1) or conn.server.draining)
+        return not self.req_done or not self.keep_alive or self.upgrade or conn.closes_after_this()
 
     def reply(self, status: int, response: bytes, close: bool) -> None:
         """Ends the exchange with a whole response of the proxy's own (an error, the waiting page), made
@@ -388,7 +436,7 @@ class Exchange:
         counters = self.counters
         if counters is not None:
             counters.upstream_errors += 1
-            events = self.conn.server.dispatcher.events
+            events = self.dispatcher.events
             if events is not None:
                 events.upstream_error(counters.key, self.endpoint, reason, status)
 
@@ -435,7 +483,7 @@ class Exchange:
             return False
         self.state = DONE
         if state == HELD:
-            self.conn.server.dispatcher.unhold(self)
+            self.dispatcher.unhold(self)
         elif state in (SENT, TUNNEL):
             up = self.up
             self.up = None
@@ -444,8 +492,8 @@ class Exchange:
         counters = self.counters
         if counters is not None:
             t = _clock()
-            counters.finish(t, self.t_start, status, held=state == HELD)
-            log = self.conn.server.dispatcher.access_log
+            counters.finish(t, self.t_start, status, state == HELD)
+            log = self.dispatcher.access_log
             if log is not None:
                 log.record(counters.key, self.conn.client_ip, self.head, status, t - self.t_start, self.held)
         return True

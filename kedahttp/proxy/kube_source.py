@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -22,6 +21,7 @@ from typing import Any
 
 from kedahttp.kube import appspec
 from kedahttp.kube.cluster import ENDPOINT_SLICE, SERVICE, Cluster, ClusterError, Gone, Kind
+from kedahttp.process.backoff import Backoff
 from kedahttp.process.settings import Settings
 from kedahttp.proxy.sources import Backend, RouteSink
 
@@ -294,7 +294,7 @@ class Watcher:
                 self._stream.close()
 
     def _run(self) -> None:
-        delay = self.retry_min_seconds
+        backoff = Backoff(self.retry_min_seconds, self.retry_max_seconds, jitter=(0.8, 1.2))
         where = self.namespace or "all namespaces"
         while not self._stopped.is_set():
             try:
@@ -304,10 +304,9 @@ class Watcher:
                     self.deliver(Listed(self.kind, listed.items))
                 began = time.monotonic()
                 if self._watch_once() or time.monotonic() - began > 1.0:
-                    delay = self.retry_min_seconds
+                    backoff.reset()
                 else:  # ended at once with nothing: do not spin against a server that does that
-                    self._stopped.wait(delay)
-                    delay = min(delay * 2, self.retry_max_seconds)
+                    self._stopped.wait(backoff.next_delay(jitter=False))
             except Gone:
                 log.info("watch expired: listing again", extra={"kind": self.kind.plural, "namespace": where})
                 self.resource_version = ""
@@ -316,18 +315,16 @@ class Watcher:
                     break
                 log.warning(
                     "watch failed: retrying",
-                    extra={"kind": self.kind.plural, "namespace": where, "error": str(exc), "retry_seconds": round(delay, 2)},
+                    extra={"kind": self.kind.plural, "namespace": where, "error": str(exc), "retry_seconds": round(backoff.delay_seconds, 2)},
                 )
-                self._stopped.wait(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, self.retry_max_seconds)
+                self._stopped.wait(backoff.next_delay())
             except RuntimeError:  # the event loop is closed: nobody is listening any more
                 break
             except Exception:
                 if self._stopped.is_set():
                     break
                 log.exception("watch loop error: retrying", extra={"kind": self.kind.plural, "namespace": where})
-                self._stopped.wait(delay)
-                delay = min(delay * 2, self.retry_max_seconds)
+                self._stopped.wait(backoff.next_delay(jitter=False))
 
     def _watch_once(self) -> int:
         """Follows one watch until it ends; returns how many events it brought."""

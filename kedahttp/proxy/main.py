@@ -1,215 +1,26 @@
-"""``kedahttp proxy``: assembles the data path, the route source, reports, metrics and admin into components.
+"""``kedahttp proxy``: the entry point; runs one proxy process, or a supervisor with WORKERS processes.
 
-``build_proxy`` is the one place the parts meet; ``kedahttp dev`` calls it with its own route source and
-the memory bus. ``main`` picks the route source from ROUTES (the Kubernetes source is imported lazily, so
-a routes-file proxy never loads the kubernetes client) and runs one process, or a supervisor with
-WORKERS processes sharing the port (workers.py).
+The parts are wired in ``assembly.py``, which the worker supervisor (``workers.py``) uses too. Bad
+settings, a bad routes file or a missing cluster configuration stop the process at start with the reason
+and exit code 2 or 1.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import importlib
 import logging
 import sys
-from collections.abc import Callable
 from typing import Any
 
-from kedahttp.activity.bus import Transport, open_transport
+from kedahttp.kube.apps_api import check_admin_exposure
+from kedahttp.kube.cluster import ClusterError
 from kedahttp.process import lifecycle, logs
-from kedahttp.process.lifecycle import BaseComponent, Component
 from kedahttp.process.settings import SettingError, Settings
-from kedahttp.process.tasks import TaskOwner
-from kedahttp.proxy import compiled
-from kedahttp.proxy.access_log import AccessLog
-from kedahttp.proxy.admin import AdminContext, AdminServer
-from kedahttp.proxy.app_settings import limits_from_settings
-from kedahttp.proxy.counters import CounterRegistry
-from kedahttp.proxy.dispatch import Dispatcher
-from kedahttp.proxy.events import EventLog
-from kedahttp.proxy.file_source import FileSource, RoutesFileError, load_routes_file
-from kedahttp.proxy.forwarded import TrustedProxies
-from kedahttp.proxy.reporter import Publisher, Reporter, instance_id
-from kedahttp.proxy.routing import RouteTable
-from kedahttp.proxy.server import ProxyServer
-from kedahttp.proxy.sources import Backend, RouteSink, RouteSource
-from kedahttp.proxy.telemetry import MetricsServer, Snapshot, publisher_stats
-from kedahttp.proxy.upstream import UpstreamPool
+from kedahttp.proxy.assembly import build, make_source
+from kedahttp.proxy.file_source import RoutesFileError, load_routes_file
+from kedahttp.proxy.workers import run_supervisor
 
 log = logging.getLogger("kedahttp.proxy")
-
-INITIAL_ROUTES_WAIT_SECONDS = 10.0
-
-
-class _SyncWatch:
-    """A RouteSink in front of the table that notes when the source first reported its state."""
-
-    def __init__(self, table: RouteSink) -> None:
-        self.table = table
-        self.synced = asyncio.Event()
-
-    def replace_backends(self, backends: Any) -> None:
-        self.table.replace_backends(backends)
-        self.synced.set()
-
-    def upsert_backend(self, backend: Backend) -> None:
-        self.table.upsert_backend(backend)
-        self.synced.set()
-
-    def remove_backend(self, key: str) -> None:
-        self.table.remove_backend(key)
-
-    def set_endpoints(self, key: str, endpoints: Any) -> None:
-        self.table.set_endpoints(key, endpoints)
-
-
-class SourceRunner(BaseComponent):
-    """Runs a route source as an owned task; start returns once the source reported its first state."""
-
-    def __init__(self, source: RouteSource, sink: RouteSink) -> None:
-        self.name = f"routes-{source.name}"
-        self.source = source
-        self.watch = _SyncWatch(sink)
-        self.tasks = TaskOwner(self.name)
-
-    async def start(self) -> None:
-        task = self.tasks.spawn(self.source.run(self.watch), "run")
-        synced = asyncio.ensure_future(self.watch.synced.wait())
-        done, _ = await asyncio.wait({task, synced}, timeout=INITIAL_ROUTES_WAIT_SECONDS,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        if task in done and task.exception() is not None:
-            synced.cancel()
-            raise task.exception()  # type: ignore[misc]
-        if not done:
-            log.warning("route source has not reported yet; serving 404 until it does",
-                        extra={"source": self.source.name})
-        synced.cancel()
-
-    async def close(self) -> None:
-        await self.tasks.close()
-
-
-class ProxyComponent(BaseComponent):
-    name = "proxy"
-
-    def __init__(self, server: ProxyServer, settings: Settings, *, reuse_port: bool) -> None:
-        self.server = server
-        self.settings = settings
-        self.reuse_port = reuse_port
-
-    async def start(self) -> None:
-        address = self.settings.proxy_addr
-        await self.server.start(address.host, address.port, reuse_port=self.reuse_port)
-        log.info("proxy listening", extra={"address": f"{address.host}:{self.server.port}",
-                                           "data_path": compiled.data_path()})
-
-    async def stop_accepting(self) -> None:
-        await self.server.stop_accepting()
-
-    async def drain(self, deadline: float) -> None:
-        await self.server.drain(deadline)
-
-    async def close(self) -> None:
-        await self.server.close()
-        self.server.dispatcher.close(list(self.server.routes.routes.values()))
-        await self.server.pool.tasks.close(1.0)
-
-
-class Proxy:
-    """The wired parts of one proxy process; ``components`` is what the lifecycle runs."""
-
-    def __init__(self, settings: Settings, source: RouteSource, publisher: Publisher, *,
-                 serve_admin: bool = True, serve_metrics: bool = True, reuse_port: bool = False) -> None:
-        self.settings = settings
-        self.counters = CounterRegistry(instance_id())
-        self.reporter = Reporter(self.counters, publisher, settings.report_interval_seconds)
-        self.publisher = publisher
-        self.source = source
-        self.pool = UpstreamPool(TaskOwner("upstream"))
-        self.events = EventLog()
-        self.access_log = AccessLog(settings.access_log_sample_rate) if settings.access_log_sample_rate else None
-        self.dispatcher = Dispatcher(
-            self.pool, self.counters,
-            cold_start_timeout_seconds=settings.cold_start_timeout_seconds,
-            max_held_requests=settings.max_held_requests,
-            on_wake=self._on_wake,
-            on_unreachable=getattr(source, "nudge", None),
-            events=self.events,
-            access_log=self.access_log,
-        )
-        self.routes = RouteTable(self.dispatcher, limits_from_settings(settings))
-        self.server = ProxyServer(self.routes, self.dispatcher, self.pool,
-                                  trusted_proxies=TrustedProxies(settings.trusted_proxies),
-                                  unrouted=self.counters.unrouted)
-        if isinstance(source, FileSource) and source.interest is None:
-            source.interest = self._holding
-        self.admin: AdminServer | None = None
-        self.metrics: MetricsServer | None = None
-        components: list[Component] = []
-        if self.access_log is not None:
-            components.append(self.access_log)
-        if serve_metrics:
-            self.metrics = MetricsServer(settings.metrics_addr, self.snapshot)
-            components.append(self.metrics)
-        if serve_admin:
-            self.admin = AdminServer(AdminContext(settings, self.routes, self.snapshot))
-            components.append(self.admin)
-        components += [self.reporter, SourceRunner(source, self.routes),
-                       ProxyComponent(self.server, settings, reuse_port=reuse_port)]
-        self.components = components
-
-    def _on_wake(self, key: str) -> None:
-        self.reporter.wake(key)
-        nudge: Callable[[str], None] | None = getattr(self.source, "nudge", None)
-        if nudge is not None:
-            nudge(key)
-
-    def _holding(self, key: str) -> bool:
-        route = self.routes.get(key)
-        return route is not None and route.state is not None and len(route.state.queue) > 0
-
-    def snapshot(self) -> Snapshot:
-        return {
-            "backends": self.counters.snapshot(),
-            "unrouted": self.counters.unrouted.snapshot(),
-            "publisher": publisher_stats(getattr(self.publisher, "stats", None)),
-            "routes": len(self.routes),
-            "connections": len(self.server.connections),
-        }
-
-
-def make_publisher(transport: Transport) -> Publisher:
-    from kedahttp.activity.publisher import ActivityPublisher
-
-    publisher: Publisher = ActivityPublisher(transport)
-    return publisher
-
-
-def build_proxy(settings: Settings, source: RouteSource, transport: Transport | None = None,
-                **options: Any) -> list[Component]:
-    """The components of one proxy process, for ``Lifecycle``; options: serve_admin, serve_metrics, reuse_port."""
-    return build(settings, source, transport, **options).components
-
-
-def build(settings: Settings, source: RouteSource, transport: Transport | None = None, **options: Any) -> Proxy:
-    publisher = make_publisher(transport if transport is not None else open_transport(settings.bus))
-    return Proxy(settings, source, publisher, **options)
-
-
-def make_source(settings: Settings) -> RouteSource:
-    if settings.routes == "kubernetes":
-        try:
-            module = importlib.import_module("kedahttp.proxy.kube_source")
-        except ImportError as exc:
-            raise SystemExit(f"kedahttp proxy: ROUTES=kubernetes needs kedahttp.proxy.kube_source ({exc})") from exc
-        # Load the cluster configuration now, so a proxy without one stops at start with the reason.
-        from kedahttp.kube.cluster import Cluster
-
-        source: RouteSource = module.KubernetesSource(settings, cluster=Cluster.from_environment())
-        return source
-    load_routes_file(settings.routes)  # fail at start, with the file's own error
-    return FileSource(settings.routes)
 
 
 async def serve(settings: Settings, **options: Any) -> None:
@@ -224,9 +35,6 @@ async def serve(settings: Settings, **options: Any) -> None:
 def main(settings: Settings) -> int:
     logs.configure(settings.log_format, settings.log_level)
     log.info("starting proxy", extra={"settings": settings.redacted()})
-    from kedahttp.kube.apps_api import check_admin_exposure
-    from kedahttp.kube.cluster import ClusterError
-
     try:
         check_admin_exposure(settings)
     except SettingError as exc:
@@ -236,8 +44,6 @@ def main(settings: Settings) -> int:
         if settings.routes != "kubernetes":
             load_routes_file(settings.routes)
         if settings.workers > 1:
-            from kedahttp.proxy.workers import run_supervisor
-
             return run_supervisor(settings)
         lifecycle.run(serve(settings))
     except (RoutesFileError, ClusterError) as exc:

@@ -27,10 +27,11 @@ from kedahttp.proxy import http1
 from kedahttp.proxy.counters import UnroutedCounters
 from kedahttp.proxy.deadlines import NOT_DUE, REASONS, overdue, sweep_interval, tunnel_overdue
 from kedahttp.proxy.dispatch import Dispatcher
-from kedahttp.proxy.forward import DONE, PAUSE_PIPELINE, SENT, TUNNEL, Exchange
+from kedahttp.proxy.forward import DONE, SENT, TUNNEL, ClientSide, Exchange
 from kedahttp.proxy.forwarded import TrustedProxies
 from kedahttp.proxy.heads import rewrite_request
 from kedahttp.proxy.http1 import BadRequest
+from kedahttp.proxy.pausing import PAUSE_PIPELINE
 from kedahttp.proxy.routing import RouteTable
 from kedahttp.proxy.upstream import UpstreamPool
 from kedahttp.proxy.waiting_page import accepts_html
@@ -48,7 +49,7 @@ class _Closing(Exception):
     """Stops the parser: the connection is closing, so the requests after the last answered are not read."""
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(asyncio.Protocol, ClientSide):
     __slots__ = (
         "batching", "client_ip", "close_pending", "closing", "head_bytes", "headers", "in_head", "linger",
         "lingering", "parser", "paused", "queue", "reading", "server", "since", "transport", "trusted", "tunnel",
@@ -137,13 +138,7 @@ class ClientConnection(asyncio.Protocol):
             self.bad_request(400)
         finally:
             self.batching = False
-            queue = self.queue  # flush_all(), inlined: once per read
-            if queue:
-                ex = queue[0]
-                if ex.out and ex.up is not None:
-                    ex.flush_upstream()
-            if self.wbuf or self.close_pending:
-                self.flush()
+            self.flush_all()
 
     def eof_received(self) -> bool | None:
         # A client that half-closes (FIN) once its request is complete and its response has begun still
@@ -227,14 +222,16 @@ class ClientConnection(asyncio.Protocol):
             headers.clear()
             raise BadRequest(400, "missing Host")
         route = server.routes.lookup(host, path)
-        ex = Exchange(self, method, head, body, expect_continue, upgrade, route, parser.should_keep_alive(), http10)
+        dispatcher = server.dispatcher
+        ex = Exchange(self, dispatcher, method, head, body, expect_continue, upgrade, route,
+                      parser.should_keep_alive(), http10)
         if route is None:
             ex.error = 404
             server.unrouted.unrouted += 1
         else:
             if not route.endpoints and route.limits.page is not None and (method == b"GET" or method == b"HEAD"):
                 ex.wants_page = accepts_html(headers)  # cold, and the app answers browsers with a page
-            server.dispatcher.admit(ex, route)
+            dispatcher.admit(ex, route)
         headers.clear()
         self.reading = ex
         queue = self.queue
@@ -242,7 +239,7 @@ class ClientConnection(asyncio.Protocol):
         if len(queue) > 1:
             self.pause_reading(PAUSE_PIPELINE)
         elif route is not None and route.endpoints:
-            server.dispatcher.send(ex)  # the common case, without activate() and dispatch()
+            dispatcher.send(ex, False)  # the common case, without activate() and dispatch()
         else:
             ex.activate()
 
@@ -265,13 +262,21 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(data)
 
     def flush_all(self) -> None:
-        """After a batch: the active exchange's bytes for its upstream, then ours for the client."""
+        """After a batch (a read from the client or from the active exchange's upstream): that exchange's
+        bytes for its upstream, then ours for the client."""
         queue = self.queue
         if queue:
             ex = queue[0]
             if ex.out and ex.up is not None:
                 ex.flush_upstream()
-        self.flush()
+        if self.wbuf or self.close_pending:
+            self.flush()
+
+    def closes_after_this(self) -> bool:
+        return (self.closing and len(self.queue) <= 1) or self.server.draining
+
+    def tunnel_to(self, transport: Any) -> None:
+        self.tunnel = transport
 
     def flush(self) -> None:
         wbuf = self.wbuf
@@ -323,7 +328,7 @@ class ClientConnection(asyncio.Protocol):
             ex.error = status
             return
         # a new request: answer after the ones before it
-        bad = Exchange(self, b"GET", b"", http1.NO_BODY, False, False, None, False, False)
+        bad = Exchange(self, self.server.dispatcher, b"GET", b"", http1.NO_BODY, False, False, None, False, False)
         bad.error = status
         self.reading = bad
         self.queue.append(bad)
@@ -388,7 +393,7 @@ class ClientConnection(asyncio.Protocol):
         up = ex.up
         if route is None or up is None:
             return
-        slack = self.server.sweep_interval_seconds  # coarse stamps may be early by one sweep
+        slack = self.server.tick_seconds  # coarse stamps may be early by one sweep
         if ex.state == TUNNEL:
             if tunnel_overdue(route.limits, now, slack, max(self.since, up.last_read)):
                 ex.tunnel_idle()
@@ -418,14 +423,13 @@ class ProxyServer:
         self.pool = pool
         self.trusted_proxies = trusted_proxies or TrustedProxies()
         self.unrouted = unrouted or UnroutedCounters()
-        # the sweep runs at most this far apart, and closer when a route has a short upstream timeout
-        self.max_sweep_interval_seconds = sweep_interval_seconds
         self.connections: set[ClientConnection] = set()
         self.draining = False
         # timeouts are checked by a sweep every ``sweep_interval_seconds``, so they fire up to one late
         self.header_timeout_seconds = header_timeout_seconds
         self.keep_alive_timeout_seconds = keep_alive_timeout_seconds
         self.sweep_interval_seconds = sweep_interval_seconds
+        self.tick_seconds = sweep_interval_seconds  # the period in use: see _schedule_sweep
         self.now = time.monotonic()  # coarse clock for timeouts, updated by the sweep
         self._server: Any = None  # an asyncio.Server; uvloop gives .sockets as a list, asyncio as a tuple
         self._sweeper: asyncio.TimerHandle | None = None
@@ -451,7 +455,7 @@ class ProxyServer:
         if keep_alive_timeout_seconds is not None:
             self.keep_alive_timeout_seconds = keep_alive_timeout_seconds
         if sweep_interval_seconds is not None:
-            self.max_sweep_interval_seconds = self.sweep_interval_seconds = sweep_interval_seconds
+            self.sweep_interval_seconds = sweep_interval_seconds
             self.now = time.monotonic()  # else stale by up to the old interval, more than the new margin
             if self._sweeper is not None:
                 self._sweeper.cancel()
@@ -463,9 +467,9 @@ class ProxyServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     def _schedule_sweep(self) -> None:
-        self.sweep_interval_seconds = sweep_interval(self.routes.shortest_timeout_seconds,
-                                                     self.max_sweep_interval_seconds)
-        self._sweeper = asyncio.get_running_loop().call_later(self.sweep_interval_seconds, self._sweep)
+        # at most sweep_interval_seconds apart; closer when an app has a short upstream timeout (deadlines.py)
+        self.tick_seconds = sweep_interval(self.routes.shortest_timeout_seconds, self.sweep_interval_seconds)
+        self._sweeper = asyncio.get_running_loop().call_later(self.tick_seconds, self._sweep)
 
     def _sweep(self) -> None:
         now = self.now = time.monotonic()

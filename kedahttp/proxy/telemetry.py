@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from kedahttp.process.lifecycle import BaseComponent
 from kedahttp.process.settings import Address
+from kedahttp.process.sideserver import SideServer
 from kedahttp.proxy import compiled
 from kedahttp.proxy.counters import (
     COLD_WAIT_BUCKETS,
@@ -157,32 +157,20 @@ def make_registry(snapshot: Callable[[], Snapshot]) -> CollectorRegistry:
     return registry
 
 
-class MetricsServer(BaseComponent):
+class MetricsServer(SideServer):
     """GET /metrics on METRICS_ADDR (aiohttp, off the data path)."""
 
     name = "metrics"
 
     def __init__(self, address: Address, snapshot: Callable[[], Snapshot]) -> None:
-        self.address = address
+        super().__init__(address)
         self.registry = make_registry(snapshot)
-        self._runner: web.AppRunner | None = None
-        self.port = address.port
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def start(self) -> None:
+    def build_app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.address.host, self.address.port, reuse_address=True)
-        await site.start()
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        return app

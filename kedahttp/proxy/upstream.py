@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httptools
 
 from kedahttp.process.tasks import TaskOwner
-from kedahttp.proxy.forward import PAUSE_UPSTREAM
-from kedahttp.proxy.http1 import CHUNKED, NO_BODY
-
-if TYPE_CHECKING:
-    from kedahttp.proxy.forward import Exchange
+from kedahttp.proxy.forward import Exchange, UpstreamSide
+from kedahttp.proxy.pausing import PAUSE_UPSTREAM
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 IDLE_TIMEOUT_SECONDS = 30.0
@@ -41,7 +38,7 @@ class _Unrequested(Exception):
     response, in the same read). They must never reach the request sent next on this connection."""
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(asyncio.Protocol, UpstreamSide):
     __slots__ = (
         "endpoint", "ex", "got_bytes", "idle_since", "in_head", "last_read", "open", "parser", "pending", "pool",
         "reused", "transport", "tunnel",
@@ -75,6 +72,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.ex = None
         self.reused = True
         self.pool.put(self)
+
+    def tunnel_to(self, transport: Any) -> None:
+        """Upgraded: from now on what the upstream sends goes to ``transport`` (the client's) untouched."""
+        self.tunnel = transport
 
     def abort(self) -> None:
         self.ex = None
@@ -135,13 +136,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.abort()
         finally:
             conn.batching = False
-            queue = conn.queue  # ClientConnection.flush_all(), inlined: once per read
-            if queue:
-                nxt = queue[0]
-                if nxt.out and nxt.up is not None:
-                    nxt.flush_upstream()
-            if conn.wbuf or conn.close_pending:
-                conn.flush()
+            conn.flush_all()
 
     def eof_received(self) -> bool | None:
         return False
@@ -197,13 +192,9 @@ class UpstreamConnection(asyncio.Protocol):
             raise _HeadDone
 
     def on_body(self, body: bytes) -> None:
-        ex = self.ex  # only called from data_received, where the client connection is batching
+        ex = self.ex
         if ex is not None:
-            mode = ex.resp_body
-            if mode == CHUNKED:
-                ex.conn.wbuf.append(b"%x\r\n%s\r\n" % (len(body), body))
-            elif mode != NO_BODY:
-                ex.conn.wbuf.append(body)
+            ex.response_body(body)
 
     def on_message_complete(self) -> None:
         ex = self.ex
@@ -223,6 +214,7 @@ class UpstreamPool:
         self.now = time.monotonic()  # coarse clock, advanced by sweep()
 
     def acquire(self, endpoint: str) -> UpstreamConnection | None:
+        """The most recently used open idle connection to ``endpoint``, if any."""
         conns = self.idle.get(endpoint)
         while conns:
             conn = conns.pop()

@@ -29,6 +29,8 @@ from kedahttp.process.lifecycle import BaseComponent
 from kedahttp.process.settings import Settings
 from kedahttp.process.tasks import TaskOwner
 from kedahttp.proxy.admin import AdminContext, AdminServer
+from kedahttp.proxy.assembly import SourceRunner, build, make_source
+from kedahttp.proxy.routing import RouteTable
 from kedahttp.proxy.telemetry import MetricsServer, Snapshot, sum_process_snapshots
 
 log = logging.getLogger("kedahttp.proxy.workers")
@@ -78,8 +80,6 @@ class StatsSender(BaseComponent):
 
 
 async def _worker(settings: Settings, stats_port: int) -> None:
-    from kedahttp.proxy.main import build, make_source
-
     proxy = build(settings, make_source(settings), serve_admin=False, serve_metrics=False, reuse_port=True)
     components = [StatsSender(stats_port, proxy.snapshot), *proxy.components]
     await lifecycle.Lifecycle(
@@ -210,9 +210,6 @@ class Supervisor(BaseComponent):
 
 
 async def _supervise(settings: Settings) -> int:
-    from kedahttp.proxy.main import SourceRunner, make_source
-    from kedahttp.proxy.routing import RouteTable
-
     supervisor = Supervisor(settings)
     routes = RouteTable()  # for the admin API's view of backends; the workers route on their own
     open_transport(settings.bus)  # a bad bus URL fails here, before any worker starts

@@ -2,7 +2,8 @@
 
 Pure: no gRPC here; the service maps ``InvalidArgument`` to ``INVALID_ARGUMENT`` at the edge. KEDA calls
 GetMetricSpec on every reconcile and HPA query, so a trigger's metadata is parsed once per distinct
-(namespace, name, metadata) and the result, or the error, is cached.
+(namespace, name, metadata) and the result, or the error, is cached. The metadata keys and their
+defaults come from ``kube/trigger.py``, which the ScaledObject builder writes them from.
 
 Metric names are fixed words ("concurrency", "requestrate"): stable, lower case, without "/", unique
 within a trigger; KEDA prefixes them with the trigger index for the HPA. Values go out in both fields.
@@ -22,23 +23,24 @@ from typing import Final
 
 from kedahttp.activity.aggregate import BackendMetrics
 from kedahttp.activity.bus import MAX_WINDOW_SECONDS
+from kedahttp.kube.trigger import (
+    ACTIVITY_WINDOW_KEY,
+    BACKEND_KEY,
+    DEFAULT_ACTIVITY_WINDOW_SECONDS,
+    DEFAULT_RATE_WINDOW_SECONDS,
+    DEFAULT_TARGET_CONCURRENCY,
+    RATE_WINDOW_KEY,
+    TARGET_CONCURRENCY_KEY,
+    TARGET_REQUEST_RATE_KEY,
+)
 
 CONCURRENCY: Final = "concurrency"
 REQUEST_RATE: Final = "requestrate"
 METRIC_NAMES: Final = (CONCURRENCY, REQUEST_RATE)
 
-# Metadata keys, as written in the ScaledObject's trigger.
-BACKEND_KEY: Final = "backend"
-TARGET_CONCURRENCY_KEY: Final = "targetConcurrency"
-TARGET_REQUEST_RATE_KEY: Final = "targetRequestRate"
-RATE_WINDOW_KEY: Final = "rateWindowSeconds"
-ACTIVITY_WINDOW_KEY: Final = "activityWindowSeconds"
 METRIC_NAME_KEY: Final = "metricName"  # of GetMetricsRequest, not metadata
 
 SNAP_RELATIVE: Final = 1e-9  # see clean()
-DEFAULT_TARGET_CONCURRENCY: Final = 100.0
-DEFAULT_RATE_WINDOW_SECONDS: Final = 60
-DEFAULT_ACTIVITY_WINDOW_SECONDS: Final = 60
 
 _DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _KEDA_PREFIX: Final = re.compile(r"s\d+-")

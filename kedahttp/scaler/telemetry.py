@@ -19,8 +19,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from kedahttp.process.lifecycle import BaseComponent
 from kedahttp.process.settings import Address
+from kedahttp.process.sideserver import SideServer
 from kedahttp.scaler.state import ScalerState
 
 log = logging.getLogger("kedahttp.scaler.telemetry")
@@ -101,37 +101,20 @@ class _StateCollector(Collector):
         yield counter("pushes", "trues sent on StreamIsActive streams", hub.pushes)
 
 
-class MetricsServer(BaseComponent):
+class MetricsServer(SideServer):
     """Serves ``GET /metrics`` (and ``/healthz``) over HTTP with aiohttp."""
 
     name = "scaler-metrics"
 
     def __init__(self, telemetry: Telemetry, address: Address) -> None:
+        super().__init__(address)
         self.telemetry = telemetry
-        self.address = address
-        self.port = 0  # the bound port, once started
-        self._runner: web.AppRunner | None = None
 
-    async def start(self) -> None:
+    def build_app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, self.address.host, self.address.port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = int(runner.addresses[0][1])
-        log.info("serving metrics", extra={"address": f"{self.address.host}:{self.port}"})
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        return app
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.telemetry.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

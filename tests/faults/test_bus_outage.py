@@ -17,14 +17,15 @@ import grpc
 import pytest
 
 from kedahttp.activity.bus import BusUnavailable, CaughtUp, Transport, open_transport
-from kedahttp.proxy.main import build
+from kedahttp.proxy.assembly import build
 from kedahttp.proxy.sources import Backend
-from tests.faults.clients import OK, KedaClient, Poller, Traffic, ref, until
-from tests.faults.conftest import StaticSource, proxy_settings
-from tests.faults.procs import KedahttpProcess, ProxyProcess, ScalerProcess, scrape
-from tests.faults.upstream import FaultyUpstream
+from tests.harness.fault_clients import OK, KedaClient, Poller, Traffic, ref
+from tests.harness.faulty_upstream import FaultyUpstream
+from tests.harness.procs import KedahttpProcess, ProxyProcess, ScalerProcess, scrape
+from tests.harness.proxy import RunningProxy, proxy_settings
 from tests.harness.servers import NatsServer, RedisServer
-from tests.integration.proxy.conftest import RunningProxy
+from tests.harness.static_source import StaticSource
+from tests.harness.waiting import until
 
 pytestmark = pytest.mark.timeout(90)
 

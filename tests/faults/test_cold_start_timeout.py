@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.clients import STATUS, HttpConnection, send, until
-from tests.faults.procs import ProxyProcess, hwm_kb
+from tests.harness.fault_clients import STATUS, HttpConnection, send
+from tests.harness.procs import ProxyProcess, hwm_kb
 from tests.harness.servers import free_port
+from tests.harness.waiting import until
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -16,14 +16,15 @@ from typing import Any
 import pytest
 
 from kedahttp.activity.bus import open_transport
-from kedahttp.proxy.main import build
+from kedahttp.proxy.assembly import build
 from kedahttp.proxy.sources import Backend
-from tests.faults.clients import OK, HttpConnection, KedaClient, StreamWatcher, ref, send, until
-from tests.faults.conftest import StaticSource, proxy_settings
-from tests.faults.procs import ScalerProcess
-from tests.faults.upstream import FaultyUpstream
+from tests.harness.fault_clients import OK, HttpConnection, KedaClient, StreamWatcher, ref, send
+from tests.harness.faulty_upstream import FaultyUpstream
+from tests.harness.procs import ScalerProcess
+from tests.harness.proxy import RunningProxy, proxy_settings
 from tests.harness.servers import RedisServer
-from tests.integration.proxy.conftest import RunningProxy
+from tests.harness.static_source import StaticSource
+from tests.harness.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.clients import DISCONNECTED, OK, REFUSED, HttpConnection, Traffic, send, until
-from tests.faults.procs import ProxyProcess
-from tests.faults.upstream import FaultyUpstream
+from tests.harness.fault_clients import DISCONNECTED, OK, REFUSED, HttpConnection, Traffic, send
+from tests.harness.faulty_upstream import FaultyUpstream
+from tests.harness.procs import ProxyProcess
+from tests.harness.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.faults.clients import (
+from tests.harness.fault_clients import (
     DISCONNECTED,
     OK,
     STATUS,
@@ -27,7 +27,7 @@ from tests.faults.clients import (
     send,
     until,
 )
-from tests.faults.upstream import FaultyUpstream, body_for
+from tests.harness.faulty_upstream import FaultyUpstream, body_for
 
 pytestmark = pytest.mark.timeout(60)
 

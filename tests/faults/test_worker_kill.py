@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from kedahttp.activity.aggregate import EXPIRY_INTERVALS, EXPIRY_MARGIN_SECONDS
-from kedahttp.scaler.state import ScalerState
-from tests.faults.clients import DISCONNECTED, OK, BusTap, HttpConnection, Traffic, send, until
-from tests.faults.conftest import running_scaler
-from tests.faults.procs import ProxyProcess
-from tests.faults.upstream import FaultyUpstream
+from tests.harness.fault_clients import DISCONNECTED, OK, BusTap, HttpConnection, Traffic, send
+from tests.harness.faulty_upstream import FaultyUpstream
+from tests.harness.procs import ProxyProcess
+from tests.harness.scaler import running_scaler
 from tests.harness.servers import RedisServer
+from tests.harness.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,9 +34,8 @@ async def test_a_killed_workers_in_flight_leaves_the_aggregate_and_the_other_kee
                          report_interval_seconds=str(INTERVAL))
     procs.append(proxy)
     tap = BusTap(redis_server.url).start()
-    async with running_scaler(redis_server.url) as components:
-        state: ScalerState = next(c for c in components if isinstance(c, ScalerState))
-        agg = state.aggregator
+    async with running_scaler(redis_server.url, fresh=False) as scaler:
+        agg = scaler.state.aggregator
         await asyncio.to_thread(proxy.wait_listening)
         await until(lambda: len(tap.latest) == 2 and agg.live_instances == 2, 20, "both workers reporting")
 

@@ -14,7 +14,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+from kedahttp.activity.bus import Transport
+
+TransportFactory = Callable[[], Transport]  # opens a transport on the test's bus server (``transports`` fixture)
 
 
 def free_port() -> int:

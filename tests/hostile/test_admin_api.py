@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.kube.fake_apiserver import FakeApiServer
-from tests.integration.kube.fixtures import TOKEN, Admin
+from tests.harness.admin import TOKEN, Admin
+from tests.harness.fake_apiserver import FakeApiServer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -7,63 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import pytest
 
 from kedahttp.proxy import http1
 from kedahttp.proxy.http1 import BadRequest
-from tests.hostile.conftest import Collector, send
-from tests.hostile.recorder import Recorder
-from tests.hostile.test_proxy_smuggling import TWICE, VALID, VALID_LAST, FixedUpstream, proxy_to
-from tests.integration.proxy.conftest import RunningProxy
+from tests.harness.clients import TWICE, VALID, VALID_LAST, Collector, send
+from tests.harness.proxy import RunningProxy, proxy_to
+from tests.harness.recorder import Recorder
+from tests.harness.upstreams import FixedUpstream, ScriptedUpstream
+from tests.harness.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def until(condition: object, timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():  # type: ignore[operator]
-        if loop.time() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-async def stopping() -> AsyncIterator[list[RunningProxy]]:
-    running: list[RunningProxy] = []
-    yield running
-    for p in running:
-        await p.stop()
-
-
-class ScriptedUpstream:
-    """Reads one request head per connection, then runs ``script(reader, writer)``."""
-
-    def __init__(self, script: object) -> None:
-        self.script = script
-        self.port = 0
-        self.heads: list[bytes] = []
-        self._server: asyncio.Server | None = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            self.heads.append(await reader.readuntil(b"\r\n\r\n"))
-            await self.script(reader, writer)  # type: ignore[operator]
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    async def __aenter__(self) -> ScriptedUpstream:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
 
 
 # -- an upstream answering twice, with the next request already waiting --------------------------------------

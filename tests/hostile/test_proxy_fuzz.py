@@ -28,9 +28,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.hostile.recorder import Received, Recorder
-from tests.hostile.wire import Malformed, read_requests, read_responses
-from tests.integration.proxy.conftest import RunningProxy, StaticSource, app_backend, start_proxy
+from tests.harness.proxy import RunningProxy, app_backend, start_proxy
+from tests.harness.recorder import Received, Recorder
+from tests.harness.static_source import StaticSource
+from tests.harness.wire import Malformed, read_requests, read_responses
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.hostile.conftest import proxy_for, send
-from tests.hostile.recorder import Recorder
-from tests.integration.proxy.conftest import RunningProxy, app_backend
+from tests.harness.clients import send
+from tests.harness.proxy import RunningProxy, app_backend, recording_proxy
+from tests.harness.recorder import Recorder
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,7 +26,7 @@ async def other() -> AsyncIterator[Recorder]:
 @pytest.fixture
 async def two(recorder: Recorder, other: Recorder) -> AsyncIterator[RunningProxy]:
     """app.test (and *.app.test) -> recorder; ::1 and other.test -> other."""
-    running = await proxy_for(
+    running = await recording_proxy(
         (app_backend(hosts=("app.test", "*.app.test")), recorder),
         (app_backend(key="default/other", hosts=("other.test", "::1")), other),
     )

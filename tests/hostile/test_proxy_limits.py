@@ -8,9 +8,9 @@ import asyncio
 
 import pytest
 
-from tests.hostile.conftest import send
-from tests.hostile.recorder import Recorder
-from tests.integration.proxy.conftest import RunningProxy
+from tests.harness.clients import send
+from tests.harness.proxy import RunningProxy
+from tests.harness.recorder import Recorder
 
 pytestmark = pytest.mark.timeout(60)
 

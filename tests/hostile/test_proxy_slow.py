@@ -13,22 +13,15 @@ import time
 
 import pytest
 
-from tests.hostile.conftest import Collector, send
-from tests.hostile.recorder import Recorder
-from tests.integration.proxy.conftest import RunningProxy
+from tests.harness.clients import Collector, send
+from tests.harness.proxy import RunningProxy
+from tests.harness.recorder import Recorder
+from tests.harness.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
 HEADER_TIMEOUT = 0.5
 GET = b"GET /ok HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n"
-
-
-async def until(condition: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        await asyncio.sleep(0.02)
 
 
 async def connect(port: int) -> tuple[asyncio.Transport, Collector]:

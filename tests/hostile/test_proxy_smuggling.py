@@ -7,22 +7,20 @@ the upstream as a request of its own, and the recording upstream shows it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.hostile.conftest import send
-from tests.hostile.recorder import Recorder
-from tests.hostile.wire import read_responses
-from tests.integration.proxy.conftest import RunningProxy, StaticSource, app_backend, start_proxy
+from tests.harness.clients import TWICE, VALID, VALID_LAST, send
+from tests.harness.proxy import RunningProxy, proxy_to
+from tests.harness.recorder import Recorder
+from tests.harness.upstreams import FixedUpstream
+from tests.harness.wire import read_responses
 
 pytestmark = pytest.mark.timeout(60)
 
 HOST = b"Host: app.test\r\n"
 NEXT = b"GET /next HTTP/1.1\r\nHost: app.test\r\n\r\n"  # the request a desync would smuggle
 NEXT_LAST = b"GET /next HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n"  # the same, ending the test
-VALID = b"GET /first HTTP/1.1\r\nHost: app.test\r\n\r\n"
-VALID_LAST = b"GET /first HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n"
 
 
 def post(headers: bytes, body: bytes) -> bytes:
@@ -220,46 +218,6 @@ async def test_a_refused_request_with_a_body_then_another_gives_no_internal_erro
 # -- the response side ---------------------------------------------------------------------------------------
 
 
-class FixedUpstream:
-    """Answers every request it reads with the same bytes (a misbehaving backend)."""
-
-    def __init__(self, response: bytes) -> None:
-        self.response = response
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                if b"\r\n\r\n" in data:
-                    writer.write(self.response)
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
-    async def __aenter__(self) -> FixedUpstream:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-
-
-async def proxy_to(port: int) -> RunningProxy:
-    return await start_proxy(StaticSource([app_backend()], {"default/app": [f"127.0.0.1:{port}"]}))
-
-
-@pytest.fixture
-async def stopping() -> AsyncIterator[list[RunningProxy]]:
-    running: list[RunningProxy] = []
-    yield running
-    for p in running:
-        await p.stop()
-
-
 async def test_upstream_connection_header_cannot_unframe_a_response(stopping: list[RunningProxy]) -> None:
     async with FixedUpstream(b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nhello") as up:
         proxy = await proxy_to(up.port)
@@ -267,9 +225,6 @@ async def test_upstream_connection_header_cannot_unframe_a_response(stopping: li
         out = await send(proxy.port, VALID + NEXT_LAST)
         responses = read_responses(out.data, eof=True)
         assert [r.body for r in responses] == [b"hello", b"hello"]
-
-
-TWICE = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none" + b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo"
 
 
 async def test_an_upstream_answering_twice_never_mixes_up_responses(stopping: list[RunningProxy]) -> None:

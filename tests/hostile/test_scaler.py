@@ -15,7 +15,7 @@ import pytest
 
 from kedahttp.protos import externalscaler_pb2 as pb
 from kedahttp.protos.externalscaler_pb2_grpc import ExternalScalerStub
-from tests.unit.scaler.harness import FakeProxy, KedaClient, Scaler, running_scaler, until
+from tests.harness.scaler import FakeProxy, KedaClient, Scaler, running_scaler, until
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import pytest
 
-from tests.manifests import render
-from tests.manifests.render import Build
+from tests.harness import render
+from tests.harness.render import EXAMPLE, INSTALLS, Build, rendered
 
 DIRS = render.kustomization_dirs()
-# The installs an operator picks from (each is a full kedahttp), and the example app.
-INSTALLS = ("overlays/dev", "overlays/nats", "overlays/redis")
-EXAMPLE = "examples/hello"
-
-
-@functools.cache
-def rendered(name: str) -> Build:
-    return Build(name, render.build(render.MANIFESTS / name))
 
 
 @pytest.fixture(scope="session", params=DIRS, ids=render.rel)

@@ -10,9 +10,8 @@ import kubernetes_validate
 import pytest
 
 from kedahttp import __version__
-from tests.manifests import render
-from tests.manifests.conftest import EXAMPLE, INSTALLS
-from tests.manifests.render import Build
+from tests.harness import render
+from tests.harness.render import EXAMPLE, INSTALLS, Build
 
 # The oldest release the manifests target (native gRPC probes and PDB unhealthyPodEvictionPolicy are GA
 # there) and the newest schema kubernetes-validate ships.

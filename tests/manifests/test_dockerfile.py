@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from kedahttp.proxy import compiled
-from tests.manifests.render import REPO, Build
+from tests.harness.render import REPO, Build
 
 
 def instructions(path: Path) -> list[tuple[str, str]]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from kedahttp import __version__
 from kedahttp.process import settings
-from tests.manifests.render import Build
+from tests.harness.render import Build
 
 SELECTOR_KEYS = {"app.kubernetes.io/name", "app.kubernetes.io/component"}
 UNSTABLE_LABELS = {"app.kubernetes.io/version", "helm.sh/chart", "pod-template-hash"}

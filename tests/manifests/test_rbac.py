@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from kedahttp.process import settings
-from tests.manifests import api_calls
-from tests.manifests.api_calls import Permission
-from tests.manifests.render import Build
+from tests.harness import api_calls
+from tests.harness.api_calls import Permission
+from tests.harness.render import Build
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import jsonschema
 import pytest
 
 from kedahttp.process import settings
-from tests.manifests import render
-from tests.manifests.render import Build
+from tests.harness import render
+from tests.harness.render import Build
 
 CRD = render.SHARED / "schemas" / "keda.sh_scaledobjects.yaml"
 CONTRACT = render.SHARED / "CONTRACT.md"

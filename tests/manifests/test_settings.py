@@ -11,8 +11,7 @@ import pytest
 from kedahttp import __version__
 from kedahttp.cli import main as cli
 from kedahttp.process import settings
-from tests.manifests.conftest import rendered
-from tests.manifests.render import Build, named_ports, probe_port
+from tests.harness.render import Build, named_ports, probe_port, rendered
 
 IMAGE = f"ghcr.io/kedahttp/kedahttp:{__version__}"
 # The settings each command accepts, from the CLI's own tables.

@@ -1,5 +1,5 @@
-"""The soak uses the fault tests' fixtures (subprocess bookkeeping, logs on failure) and one bus server,
-chosen by KEDAHTTP_SOAK_BUS (redis or nats; default redis)."""
+"""The soak runs on one bus server, chosen by KEDAHTTP_SOAK_BUS (redis or nats; default redis); its
+subprocess bookkeeping (``procs``, logs on failure) is in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import os
 
 import pytest
 
-from tests.faults.conftest import procs, pytest_runtest_makereport  # noqa: F401
 from tests.harness.servers import NatsServer, RedisServer
 
 

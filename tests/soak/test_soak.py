@@ -22,9 +22,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.faults.clients import OK, KedaClient, Poller, Traffic, ref
-from tests.faults.procs import KedahttpProcess, ProxyProcess, ScalerProcess
-from tests.faults.upstream import FaultyUpstream
+from tests.harness.fault_clients import OK, KedaClient, Poller, Traffic, ref
+from tests.harness.faulty_upstream import FaultyUpstream
+from tests.harness.procs import KedahttpProcess, ProxyProcess, ScalerProcess
 from tests.harness.servers import NatsServer, RedisServer, free_port
 
 SOAK_SECONDS = float(os.environ.get("KEDAHTTP_SOAK_SECONDS", "60"))

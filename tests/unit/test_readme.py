@@ -3,8 +3,8 @@
 import re
 from pathlib import Path
 
+from kedahttp.kube import trigger
 from kedahttp.process.settings import SPECS, env_name, flag_name
-from kedahttp.scaler import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -20,9 +20,7 @@ def test_every_setting_is_documented_with_its_default() -> None:
 
 
 def test_every_trigger_key_is_documented() -> None:
-    keys = [metrics.BACKEND_KEY, metrics.TARGET_CONCURRENCY_KEY, metrics.TARGET_REQUEST_RATE_KEY,
-            metrics.RATE_WINDOW_KEY, metrics.ACTIVITY_WINDOW_KEY, "scalerAddress"]
-    for key in keys:
+    for key in trigger.KEYS:
         assert re.search(rf"^\s+{key}: ", README, re.M), f"trigger key {key} missing from the README"
 
 

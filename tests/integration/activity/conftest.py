@@ -1,15 +1,13 @@
-"""Helpers for the bus tests: transports opened on the test's server and closed after it, polling."""
+"""Fixtures for the bus tests: transports opened on the test's server and closed after it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
 from kedahttp.activity.bus import Transport, open_transport
-from tests.harness.servers import NatsServer, RedisServer
-
-TransportFactory = Callable[[], Transport]
+from tests.harness.servers import NatsServer, RedisServer, TransportFactory
 
 
 @pytest.fixture

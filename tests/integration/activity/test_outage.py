@@ -16,9 +16,8 @@ from kedahttp.activity.feed import ActivityFeed
 from kedahttp.activity.model import BackendActivity, Report, ReportLike, WakeEvent, WakeLike
 from kedahttp.activity.publisher import ActivityPublisher
 from kedahttp.process.tasks import TaskOwner
-from tests.harness.servers import NatsServer, RedisServer
+from tests.harness.servers import NatsServer, RedisServer, TransportFactory
 from tests.harness.waiting import until
-from tests.integration.activity.conftest import TransportFactory
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -16,9 +16,8 @@ import pytest
 
 from kedahttp.activity.bus import CAUGHT_UP, BusUnavailable, CaughtUp, Transport
 from kedahttp.process.tasks import TaskOwner
-from tests.harness.servers import NatsServer, RedisServer
+from tests.harness.servers import NatsServer, RedisServer, TransportFactory
 from tests.harness.waiting import until
-from tests.integration.activity.conftest import TransportFactory
 
 pytestmark = pytest.mark.timeout(60)
 

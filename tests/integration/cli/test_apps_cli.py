@@ -12,9 +12,9 @@ from pathlib import Path
 
 import yaml
 
+from tests.harness.admin import TOKEN, Admin
+from tests.harness.fake_apiserver import FakeApiServer
 from tests.harness.servers import free_port
-from tests.integration.kube.fake_apiserver import FakeApiServer
-from tests.integration.kube.fixtures import TOKEN, Admin
 
 KEDAHTTP = str(Path(sys.executable).parent / "kedahttp")
 

@@ -14,7 +14,8 @@ from kedahttp.dev.config import AppConfig, EmulatorConfig
 from kedahttp.dev.emulator import KedaEmulator
 from kedahttp.dev.hpa import Policy, Rules
 from kedahttp.dev.runtime import AppStatus
-from tests.integration.dev.fake_scaler import FakeScaler
+from tests.harness.fake_scaler import FakeScaler
+from tests.harness.waiting import until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -45,12 +46,12 @@ class FakeTarget:
         self.changed.set()
 
     async def wait_for(self, replicas: int, timeout: float = 10.0) -> None:
-        async def until() -> None:
+        async def changed_to() -> None:
             while self.desired != replicas:
                 self.changed.clear()
                 await self.changed.wait()
 
-        await asyncio.wait_for(until(), timeout)
+        await asyncio.wait_for(changed_to(), timeout)
 
 
 @pytest.fixture
@@ -65,14 +66,6 @@ async def run_emulator(scaler: FakeScaler, target: FakeTarget, config: EmulatorC
     emulator = KedaEmulator([APP], config, f"127.0.0.1:{scaler.port}", target)
     await emulator.start()
     return emulator
-
-
-async def until(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    async def loop() -> None:
-        while not predicate():  # noqa: ASYNC110 - the state lives in another component; polling is the point
-            await asyncio.sleep(0.02)
-
-    await asyncio.wait_for(loop(), timeout)
 
 
 async def test_push_activates_hpa_scales_out_and_cooldown_scales_to_zero(scaler: FakeScaler) -> None:

@@ -39,13 +39,13 @@ class RecordingSink:
         self.changed.set()
 
     async def wait_for(self, key: str, count: int, timeout: float = 15.0) -> list[str]:
-        async def until() -> list[str]:
+        async def changed_to() -> list[str]:
             while len(self.endpoints.get(key, [])) != count:
                 self.changed.clear()
                 await self.changed.wait()
             return self.endpoints[key]
 
-        return await asyncio.wait_for(until(), timeout)
+        return await asyncio.wait_for(changed_to(), timeout)
 
 
 def get(endpoint: str) -> tuple[str, str]:

@@ -13,10 +13,10 @@ import pytest
 
 from kedahttp.kube.cluster import Cluster
 from kedahttp.process.settings import load
+from tests.harness.admin import SCALER_ADDRESS, Admin, AdminContext, admin_settings, start_admin
+from tests.harness.fake_apiserver import FakeApiServer
+from tests.harness.schemas import validate_builtin, validate_scaled_object
 from tests.harness.servers import free_port
-from tests.integration.kube.fake_apiserver import FakeApiServer
-from tests.integration.kube.fixtures import SCALER_ADDRESS, Admin, AdminContext, admin_settings, start_admin
-from tests.unit.kube.schemas import validate_builtin, validate_scaled_object
 
 APP = {"name": "hello", "image": "ghcr.io/acme/hello:1", "port": 8080, "hosts": ["hello.example.com"]}
 

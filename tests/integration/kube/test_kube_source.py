@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +15,11 @@ import pytest
 from kedahttp.kube.cluster import Cluster
 from kedahttp.process.settings import load
 from kedahttp.proxy.kube_source import KubernetesSource
-from tests.integration.kube.fake_apiserver import FakeApiServer
-from tests.unit.kube.test_cluster_routes import RecordingSink, eps, service
+from tests.harness.fake_apiserver import FakeApiServer
+from tests.harness.kube_objects import RecordingSink, eps, service
+from tests.harness.waiting import until
 
 WAIT_SECONDS = 10.0  # a bound so a broken build fails instead of hanging; never a latency assertion
-
-
-async def until(predicate: Callable[[], Any], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + WAIT_SECONDS
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def managed(obj: dict[str, Any]) -> dict[str, Any]:
@@ -69,21 +62,21 @@ async def test_services_and_ready_slices_reach_the_sink(apiserver: FakeApiServer
             ("a.example.com",), ("/api",), 20.0)
 
         apiserver.put(managed(service("b")))  # an app appears
-        await until(lambda: "default/b" in sink.backends, "service b")
+        await until(lambda: "default/b" in sink.backends, WAIT_SECONDS, "service b")
         apiserver.put(slice_obj("b-x1", "b", ready=["10.0.1.1"]))
-        await until(lambda: sink.endpoints.get("default/b"), "b ready")
+        await until(lambda: sink.endpoints.get("default/b"), WAIT_SECONDS, "b ready")
         apiserver.put(slice_obj("a-1", "a", ready=["10.0.0.1"]))  # a's pod turns ready
-        await until(lambda: sink.endpoints.get("default/a"), "a ready")
+        await until(lambda: sink.endpoints.get("default/a"), WAIT_SECONDS, "a ready")
         assert sink.take() == [
             ("upsert", "default/b"),
             ("endpoints", "default/b", ("10.0.1.1:8080",)),
             ("endpoints", "default/a", ("10.0.0.1:8080",)),
         ]
         apiserver.remove("Service", "default", "b")
-        await until(lambda: "default/b" not in sink.backends, "b removed")
+        await until(lambda: "default/b" not in sink.backends, WAIT_SECONDS, "b removed")
         # a Service that loses the label leaves the routes (the watch says DELETED)
         apiserver.put(unlabelled | {"metadata": {**unlabelled["metadata"], "name": "a"}})
-        await until(lambda: "default/a" not in sink.backends, "a unlabelled")
+        await until(lambda: "default/a" not in sink.backends, WAIT_SECONDS, "a unlabelled")
 
     services_lists = [r for r in apiserver.requests_for("GET", "/services") if r.query.get("watch") is None]
     assert services_lists[0].query["labelSelector"] == "app.kubernetes.io/managed-by=kedahttp"
@@ -96,15 +89,15 @@ async def test_a_dropped_watch_resumes_from_its_resource_version(apiserver: Fake
     apiserver.put(managed(service("a")))
     sink = RecordingSink()
     async with running(make_source(cluster), sink):
-        await until(lambda: apiserver.watch_count() == 2, "both watches open")
+        await until(lambda: apiserver.watch_count() == 2, WAIT_SECONDS, "both watches open")
         apiserver.put(managed(service("b")))
-        await until(lambda: "default/b" in sink.backends, "service b")
+        await until(lambda: "default/b" in sink.backends, WAIT_SECONDS, "service b")
         seen_rv = apiserver.get("Service", "default", "b")["metadata"]["resourceVersion"]  # type: ignore[index]
 
         apiserver.drop_watches()
         apiserver.put(managed(service("c")))  # happens while the connection is down (or just after)
         apiserver.put(slice_obj("c-1", "c", ready=["10.0.2.1"]))
-        await until(lambda: sink.endpoints.get("default/c"), "c ready after the drop")
+        await until(lambda: sink.endpoints.get("default/c"), WAIT_SECONDS, "c ready after the drop")
 
         watches = [r for r in apiserver.requests_for("GET", "/services") if r.query.get("watch")]
         assert len(watches) >= 2
@@ -118,13 +111,13 @@ async def test_bookmarks_move_the_resume_point(apiserver: FakeApiServer, cluster
     apiserver.put(managed(service("a")))
     sink = RecordingSink()
     async with running(make_source(cluster), sink):
-        await until(lambda: apiserver.watch_count() == 2, "both watches open")
+        await until(lambda: apiserver.watch_count() == 2, WAIT_SECONDS, "both watches open")
         marked = str(apiserver.bookmark())
         # written before the cut, so the client reads it before it sees the connection end
-        await until(lambda: ("/api/v1/services", "BOOKMARK") in apiserver.sent, "the bookmark sent")
+        await until(lambda: ("/api/v1/services", "BOOKMARK") in apiserver.sent, WAIT_SECONDS, "the bookmark sent")
         apiserver.drop_watches()
         await until(lambda: len([r for r in apiserver.requests_for("GET", "/services") if r.query.get("watch")]) == 2,
-                    "the watch reopened")
+                    WAIT_SECONDS, "the watch reopened")
         reopened = [r for r in apiserver.requests_for("GET", "/services") if r.query.get("watch")][1]
         assert reopened.query["resourceVersion"] == marked
         assert sink.take() == [("replace", ["default/a"])]  # a bookmark changes no route
@@ -136,20 +129,20 @@ async def test_gone_lists_again_and_catches_up(apiserver: FakeApiServer, cluster
     apiserver.put(slice_obj("b-1", "b", ready=["10.0.0.2"]))
     sink = RecordingSink()
     async with running(make_source(cluster), sink):
-        await until(lambda: apiserver.watch_count() == 2, "both watches open")
+        await until(lambda: apiserver.watch_count() == 2, WAIT_SECONDS, "both watches open")
         sink.take()
         # Keep the watcher out while things change, then forget that history.
         apiserver.fail("GET", "Service", 503, "apiserver restarting", times=1000)
         apiserver.drop_watches()
         await until(lambda: any(r.query.get("watch") for r in apiserver.requests_for("GET", "/services")[2:]),
-                    "a refused reconnect")
+                    WAIT_SECONDS, "a refused reconnect")
         apiserver.remove("Service", "default", "a")
         apiserver.put(managed(service("b", hosts="b.example.net")))
         apiserver.put(managed(service("d")))
         apiserver.compact()
         apiserver.faults.clear()
 
-        await until(lambda: set(sink.backends) == {"default/b", "default/d"}, "relisted state")
+        await until(lambda: set(sink.backends) == {"default/b", "default/d"}, WAIT_SECONDS, "relisted state")
         assert sink.backends["default/b"].hosts == ("b.example.net",)
         assert sink.endpoints == {"default/b": ("10.0.0.2:8080",)}  # untouched: same endpoints
         calls = sink.take()
@@ -159,7 +152,7 @@ async def test_gone_lists_again_and_catches_up(apiserver: FakeApiServer, cluster
         assert len(lists) == 2
         # and watching goes on from the new list
         apiserver.put(managed(service("e")))
-        await until(lambda: "default/e" in sink.backends, "service e after relist")
+        await until(lambda: "default/e" in sink.backends, WAIT_SECONDS, "service e after relist")
 
 
 async def test_a_malformed_service_is_skipped(apiserver: FakeApiServer, cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
@@ -173,7 +166,7 @@ async def test_a_malformed_service_is_skipped(apiserver: FakeApiServer, cluster:
         assert any(getattr(r, "service", None) == "default/bad" for r in caplog.records)
         apiserver.put(managed(service("other", cold="-1")))  # another broken one, live
         apiserver.put(managed(service("bad")))  # fixed
-        await until(lambda: "default/bad" in sink.backends, "bad fixed")
+        await until(lambda: "default/bad" in sink.backends, WAIT_SECONDS, "bad fixed")
         assert "default/other" not in sink.backends
         assert sink.endpoints == {"default/good": ("10.0.0.1:8080",)}
 
@@ -198,5 +191,5 @@ async def test_namespace_scoped_from_kubeconfig(
 async def test_cancelling_the_source_closes_its_watches(apiserver: FakeApiServer, cluster: Cluster) -> None:
     sink = RecordingSink()
     async with running(make_source(cluster), sink):
-        await until(lambda: apiserver.watch_count() == 2, "two watches")
-    await until(lambda: apiserver.watch_count() == 0, "watches closed")
+        await until(lambda: apiserver.watch_count() == 2, WAIT_SECONDS, "two watches")
+    await until(lambda: apiserver.watch_count() == 0, WAIT_SECONDS, "watches closed")

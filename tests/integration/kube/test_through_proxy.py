@@ -13,9 +13,10 @@ import pytest
 from kedahttp.activity.bus import open_transport
 from kedahttp.kube.cluster import Cluster
 from kedahttp.proxy.kube_source import KubernetesSource
-from tests.integration.kube.fake_apiserver import FakeApiServer
-from tests.integration.kube.test_kube_source import until
-from tests.integration.proxy.conftest import Upstream, make_settings, start_proxy
+from tests.harness.fake_apiserver import FakeApiServer
+from tests.harness.proxy import make_settings, start_proxy
+from tests.harness.upstreams import Upstream
+from tests.harness.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 TOKEN = "proxy-admin-token"
@@ -39,7 +40,7 @@ async def test_create_route_hold_and_release(
             async with session.post(f"{admin_url}/api/v1/apps", json=body,
                                     headers=auth) as response:
                 assert response.status == 201, await response.text()
-            await until(lambda: proxy.proxy.routes.get("default/hello") is not None, "the route")
+            await until(lambda: proxy.proxy.routes.get("default/hello") is not None, 10.0, "the route")
 
             # cold: the request is held ...
             held = asyncio.create_task(session.get(f"{proxy.url}/headers", headers={"Host": "hello.test"}))
@@ -73,7 +74,7 @@ async def test_create_route_hold_and_release(
             async with session.delete(f"{admin_url}/api/v1/apps/default/hello",
                                       headers=auth) as response:
                 assert response.status == 204
-            await until(lambda: proxy.proxy.routes.get("default/hello") is None, "the route removed")
+            await until(lambda: proxy.proxy.routes.get("default/hello") is None, 10.0, "the route removed")
             async with session.get(f"{proxy.url}/", headers={"Host": "hello.test"}) as response:
                 assert response.status == 404
     finally:

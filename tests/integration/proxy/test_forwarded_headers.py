@@ -14,7 +14,8 @@ import pytest
 
 from kedahttp.process.settings import parse_networks
 from kedahttp.proxy.sources import Backend
-from tests.harness.proxies import RunningProxy, curl, make_settings
+from tests.harness.clients import curl
+from tests.harness.proxy import RunningProxy, make_settings
 from tests.harness.static_source import StaticSource
 
 pytestmark = pytest.mark.timeout(30)

@@ -7,16 +7,10 @@ import json
 
 import pytest
 
-from tests.integration.proxy.conftest import (
-    RunningProxy,
-    StaticSource,
-    Upstream,
-    app_backend,
-    curl,
-    headers_seen,
-    raw_exchange,
-    read_response,
-)
+from tests.harness.clients import curl, headers_seen, raw_exchange, read_response
+from tests.harness.proxy import RunningProxy, app_backend
+from tests.harness.static_source import StaticSource
+from tests.harness.upstreams import Upstream
 
 pytestmark = pytest.mark.timeout(60)
 

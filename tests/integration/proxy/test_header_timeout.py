@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from tests.integration.proxy.conftest import RunningProxy
+from tests.harness.proxy import RunningProxy
 
 pytestmark = pytest.mark.timeout(20)
 

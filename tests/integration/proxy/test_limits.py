@@ -6,7 +6,9 @@ import asyncio
 
 import pytest
 
-from tests.integration.proxy.conftest import RunningProxy, Upstream, raw_exchange
+from tests.harness.clients import raw_exchange
+from tests.harness.proxy import RunningProxy
+from tests.harness.upstreams import Upstream
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -14,8 +14,9 @@ import pytest
 import websockets
 
 from kedahttp.proxy import compiled
+from tests.harness.clients import curl
 from tests.harness.servers import env_with, free_port, wait_port
-from tests.integration.proxy.conftest import Upstream, curl
+from tests.harness.upstreams import Upstream
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -12,15 +12,11 @@ import pytest
 from kedahttp.activity.aggregate import Aggregator
 from kedahttp.activity.bus import CAUGHT_UP, open_transport
 from kedahttp.activity.codec import decode
+from tests.harness.clients import curl
+from tests.harness.proxy import RunningProxy, app_backend, make_settings
 from tests.harness.servers import free_port
-from tests.integration.proxy.conftest import (
-    RunningProxy,
-    StaticSource,
-    Upstream,
-    app_backend,
-    curl,
-    make_settings,
-)
+from tests.harness.static_source import StaticSource
+from tests.harness.upstreams import Upstream
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -20,7 +20,8 @@ import pytest
 from kedahttp.proxy.app_settings import AppSettings
 from kedahttp.proxy.file_source import FileSource
 from kedahttp.proxy.sources import Backend
-from tests.harness.proxies import RunningProxy, curl, make_settings, metric
+from tests.harness.clients import curl
+from tests.harness.proxy import RunningProxy, make_settings, metric
 from tests.harness.slow_upstream import SlowUpstream
 from tests.harness.static_source import StaticSource
 from tests.harness.waiting import until

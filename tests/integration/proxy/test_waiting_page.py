@@ -18,7 +18,8 @@ import pytest
 
 from kedahttp.proxy.file_source import FileSource
 from tests.harness.browser import Browser, find_chromium
-from tests.harness.proxies import RunningProxy, curl, make_settings, published_wakes
+from tests.harness.clients import curl
+from tests.harness.proxy import RunningProxy, make_settings, published_wakes
 from tests.harness.servers import free_port
 from tests.harness.slow_upstream import SlowUpstream
 from tests.harness.waiting import until

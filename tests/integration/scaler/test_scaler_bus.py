@@ -12,8 +12,8 @@ import pytest
 
 from kedahttp.protos import externalscaler_pb2 as pb
 from kedahttp.protos.externalscaler_pb2_grpc import ExternalScalerStub
+from tests.harness.scaler import FakeProxy, KedaClient, ref, running_scaler, steady, until
 from tests.harness.servers import NatsServer, RedisServer
-from tests.unit.scaler.harness import FakeProxy, KedaClient, ref, running_scaler, steady, until
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from kedahttp.activity.aggregate import Aggregator
 from kedahttp.activity.model import Report
-from tests.unit.activity.test_aggregate import Request, quarter_seconds, reports_for
+from tests.harness.activity_reports import Request, quarter_seconds, reports_for
 
 T0 = 1024.0  # a small wall clock keeps float error far below the tolerances
 SPAN = 25.0

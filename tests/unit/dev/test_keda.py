@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kedahttp.dev.keda import Backoff, ScaledObjectSpec, ScaleExecutor
+from kedahttp.dev.keda import ScaledObjectSpec, ScaleExecutor, stream_backoff
 
 
 def test_activation_from_zero_goes_to_one() -> None:
@@ -56,7 +56,7 @@ def test_hpa_min_replicas_is_at_least_one() -> None:
 
 
 def test_stream_backoff_doubles_to_a_minute_and_resets() -> None:
-    backoff = Backoff(2.0, 60.0)
+    backoff = stream_backoff()
     assert [backoff.next_delay() for _ in range(7)] == [2, 4, 8, 16, 32, 60, 60]
     backoff.reset()
     assert backoff.next_delay() == 2

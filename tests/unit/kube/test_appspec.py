@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from kedahttp.kube import appspec
 from kedahttp.kube.appspec import AppSpec, SpecError
-from tests.unit.kube.schemas import validate_builtin, validate_scaled_object
+from tests.harness.schemas import validate_builtin, validate_scaled_object
 
 BASE: dict[str, Any] = {"name": "hello", "image": "ghcr.io/acme/hello:1.2", "port": 8080, "hosts": ["hello.example.com"]}
 

@@ -82,7 +82,8 @@ def test_held_requests_count_as_active_and_removed_backends_are_dropped_once_idl
     clock = Clock()
     reg = CounterRegistry("p", clock=clock)
     a = reg.for_backend("ns/a")
-    a.start_held(1000.0)
+    a.start(1000.0)
+    a.hold()
     reg.mark_removed("ns/a")
     clock.t = 1002.0
     [b] = reg.build_report().backends

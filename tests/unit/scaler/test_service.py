@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from kedahttp.activity import memory_bus
 from kedahttp.activity.model import BackendActivity
-from tests.unit.scaler.harness import FakeProxy, KedaClient, Scaler, ref, running_scaler, steady, until
+from tests.harness.scaler import FakeProxy, KedaClient, Scaler, ref, running_scaler, steady, until
 
 pytestmark = pytest.mark.timeout(30)
 

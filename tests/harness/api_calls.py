@@ -23,7 +23,7 @@ from pathlib import Path
 
 from kubernetes import client as k8s
 
-from tests.manifests.render import REPO
+from tests.harness.render import REPO
 
 PACKAGE = REPO / "kedahttp"
 CLUSTER = PACKAGE / "kube" / "cluster.py"

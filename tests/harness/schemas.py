@@ -13,7 +13,7 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO.parent / "shared" / "schemas"
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")  # oldest we support, and the newest the package knows
 

@@ -168,3 +168,14 @@ def probe_port(container: Obj, port: int | str) -> int:
 def load_yaml(path: Path) -> Any:
     with path.open() as f:
         return yaml.safe_load(f)
+
+
+# The installs an operator picks from (each is a full kedahttp), and the example app.
+INSTALLS = ("overlays/dev", "overlays/nats", "overlays/redis")
+EXAMPLE = "examples/hello"
+
+
+@functools.cache
+def rendered(name: str) -> Build:
+    """The kustomization ``name`` (relative to manifests/), rendered once per session."""
+    return Build(name, build(MANIFESTS / name))

@@ -15,7 +15,7 @@ import contextlib
 import json
 from dataclasses import dataclass
 
-from tests.hostile.wire import Incomplete, Malformed, Message, read_request
+from tests.harness.wire import Incomplete, Malformed, Message, read_request
 
 
 @dataclass

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,19 +22,10 @@ import httptools
 from kedahttp.process.tasks import TaskOwner
 from kedahttp.protos import externalscaler_pb2 as pb
 from kedahttp.protos.externalscaler_pb2_grpc import ExternalScalerStub
-from tests.faults.upstream import expected_body
+from tests.harness.faulty_upstream import expected_body
+from tests.harness.waiting import until
 
 OK, STATUS, TRUNCATED, DISCONNECTED, REFUSED, TIMEOUT = "ok", "status", "truncated", "disconnected", "refused", "timeout"
-
-
-async def until(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    """Waits (polling) until ``condition()``; returns the seconds it took, fails after ``timeout``."""
-    began = time.monotonic()
-    while not condition():
-        if time.monotonic() - began > timeout:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - began
 
 
 class ConnectionClosed(Exception):
