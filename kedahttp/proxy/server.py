@@ -178,7 +178,7 @@ class ClientConnection(asyncio.Protocol, ClientSide):
         if self.queue:
             up = self.queue[0].up
             if up is not None and up.transport is not None:
-                up.last_read = self.server.now  # the upstream was not read meanwhile: not idle time
+                up.reading_resumed(self.server.now)  # it was not read meanwhile: not idle time
                 up.transport.resume_reading()
 
     # -- httptools callbacks -----------------------------------------------------------------------

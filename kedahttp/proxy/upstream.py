@@ -73,6 +73,9 @@ class UpstreamConnection(asyncio.Protocol, UpstreamSide):
         self.reused = True
         self.pool.put(self)
 
+    def reading_resumed(self, now: float) -> None:
+        self.last_read = now
+
     def tunnel_to(self, transport: Any) -> None:
         """Upgraded: from now on what the upstream sends goes to ``transport`` (the client's) untouched."""
         self.tunnel = transport
