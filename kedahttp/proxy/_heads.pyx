@@ -26,7 +26,8 @@ cdef int _UNTIL_CLOSE = http1.UNTIL_CLOSE
 
 # request header names handled specially
 cdef enum:
-    H_OTHER, H_HOST, H_CONNECTION, H_DROP, H_TE, H_XFF, H_EXPECT, H_CL, H_UPGRADE, H_PROXY, H_XFP, H_XFH, H_FWD
+    H_OTHER, H_HOST, H_CONNECTION, H_DROP, H_TE, H_EXPECT, H_CL, H_UPGRADE, H_PROXY,
+    H_XFF, H_XFP, H_XFH, H_FWD  # the forwarding family, last: ``code >= H_XFF``
 
 
 cdef inline unsigned char _lower(unsigned char c) noexcept nogil:
@@ -130,7 +131,7 @@ def rewrite_request(bytes method, bytes target, list headers, bytes client_ip, b
     cdef Py_ssize_t size = PyBytes_GET_SIZE(method) + n_target + 12, total
     cdef object host = None, xff = None, xfp = None, xfh = None, upgrade_value = None
     cdef bint expect_continue = False, has_length = False, chunked = False
-    cdef int code
+    cdef int code, told = 0
     cdef const char* name
     cdef const char* value
     cdef Py_ssize_t n_name, n_value
@@ -152,27 +153,20 @@ def rewrite_request(bytes method, bytes target, list headers, bytes client_ip, b
             if host is not None:
                 return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
             host = value_obj
-        elif code == H_XFF:
+        elif code >= H_XFF:  # believed from a trusted peer only; from anyone else dropped (not written)
             if trusted:
-                if xff is not None:  # several are joined in order: the reference does that
+                # RFC 7239 (parsed to fill in what X-Forwarded-* leaves out) or several of one name (joined
+                # in order): the reference does those
+                if code == H_FWD or told & (1 << code):
                     return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
+                told |= 1 << code
                 if n_value:
-                    xff = value_obj
-        elif code == H_XFP:
-            if trusted:
-                if xfp is not None:
-                    return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
-                if n_value:
-                    xfp = value_obj
-        elif code == H_XFH:
-            if trusted:
-                if xfh is not None:
-                    return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
-                if n_value:
-                    xfh = value_obj
-        elif code == H_FWD:
-            if trusted:  # RFC 7239 fills in what X-Forwarded-* leaves out: the reference parses it
-                return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
+                    if code == H_XFF:
+                        xff = value_obj
+                    elif code == H_XFP:
+                        xfp = value_obj
+                    else:
+                        xfh = value_obj
         elif code == H_EXPECT:
             if _is(value, n_value, b"100-continue", 12):  # exactly, as http1.py
                 expect_continue = True

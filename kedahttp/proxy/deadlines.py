@@ -1,15 +1,15 @@
 """Which upstream timeout an exchange has run past, decided by the server's periodic sweep, not a timer each.
 
-Arming a ``loop.call_later`` per request and cancelling it when the response arrives costs two heap
-operations and a handle allocation on every request, for a timeout that almost never fires. Instead the
-data path only stamps times it has anyway or can read for free (when the request went out, when the
-upstream last sent a byte, from a coarse clock the sweep advances), and the sweep, which already visits
-every client connection for the header and keep-alive timeouts, asks ``overdue`` about the one exchange
-each connection has in progress. A timeout therefore fires between its value and its value plus two
-sweep intervals (one for the sweep's period, one for a stamp from the coarse clock being early), and the
-interval follows the shortest timeout configured: a tenth of it, between ``MIN_SWEEP_SECONDS`` and the
-server's own (one second by default), so a 60 s timeout is late by two seconds at most and a 1 s one by
-0.2 s.
+Arming a ``loop.call_later`` per request and cancelling it when the response arrives costs a handle
+allocation and two timer-heap operations on every request, for a timeout that almost never fires.
+Instead the data path only stamps what it can read for free (the upstream's last byte, from a coarse
+clock the sweep advances), and the sweep, which already visits every client connection for the header
+and keep-alive timeouts, looks at the one exchange each connection has in progress: the first sweep to
+see its request sent in full notes the time (a request answered within a sweep period is never looked
+at), and later sweeps ask ``overdue``. A timeout therefore fires between its value and its value plus two
+sweep periods, never early, and the period follows the shortest timeout configured: a tenth of it,
+between ``MIN_SWEEP_SECONDS`` and the server's own (one second by default), so a 60 s timeout is late by
+two seconds at most and a 1 s one by 0.2 s.
 
 What counts as idle: the response-header timeout runs from the moment the request was fully sent until
 the status line; the idle timeout from the upstream's last byte of the response body, except while the
@@ -44,7 +44,7 @@ def overdue(limits: AppLimits, now: float, slack: float, *, sent_at: float, req_
             streaming: bool, last_read: float, reading_paused: bool) -> int:
     """Which timeout a forwarded exchange (request sent, response not complete) has passed, or NOT_DUE.
 
-    ``sent_at``: when the request went out in full (0 while its body is still being sent); ``last_read``:
+    ``sent_at``: when the sweep first saw the request out in full (0 before); ``last_read``:
     the upstream's last byte on the coarse clock; ``slack``: how early a coarse stamp may be.
     """
     total = limits.total_timeout_seconds

@@ -145,7 +145,7 @@ class Exchange:
     up_until_close = False
     early: list[bytes] | None = None  # client bytes after an Upgrade request, held until the 101
     early_bytes = 0
-    sent_at = 0.0  # when the request was sent in full (monotonic), for the upstream timeouts; 0 before
+    sent_at = 0.0  # when the sweep first saw the request sent in full (coarse clock); 0 before (deadlines.py)
     wants_page = False  # a browser's GET/HEAD to an app with the waiting page (set only when it is cold)
 
     def __init__(self, conn: ClientSide, dispatcher: Dispatch, method: bytes, head: bytes, body: int,
@@ -200,8 +200,6 @@ class Exchange:
         if self.req_done:
             return
         self.req_done = True
-        if self.state == SENT:
-            self.sent_at = _clock()
         if self.state != DONE and self.body == CHUNKED:
             self.request_body_raw(LAST_CHUNK)
 
@@ -235,8 +233,6 @@ class Exchange:
     def attach(self, up: UpstreamSide) -> None:
         self.up = up
         self.state = SENT
-        if self.req_done:
-            self.sent_at = _clock()
         up.bind(self)
         if self.expect_continue and not self.continued and not self.http10:
             self.continued = True
@@ -305,12 +301,14 @@ class Exchange:
                 self.counters.upstream_errors += 1
             self.up = None
             up.ex = None
+            self.sent_at = 0.0
             self.dispatcher.send(self, True)
         else:
             self.upstream_failed(up, "a response to no request")
 
     def retry(self) -> None:
         self.up = None
+        self.sent_at = 0.0
         self.out = [self.head, *(self.replay or ())]
         self.out_bytes = 0
         self.dispatcher.send(self, True)

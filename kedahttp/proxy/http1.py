@@ -29,7 +29,8 @@ CHUNKED: Final = 2
 UNTIL_CLOSE: Final = 3  # responses only: the body ends when the connection does
 
 # lower-case request header names handled specially; values index the branches in rewrite_request
-_H_HOST, _H_CONNECTION, _H_DROP, _H_TE, _H_XFF, _H_EXPECT, _H_CL, _H_UPGRADE, _H_XFP, _H_XFH, _H_FWD, _H_XOTHER = range(12)
+_H_HOST, _H_CONNECTION, _H_DROP, _H_TE, _H_EXPECT, _H_CL, _H_UPGRADE, _H_XOTHER = range(8)
+_H_XFF, _H_XFP, _H_XFH, _H_FWD = range(8, 12)  # what a trusted peer says about forwarding, kept by code
 _REQUEST_SPECIAL: Final[dict[bytes, int]] = {
     b"host": _H_HOST,
     b"connection": _H_CONNECTION,
@@ -116,10 +117,7 @@ def rewrite_request(
     lines = [method + b" " + path + b" HTTP/1.1"]  # joined with CRLF at the end
     append = lines.append
     host = b""
-    xff = b""
-    xfp = b""
-    xfh = b""
-    fwd = b""
+    told: dict[int, bytes] | None = None  # a trusted peer's X-Forwarded-For/-Proto/-Host and Forwarded
     expect_continue = False
     has_length = False
     upgrade_value = b""
@@ -148,18 +146,12 @@ def rewrite_request(
             has_length = True
             append(name + b": " + value)
             continue
-        elif code == _H_XFF:
-            if trusted:
-                xff = value if not xff else xff + b", " + value
-        elif code == _H_XFP:
-            if trusted:
-                xfp = value if not xfp else xfp + b", " + value
-        elif code == _H_XFH:
-            if trusted:
-                xfh = value if not xfh else xfh + b", " + value
-        elif code == _H_FWD:
-            if trusted:
-                fwd = value if not fwd else fwd + b", " + value
+        elif code >= _H_XFF:
+            if trusted:  # several of one name are joined in order
+                if told is None:
+                    told = {}
+                earlier = told.get(code)
+                told[code] = value if not earlier else earlier + b", " + value
         elif code == _H_XOTHER:
             if trusted:
                 append(name + b": " + value)
@@ -196,11 +188,14 @@ def rewrite_request(
         drop = set(extra_tokens)
         lines = [lines[0], *(line for line in lines[1:] if line.partition(b":")[0].lower() not in drop)]
         append = lines.append
-    if fwd:  # trusted only: what the peer said in RFC 7239 form fills in what it left out
-        fwd_for, fwd_proto, fwd_host = derive_from_forwarded(fwd)
-        xff = xff or fwd_for
-        xfp = xfp or fwd_proto
-        xfh = xfh or fwd_host
+    xff = xfp = xfh = fwd = b""
+    if told is not None:
+        xff, xfp, xfh, fwd = (told.get(code, b"") for code in (_H_XFF, _H_XFP, _H_XFH, _H_FWD))
+        if fwd:  # what the peer said in RFC 7239 form fills in what it left out
+            fwd_for, fwd_proto, fwd_host = derive_from_forwarded(fwd)
+            xff = xff or fwd_for
+            xfp = xfp or fwd_proto
+            xfh = xfh or fwd_host
     # the added lines as one piece: fewer list operations per request than a line each
     tail = (b"X-Forwarded-For: " + (xff + b", " + client_ip if xff else client_ip)
             + b"\r\nX-Forwarded-Proto: " + (xfp or proto))

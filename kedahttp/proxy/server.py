@@ -398,6 +398,8 @@ class ClientConnection(asyncio.Protocol, ClientSide):
             if tunnel_overdue(route.limits, now, slack, max(self.since, up.last_read)):
                 ex.tunnel_idle()
             return
+        if not ex.sent_at and ex.req_done:
+            ex.sent_at = now  # the first sweep to see it sent in full: no clock read per request
         due = overdue(route.limits, now, slack, sent_at=ex.sent_at, req_done=ex.req_done,
                       resp_started=ex.resp_started, streaming=ex.resp_body != http1.LENGTH,
                       last_read=up.last_read, reading_paused=self.write_paused)

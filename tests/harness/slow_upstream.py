@@ -15,19 +15,18 @@ import asyncio
 
 from aiohttp import WSMsgType, web
 
+from tests.harness.upstreams import Upstream
 
-class SlowUpstream:
+
+class SlowUpstream(Upstream):
+    handler_cancellation = True  # a handler the proxy cut off is cancelled, and notes it
+
     def __init__(self) -> None:
-        self.runner: web.AppRunner | None = None
-        self.port = 0
+        super().__init__()
         self.cut: list[str] = []  # paths whose connection the proxy closed before the handler finished
         self.ws_closed = asyncio.Event()
 
-    @property
-    def endpoint(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    async def start(self) -> SlowUpstream:
+    def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/hang", self.hang)
         app.router.add_get("/sleep", self.sleep)
@@ -35,16 +34,7 @@ class SlowUpstream:
         app.router.add_get("/drip", self.drip)
         app.router.add_get("/ws", self.ws)
         app.router.add_get("/{tail:.*}", self.ok)
-        self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", self.port)  # 0: any free port
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
+        return app
 
     async def ok(self, request: web.Request) -> web.Response:
         return web.Response(text=f"hello from {request.path}")

@@ -31,7 +31,8 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture
 async def slow() -> AsyncIterator[SlowUpstream]:
-    server = await SlowUpstream().start()
+    server = SlowUpstream()
+    await server.start()
     yield server
     await server.stop()
 
