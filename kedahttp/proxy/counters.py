@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 from kedahttp.activity.model import BackendActivity, Report
 
@@ -27,7 +27,7 @@ COLD_WAIT_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60,
 # than part of 4xx, which would blame the app's clients for the app being slow. A status outside 100-599
 # (an upstream that sent one) counts as 5xx: there is no "0xx".
 STATUS_CLASSES = ("499", "1xx", "2xx", "3xx", "4xx", "5xx")
-STATUS_CLIENT_CLOSED = 499  # the status a request ends with when its client left before any answer
+STATUS_CLIENT_CLOSED: Final = 499  # the status a request ends with when its client left before any answer
 
 
 class BackendCounters:
