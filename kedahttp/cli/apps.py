@@ -124,12 +124,27 @@ def _emit(output: str, data: Any, table: Callable[[], str]) -> None:
 # -- commands --------------------------------------------------------------------------------------------
 
 
+def _server_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--server must be an http(s) URL with a host: anything else is a usage error, before any request."""
+    try:
+        parts = urllib.parse.urlsplit(value)
+        port = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.BadParameter(f"{value!r} is not an http:// or https:// URL with a host, like {DEFAULT_SERVER}")
+    if parts.username or parts.password:
+        raise click.BadParameter("credentials do not belong in the URL: use --token or KEDAHTTP_ADMIN_TOKEN")
+    del port
+    return value
+
+
 def _client_options(func: Callable[..., Any]) -> Callable[..., Any]:
     decorators = [
         click.option("--server", envvar="KEDAHTTP_SERVER", default=DEFAULT_SERVER, show_default=True,
-                     help="admin API URL [env KEDAHTTP_SERVER]"),
-        click.option("--token", envvar="KEDAHTTP_ADMIN_TOKEN", default=None,
-                     help="bearer token [env KEDAHTTP_ADMIN_TOKEN]"),
+                     metavar="URL", callback=_server_url, help="admin API URL [env KEDAHTTP_SERVER]"),
+        click.option("--token", envvar="KEDAHTTP_ADMIN_TOKEN", default=None, metavar="TOKEN",
+                     help="bearer token [env KEDAHTTP_ADMIN_TOKEN; default: none]"),
         click.option("-o", "--output", type=click.Choice(OUTPUTS), default="table", show_default=True),
     ]
     for decorate in reversed(decorators):
@@ -138,7 +153,8 @@ def _client_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _namespace_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return click.option("-n", "--namespace", envvar="KEDAHTTP_NAMESPACE", default=None, help=help_text)
+    return click.option("-n", "--namespace", envvar="KEDAHTTP_NAMESPACE", default=None, metavar="NAMESPACE",
+                        help=help_text)
 
 
 def _run(call: Callable[[], Any]) -> Any:
@@ -148,9 +164,30 @@ def _run(call: Callable[[], Any]) -> Any:
         _fail(str(exc))
 
 
+def _client(server: str, token: str | None) -> Client:
+    """The client for a subcommand: its own --server/--token when given on its command line, else those
+    given to ``kedahttp apps`` itself, else the environment or the default."""
+    ctx = click.get_current_context()
+    group = ctx.find_object(dict) or {}
+    if ctx.get_parameter_source("server") != click.core.ParameterSource.COMMANDLINE and group.get("server"):
+        server = group["server"]
+    if ctx.get_parameter_source("token") != click.core.ParameterSource.COMMANDLINE and group.get("token"):
+        token = group["token"]
+    return Client(server, token)
+
+
+def _optional_server_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    return None if value is None else _server_url(ctx, param, value)
+
+
 @click.group()
-def apps() -> None:
+@click.option("--server", default=None, metavar="URL", callback=_optional_server_url,
+              help=f"admin API URL, for every subcommand [env KEDAHTTP_SERVER; default: {DEFAULT_SERVER}]")
+@click.option("--token", default=None, metavar="TOKEN", help="bearer token [env KEDAHTTP_ADMIN_TOKEN; default: none]")
+@click.pass_context
+def apps(ctx: click.Context, server: str | None, token: str | None) -> None:
     """Create, list, get and delete apps through the proxy's admin API."""
+    ctx.obj = {"server": server, "token": token}
 
 
 @apps.command()
@@ -188,7 +225,7 @@ def create(
         "coldStartTimeoutSeconds": cold_start_timeout_seconds, "env": variables or None,
     }
     body.update({key: value for key, value in optional.items() if value is not None})
-    app = _run(lambda: Client(server, token).call("POST", "/api/v1/apps", body))
+    app = _run(lambda: _client(server, token).call("POST", "/api/v1/apps", body))
     _emit(output, app, lambda: f"app {app['namespace']}/{app['name']} created")
 
 
@@ -201,7 +238,7 @@ def delete(name: str, ignore_not_found: bool, namespace: str | None, server: str
     """Delete an app's ScaledObject, Service and Deployment."""
     namespace = namespace or DEFAULT_NAMESPACE
     try:
-        Client(server, token).call("DELETE", f"/api/v1/apps/{_quote(namespace)}/{_quote(name)}")
+        _client(server, token).call("DELETE", f"/api/v1/apps/{_quote(namespace)}/{_quote(name)}")
     except ApiFailure as exc:
         if exc.status == 404 and ignore_not_found:
             return
@@ -217,7 +254,7 @@ def delete(name: str, ignore_not_found: bool, namespace: str | None, server: str
 def get(name: str, namespace: str | None, server: str, token: str | None, output: str) -> None:
     """Show one app and its status."""
     namespace = namespace or DEFAULT_NAMESPACE
-    app = _run(lambda: Client(server, token).call("GET", f"/api/v1/apps/{_quote(namespace)}/{_quote(name)}"))
+    app = _run(lambda: _client(server, token).call("GET", f"/api/v1/apps/{_quote(namespace)}/{_quote(name)}"))
     _emit(output, app, lambda: _table(_rows([app])))
 
 
@@ -227,7 +264,7 @@ def get(name: str, namespace: str | None, server: str, token: str | None, output
 def list_apps(namespace: str | None, server: str, token: str | None, output: str) -> None:
     """List apps and their status."""
     path = "/api/v1/apps" + (f"?namespace={_quote(namespace)}" if namespace else "")
-    data = _run(lambda: Client(server, token).call("GET", path))
+    data = _run(lambda: _client(server, token).call("GET", path))
     items = data.get("apps", []) if isinstance(data, dict) else []
     if not items and output == "table":
         click.echo("no apps found", err=True)

@@ -1,73 +1,124 @@
 """The ``kedahttp`` command: one console script, a subcommand per process, plus the admin API client.
 
-Each process subcommand takes exactly the settings it uses, as flags generated from the settings table
-(kedahttp.process.settings), each also read from ``KEDAHTTP_<NAME>``. Settings are parsed once, here;
-a bad value exits 2 with a message naming the setting. Exit codes: 0 done, 1 failed, 2 usage error.
+Each process subcommand takes exactly the settings its row in the settings table names
+(kedahttp.process.settings), as flags with their type and the process's real default in --help, each
+also read from ``KEDAHTTP_<NAME>``. Settings are parsed once, here. This is also the edge where a
+process's failures become exit codes, in one place: 0 done, 1 failed at run time (a port in use, the
+bus or the cluster unreachable), 2 bad configuration or usage (a setting, the routes file, the dev
+config, no cluster configuration). Each failure is one line in the configured log format, naming the
+setting or file, with no traceback and no secret.
 """
 
 from __future__ import annotations
 
-import importlib
+import json
+import logging
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
 
 import click
 
 from kedahttp import __version__
+from kedahttp.cli.apps import apps
+from kedahttp.lab.command import lab
+from kedahttp.process import logs, secrets
 from kedahttp.process import settings as settings_mod
-from kedahttp.process.settings import SPEC_BY_NAME, SettingError, Settings
+from kedahttp.process.settings import ConfigurationError, SettingError, Settings, Spec
 
-COMMON = ("bus", "metrics_addr", "log_format", "log_level")
-PROXY = (
-    *COMMON, "proxy_addr", "admin_addr", "routes", "admin_token", "cold_start_timeout_seconds",
-    "max_held_requests", "report_interval_seconds", "workers", "watch_namespace", "scaler_address",
-    "shutdown_delay_seconds", "drain_timeout_seconds",
-)
-SCALER = (*COMMON, "scaler_addr", "concurrency_window_seconds", "shutdown_delay_seconds", "drain_timeout_seconds")
-DEV = (
-    "bus", "proxy_addr", "admin_addr", "metrics_addr", "scaler_addr", "log_format", "log_level",
-    "cold_start_timeout_seconds", "max_held_requests", "report_interval_seconds",
-    "concurrency_window_seconds",
-)
+log = logging.getLogger("kedahttp")
+
+EXIT_FAILED = 1
+EXIT_CONFIGURATION = 2
 
 
-def setting_options(names: tuple[str, ...]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Adds one ``--flag`` per setting. Values stay raw strings here; ``load`` parses them all at once."""
+def _option_help(spec: Spec, process: str) -> str:
+    default = settings_mod.default_for(spec, process) or "none"
+    if spec.secret:
+        default = "none"
+    return f"{spec.help} [env {settings_mod.env_name(spec.name)}; default: {default}]"
+
+
+def setting_options(process: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Adds one ``--flag`` per setting ``process`` takes, and --print-settings. Values stay raw strings
+    here: ``load`` parses flags and environment together, so both give the same message for a bad value."""
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        for name in reversed(names):
-            spec = SPEC_BY_NAME[name]
-            func = click.option(
-                f"--{settings_mod.flag_name(name)}",
-                name,
-                default=None,
-                metavar="TEXT",
-                help=f"{spec.help} [env {settings_mod.env_name(name)}; default {spec.default or 'none'}]",
-            )(func)
+        func = click.option("--print-settings", "print_settings", is_flag=True,
+                            help="print the settings this command would run with (secrets masked) as JSON, "
+                                 "and exit")(func)
+        for spec in reversed(settings_mod.specs_for(process)):
+            flag = f"--{settings_mod.flag_name(spec.name)}"
+            if settings_mod.metavar(spec) == "BOOLEAN":
+                option = click.option(flag, spec.name, is_flag=True, flag_value="true", default=None,
+                                      help=_option_help(spec, process))
+            else:
+                option = click.option(flag, spec.name, default=None, metavar=settings_mod.metavar(spec),
+                                      help=_option_help(spec, process))
+            func = option(func)
         return func
 
     return decorate
 
 
-def load_settings(flags: dict[str, str | None], component: str) -> Settings:
+def _early_format(flags: Mapping[str, str | None], process: str) -> str:
+    """The log format to report in before the settings are known to parse: the asked one if it is valid."""
+    raw = flags.get("log_format") or os.environ.get(settings_mod.env_name("log_format"))
     try:
-        return settings_mod.load(flags, component=component)
+        return str(settings_mod.SPEC_BY_NAME["log_format"].parse(raw or ""))
+    except ValueError:
+        return settings_mod.default_for(settings_mod.SPEC_BY_NAME["log_format"], process)
+
+
+def _raw_secrets(flags: Mapping[str, str | None]) -> tuple[str, ...]:
+    """Secrets in the raw flags and environment, masked even when the settings do not parse."""
+    found: list[str] = []
+    for spec in settings_mod.SPECS:
+        for raw in (flags.get(spec.name), os.environ.get(settings_mod.env_name(spec.name))):
+            if raw:
+                found += [raw] if spec.secret else secrets.url_secrets(raw)
+    return secrets.scrub_list(found)
+
+
+def _exit(code: int, message: str, **fields: Any) -> NoReturn:
+    log.error(message, extra=fields)
+    logging.shutdown()
+    sys.exit(code)
+
+
+def start(process: str, flags: dict[str, Any], run: Callable[[Settings], int | None]) -> NoReturn:
+    """Loads the settings of ``process``, reports unknown variables, runs it, and maps its end to an exit code."""
+    print_settings = bool(flags.pop("print_settings", False))
+    logs.configure(_early_format(flags, process), "info", _raw_secrets(flags))
+    try:
+        settings = settings_mod.load(flags, component=process)
     except SettingError as exc:
-        raise click.UsageError(f"bad setting {exc}") from exc
-
-
-def run_entry(target: str, *args: Any) -> None:
-    """Imports ``module:function`` and runs it; a part that is not built yet says so and exits 2."""
-    module_name, _, func_name = target.partition(":")
+        _exit(EXIT_CONFIGURATION, f"bad setting {exc}", setting=settings_mod.env_name(exc.name),
+              flag=f"--{settings_mod.flag_name(exc.name)}", reason=exc.reason)
+    logs.configure(settings.log_format, settings.log_level, settings.secret_values())
+    unknown = settings_mod.unknown_variables()
+    for variable in unknown:
+        fields = {"variable": variable.name, "suggestion": variable.suggestion}
+        if settings.strict:
+            _exit(EXIT_CONFIGURATION, f"{variable} (KEDAHTTP_STRICT is on)", **fields)
+        log.warning(str(variable), extra=fields)
+    if print_settings:
+        click.echo(json.dumps(settings.redacted(), indent=2))
+        sys.exit(0)
     try:
-        module = importlib.import_module(module_name)
-        func = getattr(module, func_name)
-    except (ImportError, AttributeError) as exc:
-        click.echo(f"kedahttp: {target} is not built yet ({exc})", err=True)
-        sys.exit(2)
-    code = func(*args)
+        code = run(settings)
+    except ConfigurationError as exc:
+        fields = {"setting": settings_mod.env_name(exc.name)} if isinstance(exc, SettingError) else {}
+        _exit(EXIT_CONFIGURATION, f"kedahttp {process}: bad configuration: {exc}", **fields)
+    except (OSError, SystemExit) as exc:
+        if isinstance(exc, SystemExit) and not isinstance(exc.code, str):
+            raise
+        _exit(EXIT_FAILED, f"kedahttp {process} failed: {exc.code if isinstance(exc, SystemExit) else exc}")
+    except Exception as exc:  # the last edge: one line, the traceback only at debug level
+        log.debug("failure", exc_info=True)
+        _exit(EXIT_FAILED, f"kedahttp {process} failed: {type(exc).__name__}: {exc}")
+    logging.shutdown()
     sys.exit(code or 0)
 
 
@@ -78,52 +129,39 @@ def cli() -> None:
 
 
 @cli.command()
-@setting_options(PROXY)
-def proxy(**flags: str | None) -> None:
+@setting_options("proxy")
+def proxy(**flags: Any) -> None:
     """Run the data path, the admin API and Prometheus metrics."""
-    run_entry("kedahttp.proxy.main:main", load_settings(flags, "proxy"))
+    from kedahttp.proxy.main import main as run_proxy  # here, so `kedahttp apps` starts without the data path
+
+    start("proxy", flags, run_proxy)
 
 
 @cli.command()
-@setting_options(SCALER)
-def scaler(**flags: str | None) -> None:
+@setting_options("scaler")
+def scaler(**flags: Any) -> None:
     """Run the KEDA external scaler (gRPC) and Prometheus metrics."""
-    run_entry("kedahttp.scaler.main:main", load_settings(flags, "scaler"))
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # gRPC's own error lines are not in our format; we log ours
+    from kedahttp.scaler.main import main as run_scaler
+
+    start("scaler", flags, run_scaler)
 
 
-@cli.command(context_settings={"ignore_unknown_options": False})
-@setting_options(DEV)
-@click.option("--config", "config_path", default=None, help="dev config (apps to run); default: the bundled sample")
-@click.option("--view/--no-view", default=None, help="live terminal view (default: on when stdout is a TTY)")
-def dev(config_path: str | None, view: bool | None, **flags: str | None) -> None:
+@cli.command()
+@setting_options("dev")
+@click.option("--config", "config_path", default=None, metavar="FILE",
+              help="dev config (apps to run) [default: the bundled sample]")
+@click.option("--view/--no-view", default=None, help="live terminal view [default: on when stdout is a terminal]")
+def dev(config_path: str | None, view: bool | None, **flags: Any) -> None:
     """Run proxy, scaler, a local app runtime and a KEDA emulator on this machine."""
-    if flags.get("bus") is None and not _env_has("bus"):
-        flags["bus"] = "memory://dev"
-    if flags.get("log_format") is None and not _env_has("log_format"):
-        flags["log_format"] = "text"
-    run_entry("kedahttp.dev.main:main", load_settings(flags, "dev"), config_path, view)
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    from kedahttp.dev.main import main as run_dev
+
+    start("dev", flags, lambda settings: run_dev(settings, config_path, view))
 
 
-def _env_has(name: str) -> bool:
-    return settings_mod.env_name(name) in os.environ
-
-
-def _add_apps_group() -> None:
-    try:
-        from kedahttp.cli.apps import apps
-    except ImportError:
-
-        @cli.group()
-        def apps() -> None:
-            """Create, list, get and delete apps through the admin API (not built yet)."""
-            click.echo("kedahttp apps: not built yet", err=True)
-            sys.exit(2)
-
-        return
-    cli.add_command(apps)
-
-
-_add_apps_group()
+cli.add_command(apps)
+cli.add_command(lab)
 
 
 def main() -> None:

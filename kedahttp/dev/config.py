@@ -21,12 +21,13 @@ from typing import Any
 import yaml
 
 from kedahttp.dev.hpa import Policy, Rules
+from kedahttp.process.settings import ConfigurationError
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 SAMPLE = "sample"  # the ``command`` value that means the bundled sample app
 
 
-class ConfigError(ValueError):
+class ConfigError(ConfigurationError, ValueError):
     """The dev config cannot be used; the message names the file and the key."""
 
 

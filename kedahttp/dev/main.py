@@ -17,17 +17,19 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from kedahttp.activity.bus import open_transport
-from kedahttp.dev.config import ConfigError, DevConfig
+from kedahttp.dev.config import DevConfig
 from kedahttp.dev.config import load as load_config
 from kedahttp.dev.emulator import KedaEmulator
 from kedahttp.dev.runtime import LocalRuntime
 from kedahttp.dev.view import LiveView
 from kedahttp.process import lifecycle, logs
 from kedahttp.process.lifecycle import Component, Lifecycle
+from kedahttp.process.secrets import redact_url
 from kedahttp.process.settings import Address, Settings
+from kedahttp.scaler.metrics import DEFAULT_ACTIVITY_WINDOW_SECONDS
 
 log = logging.getLogger("kedahttp.dev")
 
@@ -35,12 +37,9 @@ DEV_DRAIN_SECONDS = 10.0
 
 
 def main(settings: Settings, config_path: str | None, view: bool | None) -> int:
-    logs.configure(settings.log_format, settings.log_level)
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        print(f"kedahttp dev: {exc}", file=sys.stderr)
-        return 2
+    logs.configure(settings.log_format, settings.log_level, settings.secret_values())
+    log.info("starting dev", extra={"settings": settings.redacted()})
+    config = load_config(config_path)  # a ConfigError goes to the command line, which exits 2 naming the file
     tty = sys.stdout.isatty() if view is None else view
     return lifecycle.run(serve(settings, config, tty))
 
@@ -64,7 +63,7 @@ def banner(settings: Settings, config: DevConfig) -> list[str]:
     metrics = settings.metrics_addr.port
     lines = [
         f"kedahttp dev: proxy {proxy}  admin http://{local(settings.admin_addr)}/healthz  "
-        f"scaler grpc://{local(settings.scaler_addr)}  bus {settings.bus}",
+        f"scaler grpc://{local(settings.scaler_addr)}  bus {redact_url(settings.bus)}",
         f"  metrics: proxy :{metrics}/metrics, scaler :{metrics + 1 if metrics else 0}/metrics; "
         f"emulated KEDA: polling {config.emulator.polling_interval_seconds:g}s, "
         f"cooldown {config.emulator.cooldown_period_seconds:g}s, HPA sync {config.emulator.hpa_sync_period_seconds:g}s "
@@ -80,12 +79,23 @@ def banner(settings: Settings, config: DevConfig) -> list[str]:
     lines += [
         "try:",
         f"  curl -i -H 'Host: {host}' {proxy}/",
+        f"  live page: http://{local(settings.admin_addr)}/live  (apps waking and sleeping as it happens)",
         *([f"  open http://{host}:{settings.proxy_addr.port}/ in a browser (*.localhost is this machine)"]
           if host.endswith(".localhost") else []),
         f"  {python} -m kedahttp.dev.load --url {proxy}/ --host {host} --concurrency 20 --duration 20 --sleep-ms 200",
         f"  wrk -t2 -c20 -d20s -H 'Host: {host}' '{proxy}/?sleep_ms=200'",
     ]
     return lines
+
+
+def scale_down_after(config: DevConfig) -> Callable[[str], float | None]:
+    """For the live page: an idle app scales to zero its activity window plus the cooldown after its last
+    request (the scaler's activity rule, then KEDA's cooldown)."""
+    cooldown = config.emulator.cooldown_period_seconds
+    after = {app.key: (app.activity_window_seconds if app.activity_window_seconds is not None
+                       else DEFAULT_ACTIVITY_WINDOW_SECONDS) + cooldown
+             for app in config.apps if not app.min_replicas}
+    return after.get
 
 
 def build(settings: Settings, config: DevConfig, tty: bool) -> list[Component]:
@@ -95,7 +105,8 @@ def build(settings: Settings, config: DevConfig, tty: bool) -> list[Component]:
 
     runtime = LocalRuntime(config.apps)
     scaler: Sequence[Component] = build_scaler(scaler_settings(settings))
-    proxy: Sequence[Component] = build_proxy(settings, runtime.source())
+    proxy: Sequence[Component] = build_proxy(settings, runtime.source(),
+                                             scale_down_after=scale_down_after(config))
     emulator = KedaEmulator(config.apps, config.emulator, local(settings.scaler_addr), runtime)
     view = LiveView(
         config.apps, runtime, emulator, open_transport(settings.bus), banner(settings, config), tty=tty,
@@ -105,16 +116,7 @@ def build(settings: Settings, config: DevConfig, tty: bool) -> list[Component]:
 
 
 async def serve(settings: Settings, config: DevConfig, tty: bool) -> int:
-    try:
-        components = build(settings, config, tty)
-    except ImportError as exc:
-        print(f"kedahttp dev: a part is missing: {exc}", file=sys.stderr)
-        return 1
-    life = Lifecycle(components, shutdown_delay_seconds=0.0,
+    life = Lifecycle(build(settings, config, tty), shutdown_delay_seconds=0.0,
                      drain_timeout_seconds=min(settings.drain_timeout_seconds, DEV_DRAIN_SECONDS))
-    try:
-        await life.run()
-    except OSError as exc:
-        log.error("kedahttp dev could not start: %s", exc)
-        return 1
+    await life.run()  # a failure to start goes to the command line, which logs it and exits 1
     return 0

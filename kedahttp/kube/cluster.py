@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from kedahttp.process.settings import ConfigurationError
+
 REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read: for every call but watches
 
 
@@ -75,7 +77,7 @@ class Unavailable(ClusterError):
     """No answer, a dropped connection, a timeout or a 5xx/429: worth retrying."""
 
 
-class ConfigError(ClusterError):
+class ConfigError(ClusterError, ConfigurationError):
     """Neither in-cluster configuration nor a kubeconfig could be loaded."""
 
 

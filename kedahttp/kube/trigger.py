@@ -21,9 +21,11 @@ TARGET_CONCURRENCY_KEY: Final = "targetConcurrency"
 TARGET_REQUEST_RATE_KEY: Final = "targetRequestRate"
 RATE_WINDOW_KEY: Final = "rateWindowSeconds"
 ACTIVITY_WINDOW_KEY: Final = "activityWindowSeconds"
+KEEP_ALIVE_KEY: Final = "keepAlive"  # "window" (default) or "adaptive" (scaler/keepalive.py)
+KEEP_ALIVE_CHOICES: Final = ("window", "adaptive")
 
 SCALER_KEYS: Final = (BACKEND_KEY, TARGET_CONCURRENCY_KEY, TARGET_REQUEST_RATE_KEY, RATE_WINDOW_KEY,
-                      ACTIVITY_WINDOW_KEY)
+                      ACTIVITY_WINDOW_KEY, KEEP_ALIVE_KEY)
 KEYS: Final = (SCALER_ADDRESS_KEY, *SCALER_KEYS)
 
 # What the scaler assumes for a key the trigger leaves out (targetConcurrency only when no

@@ -1,21 +1,39 @@
-"""Settings shared by every kedahttp process, parsed once at start and frozen.
+"""The settings of the kedahttp processes, parsed once at start and frozen.
 
 Every setting is the environment variable ``KEDAHTTP_<NAME>`` and the flag ``--<name>``; the flag wins.
-The table below is the single source: the CLI builds its options from it, the docs list it, and a bad
-value stops the process at start with a message naming the setting.
+The table below (SPECS) is the single source: each row says which processes take it and their defaults,
+and from it come the CLI's flags and --help, the README's settings table (settings_doc.py) and the
+settings dump at start. A bad value stops the process at start with a message naming the setting; an
+unknown ``KEDAHTTP_*`` variable is reported with the closest known name.
+
+A plain table rather than pydantic-settings: the parsers are a few lines each, the table is also the
+documentation and the per-process view, and a process starts without importing a validation library.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kedahttp.process import secrets
 
-class SettingError(ValueError):
+
+class ConfigurationError(Exception):
+    """The process is configured in a way it cannot start with: exit code 2, where runtime failures give 1.
+
+    The base of every configuration error (a setting, the routes file, the dev config, the cluster
+    configuration), so the command line maps them to an exit code in one place; each message names the
+    setting or the file.
+    """
+
+
+class SettingError(ConfigurationError, ValueError):
     """A setting has a value that cannot be used; the message names the setting."""
 
     def __init__(self, name: str, value: object, reason: str) -> None:
@@ -89,23 +107,36 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _choice(*choices: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
+class _choice:  # lower case: used like the parse functions beside it
+    def __init__(self, *choices: str) -> None:
+        self.choices = choices
+
+    def __call__(self, text: str) -> str:
         value = text.strip().lower()
-        if value not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}")
+        if value not in self.choices:
+            raise ValueError(f"must be one of {', '.join(self.choices)}")
         return value
 
-    return parse
+
+# The activity bus's URL schemes. The transports (kedahttp.activity.bus) are keyed by these names and a
+# unit test ties the two; the list lives here, on the ground floor, so parsing a setting imports no adapter.
+BUS_SCHEMES: tuple[str, ...] = ("redis", "rediss", "nats", "memory")
 
 
 def _bus_url(text: str) -> str:
-    from kedahttp.activity.bus import BUS_SCHEMES  # the table of transports decides what is valid
-
     scheme = text.partition("://")[0].lower()
     if "://" not in text or scheme not in BUS_SCHEMES:
         raise ValueError(f"scheme must be one of {', '.join(s + '://' for s in BUS_SCHEMES)}")
     return text.strip()
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
 
 
 def _text(text: str) -> str:
@@ -150,79 +181,157 @@ def _routes(text: str) -> str:
     return value
 
 
+PROCESSES: tuple[str, ...] = ("proxy", "scaler", "dev")
+NETWORK = ("proxy", "scaler")  # the processes that run in a cluster; dev is a workstation demo
+
+
 @dataclass(frozen=True, slots=True)
 class Spec:
+    """One setting: its name, how its text parses, its default, and which processes take it.
+
+    ``processes`` names the commands that take the setting (as a flag, from the environment, in their
+    settings dump and --help); the others leave it at its default and do not show it. ``defaults``
+    overrides ``default`` for a process. ``metavar`` is the type shown in --help; empty derives it from
+    the parser and the name's unit suffix (see ``metavar``).
+    """
+
     name: str  # field name, lower case with underscores
     parse: Callable[[str], Any]
     default: str | None
     help: str
     secret: bool = False
+    processes: tuple[str, ...] = PROCESSES
+    defaults: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    metavar: str = ""
 
+
+# Local defaults of `kedahttp dev`, a demo on a workstation: nothing of it listens beyond this machine,
+# it needs no bus server, and it writes text for a person.
+_DEV_LOOPBACK = "127.0.0.1"
 
 SPECS: tuple[Spec, ...] = (
-    Spec("bus", _bus_url, "redis://127.0.0.1:6379/0", "activity bus: redis://, rediss://, nats://, memory://"),
-    Spec("proxy_addr", parse_address, "0.0.0.0:8080", "data path listen address"),
-    Spec("admin_addr", parse_address, "0.0.0.0:8081", "admin API, /healthz and /readyz"),
-    Spec("metrics_addr", parse_address, "0.0.0.0:9102", "Prometheus /metrics (scaler default 0.0.0.0:9103)"),
-    Spec("scaler_addr", parse_address, "0.0.0.0:9090", "KEDA external scaler gRPC listen address"),
-    Spec("routes", _routes, "kubernetes", "'kubernetes' or the path of a routes file"),
-    Spec("admin_token", _optional_text, "", "bearer token for the admin API", secret=True),
-    Spec("cold_start_timeout_seconds", _positive_float, "60", "how long a request is held for a cold backend"),
-    Spec("max_held_requests", _positive_int, "1000", "held requests per backend per proxy instance"),
-    Spec("report_interval_seconds", _positive_float, "0.25", "how often activity reports are published"),
-    Spec("workers", _positive_int, "1", "proxy worker processes sharing the listening port"),
-    Spec("log_format", _choice("json", "text"), "json", "json or text"),
+    Spec("bus", _bus_url, "redis://127.0.0.1:6379/0",
+         "activity bus URL: redis://, rediss://, nats://, memory://; credentials are never logged",
+         defaults={"dev": "memory://dev"}),
+    Spec("proxy_addr", parse_address, "0.0.0.0:8080", "data path listen address",
+         processes=("proxy", "dev"), defaults={"dev": f"{_DEV_LOOPBACK}:8080"}),
+    Spec("admin_addr", parse_address, "0.0.0.0:8081", "admin API, /healthz and /readyz",
+         processes=("proxy", "dev"), defaults={"dev": f"{_DEV_LOOPBACK}:8081"}),
+    Spec("metrics_addr", parse_address, "0.0.0.0:9102", "Prometheus /metrics (dev: the scaler's on the next port)",
+         defaults={"scaler": "0.0.0.0:9103", "dev": f"{_DEV_LOOPBACK}:9102"}),
+    Spec("scaler_addr", parse_address, "0.0.0.0:9090", "KEDA external scaler gRPC listen address",
+         processes=("scaler", "dev"), defaults={"dev": f"{_DEV_LOOPBACK}:9090"}),
+    Spec("routes", _routes, "kubernetes", "'kubernetes' or the path of a routes file", processes=("proxy",),
+         metavar="kubernetes|FILE"),
+    Spec("admin_token", _optional_text, "", "bearer token for the admin API", secret=True, processes=("proxy",),
+         metavar="TOKEN"),
+    Spec("cold_start_timeout_seconds", _positive_float, "60", "how long a request is held for a cold backend",
+         processes=("proxy", "dev")),
+    Spec("max_held_requests", _positive_int, "1000", "held requests per backend per proxy instance",
+         processes=("proxy", "dev")),
+    Spec("report_interval_seconds", _positive_float, "0.25", "how often activity reports are published",
+         processes=("proxy", "dev")),
+    Spec("workers", _positive_int, "1", "proxy worker processes sharing the listening port", processes=("proxy",)),
+    Spec("log_format", _choice("json", "text"), "json", "json or text", defaults={"dev": "text"}),
     Spec("log_level", _choice("debug", "info", "warning", "error"), "info", "debug, info, warning, error"),
     # Additions to the contract's table, each documented in the README.
-    Spec("watch_namespace", _text, "", "kubernetes routes: namespace to watch; empty watches all namespaces"),
+    Spec("watch_namespace", _text, "", "kubernetes routes: namespace to watch; empty watches all namespaces",
+         processes=("proxy",), metavar="NAMESPACE"),
     Spec("scaler_address", _text, "kedahttp-scaler.kedahttp.svc:9090",
-         "scalerAddress written into the ScaledObjects the admin API creates"),
+         "scalerAddress written into the ScaledObjects the admin API creates", processes=("proxy",),
+         metavar="HOST:PORT"),
     Spec("shutdown_delay_seconds", _non_negative_float, "3",
-         "after SIGTERM: seconds to keep serving while not ready, so load balancers move away"),
-    Spec("drain_timeout_seconds", _positive_float, "25", "after the delay: seconds to let in-flight work finish"),
+         "after SIGTERM: seconds to keep serving while not ready, so load balancers move away", processes=NETWORK),
+    Spec("drain_timeout_seconds", _positive_float, "25", "after the delay: seconds to let in-flight work finish",
+         processes=NETWORK),
     Spec("concurrency_window_seconds", _positive_float, "3",
-         "scaler: window of the time-weighted concurrency average"),
+         "scaler: window of the time-weighted concurrency average", processes=("scaler", "dev")),
+    # Issue 13: unknown KEDAHTTP_* variables stop the process instead of a warning.
+    Spec("strict", _boolean, "false", "an unknown KEDAHTTP_* variable is an error (exit 2), not a warning"),
+    # issue 18: observability
+    Spec("metrics_app_latency", _boolean, "false",
+         "proxy /metrics: add the request duration histogram per app (21 series per app, docs/metrics.md)",
+         processes=("proxy", "dev")),
+    Spec("tracing", _boolean, "false",
+         "OpenTelemetry spans for held requests and cold starts (needs the 'tracing' extra)",
+         processes=("proxy", "dev")),
     # issue 15: the data path's timeouts, forwarded headers, waiting page and access log
     Spec("trusted_proxies", parse_networks, "",
-         "CIDRs whose X-Forwarded-*/Forwarded headers are kept and appended to; empty trusts nobody"),
-    Spec("upstream_connect_timeout_seconds", _positive_float, "5", "opening a connection to an app"),
+         "CIDRs whose X-Forwarded-*/Forwarded headers are kept and appended to; empty trusts nobody",
+         processes=("proxy", "dev"), metavar="CIDR,..."),
+    Spec("upstream_connect_timeout_seconds", _positive_float, "5", "opening a connection to an app",
+         processes=("proxy", "dev")),
     Spec("upstream_response_header_timeout_seconds", _positive_float, "60",
-         "request sent -> response status line; past it the client gets 504"),
+         "request sent -> response status line; past it the client gets 504", processes=("proxy", "dev")),
     Spec("upstream_idle_timeout_seconds", _positive_float, "60",
-         "longest pause between two reads of a response body; past it the response is cut"),
+         "longest pause between two reads of a response body; past it the response is cut",
+         processes=("proxy", "dev")),
     Spec("upstream_total_timeout_seconds", _non_negative_float, "0",
-         "cap on a whole non-streaming response (Content-Length framed); 0: no cap"),
+         "cap on a whole non-streaming response (Content-Length framed); 0: no cap", processes=("proxy", "dev")),
     Spec("tunnel_idle_timeout_seconds", _positive_float, "600",
-         "a WebSocket/Upgrade tunnel with no byte either way this long is closed"),
+         "a WebSocket/Upgrade tunnel with no byte either way this long is closed", processes=("proxy", "dev")),
     Spec("cold_start_placeholder", _choice("hold", "page"), "hold",
-         "apps without coldStart.placeholder: hold requests, or answer browsers with a waiting page"),
+         "apps without coldStart.placeholder: hold requests, or answer browsers with a waiting page",
+         processes=("proxy", "dev")),
     Spec("access_log_sample_rate", _fraction, "0",
-         "fraction of requests written to the JSON access log on stdout; 0: off"),
+         "fraction of requests written to the JSON access log on stdout; 0: off", processes=("proxy", "dev"),
+         metavar="0..1"),
 )
 SPEC_BY_NAME: Mapping[str, Spec] = {spec.name: spec for spec in SPECS}
 
-COMPONENT_DEFAULTS: Mapping[str, Mapping[str, str]] = {
-    "scaler": {"metrics_addr": "0.0.0.0:9103"},
-    # `kedahttp dev` is a demo on a workstation: nothing of it listens beyond this machine by default.
-    "dev": {
-        "proxy_addr": "127.0.0.1:8080",
-        "admin_addr": "127.0.0.1:8081",
-        "metrics_addr": "127.0.0.1:9102",
-        "scaler_addr": "127.0.0.1:9090",
-    },
+# KEDAHTTP_* variables that are not process settings: `kedahttp apps` (cli/apps.py) and the build (setup.py).
+OTHER_VARIABLES: Mapping[str, str] = {
+    "KEDAHTTP_SERVER": "kedahttp apps: admin API URL",
+    "KEDAHTTP_NAMESPACE": "kedahttp apps: namespace of the app",
+    "KEDAHTTP_COMPILE": "build: 0 keeps the data path in plain Python",
+}
+# What a Kubernetes Service named kedahttp-* injects into pods when service links are on.
+_SERVICE_LINK = re.compile(r"^KEDAHTTP_\w*_(SERVICE_HOST|SERVICE_PORT\w*|PORT(_\d+_(TCP|UDP|SCTP)\w*)?)$")
+
+_METAVARS: Mapping[Callable[[str], Any], str] = {
+    parse_address: "HOST:PORT", _positive_int: "INTEGER", _positive_float: "NUMBER",
+    _non_negative_float: "NUMBER", _boolean: "BOOLEAN", _bus_url: "URL",
 }
 
 
+def metavar(spec: Spec) -> str:
+    """The value's type as --help shows it: units from the name (``_seconds``), else from the parser."""
+    if spec.metavar:
+        return spec.metavar
+    if spec.name.endswith("_seconds"):
+        return "SECONDS"
+    if spec.parse in _METAVARS:
+        return _METAVARS[spec.parse]
+    choices = getattr(spec.parse, "choices", None)
+    return "|".join(choices) if choices else "TEXT"
+
+
+def specs_for(process: str) -> tuple[Spec, ...]:
+    """The settings ``process`` takes; every setting for the empty name (the whole table)."""
+    return tuple(spec for spec in SPECS if not process or process in spec.processes)
+
+
+def default_for(spec: Spec, process: str) -> str:
+    """The default text ``process`` starts with when neither the flag nor the environment sets ``spec``."""
+    value = spec.defaults.get(process, spec.default)
+    return value if value is not None else ""
+
+
+PREFIX = "KEDAHTTP_"
+
+
 def env_name(name: str) -> str:
-    return "KEDAHTTP_" + name.upper()
+    return PREFIX + name.upper()
 
 
 def flag_name(name: str) -> str:
     return name.replace("_", "-")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
+    """Every setting, parsed; ``process`` names the command they were loaded for ("" for the whole table)."""
+
     bus: str
     proxy_addr: Address
     admin_addr: Address
@@ -241,6 +350,10 @@ class Settings:
     shutdown_delay_seconds: float
     drain_timeout_seconds: float
     concurrency_window_seconds: float
+    strict: bool
+    # issue 18
+    metrics_app_latency: bool
+    tracing: bool
     # issue 15
     trusted_proxies: tuple[Network, ...]
     upstream_connect_timeout_seconds: float
@@ -250,17 +363,34 @@ class Settings:
     tunnel_idle_timeout_seconds: float
     cold_start_placeholder: str
     access_log_sample_rate: float
+    process: str = ""
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
     def redacted(self) -> dict[str, str]:
-        """The settings as strings for a start-up log line, secrets masked."""
+        """The process's own settings as strings for the start-up log line, secrets and URL credentials masked."""
         out = {}
-        for spec in SPECS:
+        for spec in specs_for(self.process):
             value = getattr(self, spec.name)
-            out[spec.name] = "***" if spec.secret and value else str(value if value is not None else "")
+            out[spec.name] = secrets.MASK if spec.secret and value else secrets.redact_url(_text_of(value))
         return out
+
+    def secret_values(self) -> tuple[str, ...]:
+        """What must never be printed: secret settings and the credentials inside URL settings."""
+        found: list[str] = []
+        for spec in SPECS:
+            value = _text_of(getattr(self, spec.name))
+            found += [value] if spec.secret and value else secrets.url_secrets(value)
+        return secrets.scrub_list(found)
+
+
+def _text_of(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):  # TRUSTED_PROXIES: as it is written
+        return ",".join(map(str, value))
+    return str(value if value is not None else "")
 
 
 def load(
@@ -268,22 +398,49 @@ def load(
     environ: Mapping[str, str] | None = None,
     component: str = "",
 ) -> Settings:
-    """Builds Settings from flags (raw strings, None when not given), then the environment, then defaults.
+    """Builds the Settings of process ``component`` from flags (raw strings, None when not given), then the
+    environment, then the process's defaults. Settings the process does not take keep their defaults.
 
     Raises SettingError naming the first setting whose value does not parse.
     """
     flags = flags or {}
     environ = os.environ if environ is None else environ
-    defaults = COMPONENT_DEFAULTS.get(component, {})
+    own = {spec.name for spec in specs_for(component)}
     values: dict[str, Any] = {}
     for spec in SPECS:
-        raw = flags.get(spec.name)
-        if raw is None:
+        raw = flags.get(spec.name) if spec.name in own else None
+        if raw is None and spec.name in own:
             raw = environ.get(env_name(spec.name))
         if raw is None:
-            raw = defaults.get(spec.name, spec.default)
+            raw = default_for(spec, component)
         try:
-            values[spec.name] = spec.parse(raw if raw is not None else "")
+            values[spec.name] = spec.parse(raw)
         except ValueError as exc:
-            raise SettingError(spec.name, raw, str(exc)) from exc
-    return Settings(**values)
+            raise SettingError(spec.name, secrets.MASK if spec.secret else secrets.redact_url(raw), str(exc)) from exc
+    return Settings(**values, process=component)
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownVariable:
+    """A ``KEDAHTTP_*`` variable that names no setting; ``suggestion`` is the closest known name, if any."""
+
+    name: str
+    suggestion: str
+
+    def __str__(self) -> str:
+        hint = f"; did you mean {self.suggestion}?" if self.suggestion else ""
+        return f"unknown setting {self.name} is ignored{hint}"
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[UnknownVariable]:
+    """The ``KEDAHTTP_*`` variables of ``environ`` that are neither a setting (of any process, since one
+    ConfigMap may serve several) nor one of OTHER_VARIABLES, each with the closest known name."""
+    environ = os.environ if environ is None else environ
+    known = [env_name(spec.name) for spec in SPECS] + list(OTHER_VARIABLES)
+    out = []
+    for name in sorted(environ):
+        if name.startswith(PREFIX) and name not in known and not _SERVICE_LINK.match(name):
+            # Compared without the common prefix, which would make every name look alike.
+            close = difflib.get_close_matches(name[len(PREFIX):], [k[len(PREFIX):] for k in known], n=1, cutoff=0.6)
+            out.append(UnknownVariable(name, PREFIX + close[0] if close else ""))
+    return out

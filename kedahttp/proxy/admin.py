@@ -20,6 +20,7 @@ from aiohttp import web
 from kedahttp.kube import apps_api
 from kedahttp.process.settings import Settings
 from kedahttp.process.sideserver import SideServer
+from kedahttp.proxy.live import LivePage
 from kedahttp.proxy.routing import RouteTable
 
 log = logging.getLogger("kedahttp.proxy.admin")
@@ -69,15 +70,18 @@ class AdminContext:
 class AdminServer(SideServer):
     name = "admin"
 
-    def __init__(self, context: AdminContext) -> None:
+    def __init__(self, context: AdminContext, live: LivePage | None = None) -> None:
         super().__init__(context.settings.admin_addr)
         self.context = context
+        self.live = live  # the live page (live.py), served beside the API when given
         self.ready = True
 
     def build_app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        if self.live is not None:
+            self.live.add_routes(app)
         apps_api.add_routes(app, self.context)
         return app
 

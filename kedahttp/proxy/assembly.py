@@ -32,11 +32,13 @@ from kedahttp.proxy.events import EventLog
 from kedahttp.proxy.file_source import FileSource, load_routes_file
 from kedahttp.proxy.forwarded import TrustedProxies
 from kedahttp.proxy.kube_source import KubernetesSource
+from kedahttp.proxy.live import LivePage, route_cold_waits, route_samples
 from kedahttp.proxy.reporter import Publisher, Reporter, instance_id
 from kedahttp.proxy.routing import RouteTable
 from kedahttp.proxy.server import ProxyServer
 from kedahttp.proxy.sources import Backend, RouteSink, RouteSource
 from kedahttp.proxy.telemetry import MetricsServer, Snapshot, publisher_stats
+from kedahttp.proxy.tracing import make_observer
 from kedahttp.proxy.upstream import UpstreamPool
 
 log = logging.getLogger("kedahttp.proxy")
@@ -122,7 +124,8 @@ class Proxy:
     """The wired parts of one proxy process; ``components`` is what the lifecycle runs."""
 
     def __init__(self, settings: Settings, source: RouteSource, publisher: Publisher, *,
-                 serve_admin: bool = True, serve_metrics: bool = True, reuse_port: bool = False) -> None:
+                 serve_admin: bool = True, serve_metrics: bool = True, reuse_port: bool = False,
+                 **options: Any) -> None:
         self.settings = settings
         self.counters = CounterRegistry(instance_id())
         self.reporter = Reporter(self.counters, publisher, settings.report_interval_seconds)
@@ -140,6 +143,7 @@ class Proxy:
             events=self.events,
             access_log=self.access_log,
         )
+        self.dispatcher.observer = make_observer(settings.tracing)
         self.routes = RouteTable(self.dispatcher, limits_from_settings(settings))
         self.server = ProxyServer(self.routes, self.dispatcher, self.pool,
                                   trusted_proxies=TrustedProxies(settings.trusted_proxies),
@@ -148,15 +152,18 @@ class Proxy:
             source.interest = self._holding
         self.admin: AdminServer | None = None
         self.metrics: MetricsServer | None = None
+        self.live: LivePage | None = None
         components: list[Component] = []
         if self.access_log is not None:
             components.append(self.access_log)
         if serve_metrics:
-            self.metrics = MetricsServer(settings.metrics_addr, self.snapshot)
+            self.metrics = MetricsServer(settings.metrics_addr, self.metrics_snapshot, settings.metrics_app_latency)
             components.append(self.metrics)
         if serve_admin:
-            self.admin = AdminServer(AdminContext(settings, self.routes, self.snapshot))
-            components.append(self.admin)
+            self.live = LivePage(settings.admin_token, lambda: route_samples(self.routes),
+                                 route_cold_waits(self.routes), options.get("scale_down_after") or (lambda key: None))
+            self.admin = AdminServer(AdminContext(settings, self.routes, self.snapshot), self.live)
+            components += [self.admin, self.live]  # the page closes its streams before the server stops
         components += [self.reporter, SourceRunner(source, self.routes),
                        ProxyComponent(self.server, settings, reuse_port=reuse_port)]
         self.components = components
@@ -170,6 +177,16 @@ class Proxy:
     def _holding(self, key: str) -> bool:
         route = self.routes.get(key)
         return route is not None and route.state is not None and len(route.state.queue) > 0
+
+    def metrics_snapshot(self) -> Snapshot:
+        """As ``snapshot``, with the live counter objects instead of copies: /metrics reads them at once."""
+        return {
+            "backends": self.counters.backends,
+            "unrouted": self.counters.unrouted.snapshot(),
+            "publisher": publisher_stats(getattr(self.publisher, "stats", None)),
+            "routes": len(self.routes),
+            "connections": len(self.server.connections),
+        }
 
     def snapshot(self) -> Snapshot:
         return {

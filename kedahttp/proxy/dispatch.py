@@ -23,6 +23,7 @@ from kedahttp.proxy.events import EventLog
 from kedahttp.proxy.forward import CONNECTING, HELD, Dispatch, Exchange
 from kedahttp.proxy.holding import HoldQueue
 from kedahttp.proxy.routing import Route
+from kedahttp.proxy.tracing import HoldObserver
 from kedahttp.proxy.upstream import UpstreamPool
 from kedahttp.proxy.waiting_page import page_response
 
@@ -64,6 +65,7 @@ class Dispatcher(Dispatch):
         self.events = events  # cold starts, 503/504 from holding, upstream errors
         self.access_log = access_log  # None unless ACCESS_LOG_SAMPLE_RATE > 0
         self.held_total = 0
+        self.observer: HoldObserver | None = None  # tracing.py, when TRACING is on; never on the hot path
 
     # -- RouteListener -----------------------------------------------------------------------------
 
@@ -85,8 +87,11 @@ class Dispatcher(Dispatch):
         self.held_total -= len(released)
         counters = state.counters
         touched = set()
+        observer = self.observer
         for ex in released:
             counters.release(now - ex.held_at)
+            if observer is not None:
+                observer.released(route.key, ex)
             ex.state = CONNECTING  # leaves HELD; send() decides the rest
             self.send(ex, False)
             touched.add(ex.conn)
@@ -101,6 +106,8 @@ class Dispatcher(Dispatch):
             self.events.cold_start(route.key, _clock() - state.cold_since, "removed", len(state.queue))
         for ex in state.queue.release_all():  # still HELD: fail() counts them as held requests
             self.held_total -= 1
+            if self.observer is not None:
+                self.observer.ended(route.key, ex, "removed", True)
             ex.fail(404)
             ex.conn.flush()
 
@@ -167,8 +174,11 @@ class Dispatcher(Dispatch):
         ex.held = True
         ex.held_at = now
         counters.hold()
-        if not state.woken:
+        wakes = not state.woken
+        if wakes:
             self._wake(route, state, now)
+        if self.observer is not None:
+            self.observer.held(route.key, ex, wakes)
         if state.timer is None or now + timeout < state.timer_at:
             self._schedule(route, now + timeout)
 
@@ -197,6 +207,8 @@ class Dispatcher(Dispatch):
         route = ex.route
         if route is not None and route.state.queue.remove(ex):
             self.held_total -= 1
+            if self.observer is not None:
+                self.observer.ended(route.key, ex, "gone", not route.state.queue)
 
     # -- cold-start timeouts -----------------------------------------------------------------------
 
@@ -220,9 +232,12 @@ class Dispatcher(Dispatch):
         expired = state.queue.expired(now + 0.001)
         counters = state.counters
         events = self.events
+        empty = not state.queue
         for ex in expired:  # still HELD: fail() counts them as held requests
             self.held_total -= 1
             counters.held_timeouts += 1
+            if self.observer is not None:
+                self.observer.ended(route.key, ex, "timeout", empty)
             if events is not None:
                 events.held_answered(route.key, 504, now - ex.held_at)
             ex.fail(504)

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from kedahttp.activity.model import backend_key
+from kedahttp.process.settings import ConfigurationError
 from kedahttp.process.tasks import TaskOwner
 from kedahttp.proxy.app_settings import AppSettingsError, parse_app_settings
 from kedahttp.proxy.sources import Backend, RouteSink
@@ -42,7 +43,7 @@ _FIELDS = {"name", "namespace", "hosts", "pathPrefixes", "upstream", "coldStartT
            "coldStart"}
 
 
-class RoutesFileError(ValueError):
+class RoutesFileError(ConfigurationError, ValueError):
     """The routes file cannot be used; the message names the file, the backend and the field."""
 
 

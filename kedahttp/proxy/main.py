@@ -13,11 +13,10 @@ import sys
 from typing import Any
 
 from kedahttp.kube.apps_api import check_admin_exposure
-from kedahttp.kube.cluster import ClusterError
 from kedahttp.process import lifecycle, logs
-from kedahttp.process.settings import SettingError, Settings
+from kedahttp.process.settings import Settings
 from kedahttp.proxy.assembly import build, make_source
-from kedahttp.proxy.file_source import RoutesFileError, load_routes_file
+from kedahttp.proxy.file_source import load_routes_file
 from kedahttp.proxy.workers import run_supervisor
 
 log = logging.getLogger("kedahttp.proxy")
@@ -33,30 +32,16 @@ async def serve(settings: Settings, **options: Any) -> None:
 
 
 def main(settings: Settings) -> int:
-    logs.configure(settings.log_format, settings.log_level)
+    """Runs the proxy; a configuration error or a failure to start propagates to the command line
+    (kedahttp.cli.main), which logs it in the configured format and exits 2 or 1."""
+    logs.configure(settings.log_format, settings.log_level, settings.secret_values())
     log.info("starting proxy", extra={"settings": settings.redacted()})
-    try:
-        check_admin_exposure(settings)
-    except SettingError as exc:
-        print(f"kedahttp proxy: bad setting {exc}", file=sys.stderr)
-        return 2
-    try:
-        if settings.routes != "kubernetes":
-            load_routes_file(settings.routes)
-        if settings.workers > 1:
-            return run_supervisor(settings)
-        lifecycle.run(serve(settings))
-    except (RoutesFileError, ClusterError) as exc:
-        print(f"kedahttp proxy: {exc}", file=sys.stderr)
-        return 1
-    except SystemExit as exc:
-        if isinstance(exc.code, str):
-            print(exc.code, file=sys.stderr)
-            return 1
-        raise
-    except OSError as exc:
-        print(f"kedahttp proxy: {exc}", file=sys.stderr)
-        return 1
+    check_admin_exposure(settings)
+    if settings.routes != "kubernetes":
+        load_routes_file(settings.routes)
+    if settings.workers > 1:
+        return run_supervisor(settings)
+    lifecycle.run(serve(settings))
     with contextlib.suppress(Exception):
         sys.stderr.flush()
     return 0

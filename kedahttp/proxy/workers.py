@@ -30,6 +30,7 @@ from kedahttp.process.settings import Settings
 from kedahttp.process.tasks import TaskOwner
 from kedahttp.proxy.admin import AdminContext, AdminServer
 from kedahttp.proxy.assembly import SourceRunner, build, make_source
+from kedahttp.proxy.live import LivePage, SnapshotSampler
 from kedahttp.proxy.routing import RouteTable
 from kedahttp.proxy.telemetry import MetricsServer, Snapshot, sum_process_snapshots
 
@@ -91,7 +92,7 @@ async def _worker(settings: Settings, stats_port: int) -> None:
 
 def worker_main(settings: Settings, index: int, stats_port: int) -> None:
     os.setpgrp()  # Ctrl-C in a terminal goes to the supervisor only; it forwards SIGTERM
-    logs.configure(settings.log_format, settings.log_level)
+    logs.configure(settings.log_format, settings.log_level, settings.secret_values())
     logging.getLogger().handlers[0].addFilter(_WorkerTag(index))
     lifecycle.run(_worker(settings, stats_port))
 
@@ -213,9 +214,12 @@ async def _supervise(settings: Settings) -> int:
     supervisor = Supervisor(settings)
     routes = RouteTable()  # for the admin API's view of backends; the workers route on their own
     open_transport(settings.bus)  # a bad bus URL fails here, before any worker starts
+    sampler = SnapshotSampler(routes, supervisor.snapshot)
+    live = LivePage(settings.admin_token, sampler.sample, sampler.cold_waits)
     components = [
-        MetricsServer(settings.metrics_addr, supervisor.snapshot),
-        AdminServer(AdminContext(settings, routes, supervisor.snapshot)),
+        MetricsServer(settings.metrics_addr, supervisor.snapshot, settings.metrics_app_latency),
+        AdminServer(AdminContext(settings, routes, supervisor.snapshot), live),
+        live,
         SourceRunner(make_source(settings), routes),
         supervisor,
     ]

@@ -8,11 +8,14 @@ aggregator, push hub), the Prometheus endpoint, and the gRPC listener. ``build_s
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from kedahttp.activity.bus import Transport, open_transport
 from kedahttp.process.lifecycle import Component, Lifecycle, run
 from kedahttp.process.logs import configure
 from kedahttp.process.settings import Settings
+from kedahttp.scaler.keepalive_store import open_store
 from kedahttp.scaler.service import GrpcServer
 from kedahttp.scaler.state import ScalerState
 from kedahttp.scaler.telemetry import MetricsServer, Telemetry
@@ -20,12 +23,14 @@ from kedahttp.scaler.telemetry import MetricsServer, Telemetry
 log = logging.getLogger("kedahttp.scaler")
 
 
-def build_scaler(settings: Settings, transport: Transport | None = None) -> list[Component]:
+def build_scaler(settings: Settings, transport: Transport | None = None,
+                 clock: Callable[[], float] = time.time) -> list[Component]:
     """The scaler's components for ``settings``; ``transport`` replaces the one BUS names (the feed owns
-    it either way and closes it when it stops)."""
+    it either way and closes it when it stops); ``clock`` is the wall clock its answers are computed at."""
     if transport is None:
         transport = open_transport(settings.bus)
-    state = ScalerState(transport, concurrency_window_seconds=settings.concurrency_window_seconds)
+    state = ScalerState(transport, concurrency_window_seconds=settings.concurrency_window_seconds,
+                        store=open_store(settings.bus), clock=clock)
     telemetry = Telemetry(state)
     return [
         state,
@@ -44,11 +49,7 @@ async def serve(settings: Settings) -> None:
 
 
 def main(settings: Settings) -> int:
-    configure(settings.log_format, settings.log_level)
+    configure(settings.log_format, settings.log_level, settings.secret_values())
     log.info("starting scaler", extra={"settings": settings.redacted()})
-    try:
-        run(serve(settings))
-    except OSError as exc:
-        log.error("scaler failed to start", extra={"error": str(exc)})
-        return 1
+    run(serve(settings))  # failures go to the command line, which logs them and picks the exit code
     return 0

@@ -29,6 +29,8 @@ from kedahttp.kube.trigger import (
     DEFAULT_ACTIVITY_WINDOW_SECONDS,
     DEFAULT_RATE_WINDOW_SECONDS,
     DEFAULT_TARGET_CONCURRENCY,
+    KEEP_ALIVE_CHOICES,
+    KEEP_ALIVE_KEY,
     RATE_WINDOW_KEY,
     TARGET_CONCURRENCY_KEY,
     TARGET_REQUEST_RATE_KEY,
@@ -73,6 +75,7 @@ class Trigger:
     targets: tuple[tuple[str, float], ...]  # (metric name, target per replica), in spec order
     rate_window_seconds: int
     activity_window_seconds: int
+    adaptive_keep_alive: bool = False
 
     def value(self, metric_name: str, metrics: BackendMetrics) -> float:
         """The value of one of this trigger's metrics; ``metric_name`` as KEDA sends it."""
@@ -141,7 +144,15 @@ def parse_trigger(namespace: str, name: str, metadata: Mapping[str, str]) -> Tri
         targets=tuple(targets),
         rate_window_seconds=_window(metadata, RATE_WINDOW_KEY, DEFAULT_RATE_WINDOW_SECONDS),
         activity_window_seconds=_window(metadata, ACTIVITY_WINDOW_KEY, DEFAULT_ACTIVITY_WINDOW_SECONDS),
+        adaptive_keep_alive=_keep_alive(metadata),
     )
+
+
+def _keep_alive(metadata: Mapping[str, str]) -> bool:
+    text = metadata.get(KEEP_ALIVE_KEY, KEEP_ALIVE_CHOICES[0])
+    if text.strip() not in KEEP_ALIVE_CHOICES:
+        raise InvalidArgument(KEEP_ALIVE_KEY, f"must be one of {', '.join(KEEP_ALIVE_CHOICES)}", text)
+    return text.strip() == "adaptive"
 
 
 def _number(key: str, text: str) -> float:

@@ -98,11 +98,8 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         try:
             trigger = self._trigger(request.scaledObjectRef)
             now = self._fresh_now()
-            metrics = self.state.aggregator.metrics(
-                trigger.backend, now, trigger.rate_window_seconds, trigger.activity_window_seconds
-            )
             name = request.metricName or trigger.targets[0][0]
-            value = trigger.value(name, metrics)
+            value = self.state.answer_metric(trigger, name, now)
         except Exception as exc:
             await self._abort(context, "GetMetrics", started, exc)
         response = pb.GetMetricsResponse(metricValues=[
@@ -116,7 +113,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         try:
             trigger = self._trigger(request)
             now = self._fresh_now()
-            active = self.state.aggregator.is_active(trigger.backend, now, trigger.activity_window_seconds)
+            active = self.state.answer_active(trigger, now)
         except Exception as exc:
             await self._abort(context, "IsActive", started, exc)
         self.telemetry.observe("IsActive", "OK", time.perf_counter() - started)
@@ -131,7 +128,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         except Exception as exc:
             await self._abort(context, "StreamIsActive", started, exc)
         hub = self.state.hub
-        watch = hub.open(trigger.backend, trigger.activity_window_seconds, time.time())
+        watch = self.state.open_watch(trigger, self.state.clock())
         code = "CANCELLED"  # unless the loop below ends by itself: the client went away
         try:
             while await hub.next_push(watch):
@@ -147,7 +144,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         return self.triggers.get(ref.namespace, ref.name, ref.scalerMetadata)
 
     def _fresh_now(self) -> float:
-        now = time.time()
+        now = self.state.clock()
         state = self.state
         if not state.fresh(now):
             feed = state.feed.state
@@ -244,7 +241,7 @@ class GrpcServer(BaseComponent):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=1.0)
             changed.clear()
-            now_ready = not self._draining and self.state.fresh(time.time())
+            now_ready = not self._draining and self.state.fresh(self.state.clock())
             if now_ready != ready:
                 ready = now_ready
                 await self.health.set("readiness", SERVING if ready else NOT_SERVING)

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Final
 
 from kedahttp.activity.aggregate import Aggregator
@@ -25,7 +25,10 @@ from kedahttp.activity.feed import ActivityFeed, FeedState
 from kedahttp.activity.model import ReportLike, WakeLike
 from kedahttp.process.lifecycle import BaseComponent
 from kedahttp.process.tasks import TaskOwner
-from kedahttp.scaler.streams import StreamHub
+from kedahttp.scaler.keepalive import KeepAlive
+from kedahttp.scaler.keepalive_store import KeepAliveStore, StoreUnavailable
+from kedahttp.scaler.metrics import Trigger
+from kedahttp.scaler.streams import StreamHub, Watch
 
 log = logging.getLogger("kedahttp.scaler")
 
@@ -41,6 +44,8 @@ STALE_AFTER_INTERVALS: Final = 10
 # A proxy that has not caught up after this long is presumed gone (it then expires as usual).
 CATCH_UP_GIVE_UP_SECONDS: Final = 4.0
 RECENT_INSTANCE_SECONDS: Final = 10.0  # proxies heard from this recently before the outage are awaited
+KEEPALIVE_SAVE_SECONDS: Final = 2.0  # changed keep-alive snapshots are written this often
+KEEPALIVE_LOAD_SECONDS: Final = 3.0  # at start, the stored snapshots are awaited this long at most
 
 
 class CooperativeTransport:
@@ -87,10 +92,14 @@ class ScalerState(BaseComponent):
 
     name = "scaler-state"
 
-    def __init__(self, transport: Transport, *, concurrency_window_seconds: float = 3.0) -> None:
+    def __init__(self, transport: Transport, *, concurrency_window_seconds: float = 3.0,
+                 store: KeepAliveStore | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock  # wall-clock seconds; the lab and its tests drive it
         self.aggregator = Aggregator(concurrency_window_seconds=concurrency_window_seconds)
-        self.hub = StreamHub(self.aggregator.is_active)
-        self.feed = ActivityFeed(CooperativeTransport(transport), self._on_message, on_state=self._on_feed_state)
+        self.keepalive = KeepAlive()
+        self.store = store
+        self.hub = StreamHub(self.is_active)
+        self.feed = ActivityFeed(CooperativeTransport(transport), self._on_delivery, on_state=self._on_feed_state)
         self.last_message_at = 0.0
         self.loop_lag = LagHistogram()
         self.changed = asyncio.Event()  # readiness may have changed: the health service looks again
@@ -102,26 +111,91 @@ class ScalerState(BaseComponent):
         self._tasks = TaskOwner("scaler-state")
 
     async def start(self) -> None:
+        if self.store is not None:
+            await self._load_keepalive(self.store)
+            self._tasks.spawn(self._save_keepalive(self.store), "keepalive-save")
         self._tasks.spawn(self.feed.run(), "feed")
         self._tasks.spawn(self._tick(), "tick")
 
     async def close(self) -> None:
         self.hub.shutdown()
         await self._tasks.close()
+        if self.store is not None:
+            try:
+                await self.store.save(self.keepalive.take_dirty())
+            except StoreUnavailable as exc:
+                log.warning("keep-alive snapshots not saved", extra={"error": str(exc)})
+            await self.store.close()
+
+    def is_active(self, backend: str, now: float, activity_window_seconds: float) -> bool:
+        """The push streams' answer: the activity window, or the adaptive keep-alive."""
+        return self.keepalive.is_active(self.aggregator, backend, now, activity_window_seconds)
+
+    # -- the answers to KEDA's calls (the service adds only gRPC and freshness; the lab calls them too) --
+
+    def answer_active(self, trigger: Trigger, now: float) -> bool:
+        """IsActive for a trigger."""
+        self.keepalive.set_adaptive(trigger.backend, trigger.adaptive_keep_alive)
+        return self.is_active(trigger.backend, now, trigger.activity_window_seconds)
+
+    def answer_metric(self, trigger: Trigger, metric_name: str, now: float) -> float:
+        """GetMetrics for one of a trigger's metrics."""
+        metrics = self.aggregator.metrics(trigger.backend, now, trigger.rate_window_seconds,
+                                          trigger.activity_window_seconds)
+        return trigger.value(metric_name, metrics)
+
+    def open_watch(self, trigger: Trigger, now: float) -> Watch:
+        """StreamIsActive for a trigger: a watch that is due a ``true`` on every inactive-to-active change."""
+        self.keepalive.set_adaptive(trigger.backend, trigger.adaptive_keep_alive)
+        return self.hub.open(trigger.backend, trigger.activity_window_seconds, now)
+
+    # -- the adaptive keep-alive's snapshots -------------------------------------------------------------
+
+    async def _load_keepalive(self, store: KeepAliveStore) -> None:
+        try:
+            stored = await asyncio.wait_for(store.load(), KEEPALIVE_LOAD_SECONDS)
+        except (StoreUnavailable, TimeoutError) as exc:
+            log.warning("keep-alive snapshots not loaded: starting without them", extra={"error": str(exc)})
+            return
+        for backend, text in stored.items():
+            try:
+                self.keepalive.restore(backend, text)
+            except ValueError as exc:
+                log.warning("keep-alive snapshot skipped", extra={"error": str(exc)})
+
+    async def _save_keepalive(self, store: KeepAliveStore) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(KEEPALIVE_SAVE_SECONDS)
+            snapshots = self.keepalive.take_dirty()
+            try:
+                await store.save(snapshots)
+            except StoreUnavailable as exc:
+                self.keepalive.dirty.update(backend for backend, _ in snapshots)  # written on the next round
+                if not failing:
+                    log.warning("keep-alive snapshots not saved: retrying", extra={"error": str(exc)})
+                failing = True
+                continue
+            failing = False
 
     # -- the feed's callbacks ----------------------------------------------------------------------------
 
-    def _on_message(self, message: ReportLike | WakeLike, now: float) -> None:
+    def _on_delivery(self, message: ReportLike | WakeLike, arrived: float) -> None:
+        self.fold(message, self.clock())  # the arrival time on this state's own clock
+
+    def fold(self, message: ReportLike | WakeLike, now: float) -> None:
+        """One message from the bus: into the aggregator and the keep-alive, then the push streams."""
         self.last_message_at = now
         sent_at = getattr(message, "sent_at", None)
         if sent_at is not None:  # a report (wakes carry "at")
             self._last_sent[message.instance] = sent_at
         touched = self.aggregator.fold(message, now)
+        self.keepalive.observe(message, now)
         if touched:
             self.hub.notify(touched, now)
 
     def _on_feed_state(self, state: FeedState) -> None:
-        now = time.time()
+        now = self.clock()
         if not (state.connected and state.caught_up):
             if self._lost_at is None:
                 self._lost_at = now
@@ -174,7 +248,7 @@ class ScalerState(BaseComponent):
         next_reevaluate = 0.0
         lag = self.loop_lag
         while True:
-            now = time.time()
+            now = self.clock()
             self.aggregator.expire(now)
             self._update(now)
             if now >= next_reevaluate:

@@ -3,7 +3,8 @@
 gRPC calls are observed in one histogram by method and status code (its ``_count`` is the call count).
 Everything else is read at scrape time from the plain counters the feed, the aggregator and the push
 hub keep anyway, so the fold path pays nothing for being observable. Each scaler has its own registry,
-so several can run in one process (tests, ``kedahttp dev``).
+so several can run in one process (tests, ``kedahttp dev``). No series is per app: the scaler's cost on
+/metrics does not grow with the number of apps (docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from kedahttp.process.buildinfo import register_process_metrics
 from kedahttp.process.settings import Address
 from kedahttp.process.sideserver import SideServer
 from kedahttp.scaler.state import ScalerState
@@ -40,6 +42,7 @@ class Telemetry:
         )
         self._children: dict[tuple[str, str], Histogram] = {}
         self.registry.register(_StateCollector(state))
+        register_process_metrics(self.registry, "scaler", "none")  # the scaler has no compiled data path
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         child = self._children.get((method, code))

@@ -31,7 +31,7 @@ LAST_ROUND_GROWTH_KB = 1536
 
 def held_gauge(proxy: ProxyProcess) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{proxy.metrics_port}/metrics", timeout=5).read().decode()
-    match = re.search(r'kedahttp_proxy_held_requests\{backend="default/cold"\} (\S+)', text)
+    match = re.search(r'kedahttp_proxy_held_requests\{app="cold",namespace="default"\} (\S+)', text)
     return float(match.group(1)) if match else 0.0
 
 

@@ -1,9 +1,10 @@
-"""A real headless Chromium for tests, driven over the DevTools protocol with aiohttp's websocket client.
+"""A real headless Chromium driven over its DevTools protocol (a websocket, with aiohttp).
 
-Chromium comes from Debian (``make browser`` installs it where missing). Each ``Browser`` gets a fresh
-profile in its own directory, every background service off, and a host resolver that maps the names a
-test gives to 127.0.0.1 and refuses all others, so nothing leaves the machine. The protocol is used only
-to navigate, read the page's text and take screenshots: the pages under test run no script of their own.
+Debian's ``chromium`` (installed by `make deps` where missing) runs with a fresh profile, no sandbox (tests
+run as root in CI), no GPU and none of its background traffic, so it talks to nothing but the pages a test
+opens on 127.0.0.1. ``evaluate`` runs an expression in the page and returns its value; ``screenshot``
+writes a PNG. ``hosts`` are names the browser resolves to 127.0.0.1 (every other name fails to resolve),
+for pages that must be asked for by their own Host, as a user's browser would.
 """
 
 from __future__ import annotations
@@ -12,126 +13,129 @@ import asyncio
 import base64
 import contextlib
 import itertools
+import json
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-CHROMIUM_NAMES = ("chromium", "chromium-browser")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--no-default-browser-check",
-         "--disable-extensions", "--no-proxy-server", "--remote-debugging-port=0")
+from tests.harness.servers import free_port
 
 
-def find_chromium() -> str | None:
-    for name in CHROMIUM_NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
+def chromium_binary() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path is not None:
+            return path
+    raise AssertionError("chromium not found: run `make deps` (installs Debian's chromium package)")
 
 
 class Browser:
-    """One Chromium process and the DevTools session of its first tab."""
-
-    def __init__(self, hosts: tuple[str, ...], workdir: Path | None = None) -> None:
+    def __init__(self, hosts: tuple[str, ...] = ()) -> None:
         self.hosts = hosts
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kedahttp-chromium-"))
-        self.proc: asyncio.subprocess.Process | None = None
+        self.port = free_port()
+        self.profile = Path(tempfile.mkdtemp(prefix="kedahttp-chromium-"))
+        self.process: subprocess.Popen[bytes] | None = None
         self.session: aiohttp.ClientSession | None = None
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self._ids = itertools.count(1)
-        self.events: list[dict[str, Any]] = []
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._reader: asyncio.Task[None] | None = None
 
-    async def start(self, timeout: float = 30.0) -> Browser:
-        binary = find_chromium()
-        if binary is None:
-            raise RuntimeError("chromium not found: run `make browser` (installs Debian's chromium)")
-        profile = self.workdir / "profile"
-        profile.mkdir(parents=True, exist_ok=True)
-        rules = ", ".join([*(f"MAP {h} 127.0.0.1" for h in self.hosts), "MAP * ~NOTFOUND"])
-        log = (self.workdir / "chromium.log").open("wb")
-        self.proc = await asyncio.create_subprocess_exec(
-            binary, *FLAGS, f"--user-data-dir={profile}", f"--host-resolver-rules={rules}", "about:blank",
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-        log.close()
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + timeout
-        while not (port_file.exists() and port_file.read_text().count("\n") >= 1):
-            if self.proc.returncode is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"chromium did not start: {(self.workdir / 'chromium.log').read_text()[-2000:]}")
-            await asyncio.sleep(0.05)
-        port = int(port_file.read_text().split()[0])
+    async def start(self) -> Browser:
+        command = [
+            chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-default-apps", "--disable-extensions", "--no-first-run", "--no-default-browser-check",
+            "--metrics-recording-only", "--window-size=1200,800", f"--user-data-dir={self.profile}",
+            f"--remote-debugging-port={self.port}", "--remote-debugging-address=127.0.0.1", "about:blank",
+        ]
+        if self.hosts:
+            rules = ", ".join([*(f"MAP {host} 127.0.0.1" for host in self.hosts), "MAP * ~NOTFOUND"])
+            command.insert(-1, f"--host-resolver-rules={rules}")
+        self.process = await asyncio.to_thread(_spawn, command)
         self.session = aiohttp.ClientSession()
-        target = None
-        while target is None:
-            async with self.session.get(f"http://127.0.0.1:{port}/json/list") as response:
-                pages = [t for t in await response.json() if t.get("type") == "page"]
-            target = pages[0] if pages else None
-            if target is None:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("chromium has no page to drive")
-                await asyncio.sleep(0.05)
-        self.ws = await self.session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0)
+        targets: list[dict[str, Any]] = []
+        async with asyncio.timeout(30):
+            while not any(t.get("type") == "page" for t in targets):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with self.session.get(f"http://127.0.0.1:{self.port}/json/list") as r:
+                        targets = await r.json()
+                await asyncio.sleep(0.1)
+        page = next(t for t in targets if t.get("type") == "page")
+        self.ws = await self.session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0)
+        self._reader = asyncio.ensure_future(self._read())
         await self.call("Page.enable")
+        await self.call("Runtime.enable")
         return self
 
-    async def call(self, method: str, **params: Any) -> dict[str, Any]:
-        """One DevTools command; returns its result (events that arrive meanwhile are kept in ``events``)."""
+    async def _read(self) -> None:
         assert self.ws is not None
-        ident = next(self._ids)
-        await self.ws.send_json({"id": ident, "method": method, "params": params})
-        while True:
-            message = await self.ws.receive_json(timeout=30)
-            if message.get("id") == ident:
-                if "error" in message:
-                    raise RuntimeError(f"{method}: {message['error']}")
-                result: dict[str, Any] = message.get("result", {})
-                return result
-            self.events.append(message)
+        async for message in self.ws:
+            data = json.loads(message.data)
+            future = self._pending.pop(data.get("id", -1), None)
+            if future is not None and not future.done():
+                if "error" in data:
+                    future.set_exception(AssertionError(f"DevTools error: {data['error']}"))
+                else:
+                    future.set_result(data.get("result", {}))
+
+    async def call(self, method: str, **params: Any) -> Any:
+        assert self.ws is not None
+        call_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[call_id] = future
+        await self.ws.send_str(json.dumps({"id": call_id, "method": method, "params": params}))
+        return await asyncio.wait_for(future, 30)
 
     async def navigate(self, url: str) -> None:
         await self.call("Page.navigate", url=url)
 
-    async def text(self) -> str:
-        """The text of the page now shown (empty while there is none)."""
-        result = await self.call("Runtime.evaluate", expression="document.body ? document.body.innerText : ''",
-                                 returnByValue=True)
-        return str(result.get("result", {}).get("value", ""))
+    async def evaluate(self, expression: str) -> Any:
+        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise AssertionError(f"page error: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    async def wait_for(self, expression: str, timeout: float = 10.0) -> Any:
+        """Polls ``expression`` in the page until it is truthy; returns its value."""
+        async with asyncio.timeout(timeout):
+            while True:
+                value = await self.evaluate(expression)
+                if value:
+                    return value
+                await asyncio.sleep(0.05)
 
     async def screenshot(self, path: Path) -> Path:
-        data = await self.call("Page.captureScreenshot", format="png")
-        await asyncio.to_thread(path.write_bytes, base64.b64decode(data["data"]))
+        result = await self.call("Page.captureScreenshot", format="png")
+        await asyncio.to_thread(_write, path, base64.b64decode(result["data"]))
         return path
 
-    async def wait_for_text(self, needle: str, timeout: float) -> float:
-        """Polls the page's text until it contains ``needle``; returns the seconds it took."""
-        started = time.monotonic()
-        while True:
-            with contextlib.suppress(RuntimeError):  # between documents the evaluation may fail
-                if needle in await self.text():
-                    return time.monotonic() - started
-            if time.monotonic() - started > timeout:
-                raise AssertionError(f"the page never showed {needle!r} within {timeout}s; it shows "
-                                     f"{(await self.text())[:300]!r}")
-            await asyncio.sleep(0.1)
-
     async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.call("Browser.close"), 5)
+        if self._reader is not None:
+            self._reader.cancel()
         if self.ws is not None:
-            with contextlib.suppress(Exception):
-                await self.call("Browser.close")
             await self.ws.close()
         if self.session is not None:
             await self.session.close()
-        if self.proc is not None:
+        if self.process is not None:
             try:
-                async with asyncio.timeout(5):
-                    await self.proc.wait()
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+                await asyncio.to_thread(self.process.wait, 5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                await asyncio.to_thread(self.process.wait, 5)
+        await asyncio.to_thread(shutil.rmtree, self.profile, True)
+
+
+def _spawn(command: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)

@@ -12,6 +12,7 @@ import functools
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
-SHARED = REPO.parent / "shared"
+SCHEMAS = REPO / "tests" / "schemas" / "keda"  # KEDA's CRDs, source in tests/schemas/README.md
 # kustomize v5 (kubectl 1.27+) understands everything the manifests use (labels, patches with targets).
 MIN_KUBECTL = (1, 27)
 
@@ -29,27 +30,33 @@ Obj = dict[str, Any]
 
 
 def kustomization_dirs() -> list[Path]:
-    """Every directory under manifests/ that an operator could ``kubectl apply -k``."""
-    return sorted(p.parent for p in MANIFESTS.rglob("kustomization.yaml"))
+    """Every directory under manifests/ that an operator could ``kubectl apply -k`` (components are not
+    built alone: an overlay that includes them is)."""
+    return sorted(p.parent for p in MANIFESTS.rglob("kustomization.yaml")
+                  if (load_yaml(p) or {}).get("kind") != "Component")
 
 
 def rel(path: Path) -> str:
     return str(path.relative_to(MANIFESTS))
 
 
+def _version(path: str) -> tuple[int, int]:
+    out = subprocess.run([path, "version", "--client", "-o", "yaml"], capture_output=True, text=True, check=True)
+    info = yaml.safe_load(out.stdout)["clientVersion"]
+    return int(info["major"]), int(re.sub(r"\D.*", "", info["minor"]))
+
+
 @functools.cache
 def kubectl() -> str:
-    path = shutil.which("kubectl")
-    if path is None:
-        raise RuntimeError("kubectl not found: the manifest tests need kubectl >= 1.27 (kustomize v5)")
-    out = subprocess.run(
-        [path, "version", "--client", "-o", "yaml"], capture_output=True, text=True, check=True
-    )
-    info = yaml.safe_load(out.stdout)["clientVersion"]
-    version = (int(info["major"]), int(re.sub(r"\D.*", "", info["minor"])))
-    if version < MIN_KUBECTL:
-        raise RuntimeError(f"kubectl {version} is too old: the manifests need kustomize v5 (kubectl >= 1.27)")
-    return path
+    """The venv's kubectl (what ``make test`` installs where the machine has none), else the one on PATH."""
+    candidates = [str(Path(sys.executable).parent / "kubectl"), shutil.which("kubectl")]
+    found = [path for path in candidates if path and Path(path).is_file()]
+    if not found:
+        raise RuntimeError("kubectl not found: `make test` installs it (make kubectl); the tests need >= 1.27")
+    for path in found:
+        if _version(path) >= MIN_KUBECTL:
+            return path
+    raise RuntimeError(f"kubectl {_version(found[0])} is too old: the manifests need kustomize v5 (kubectl >= 1.27)")
 
 
 def build(directory: Path) -> list[Obj]:
@@ -179,3 +186,12 @@ EXAMPLE = "examples/hello"
 def rendered(name: str) -> Build:
     """The kustomization ``name`` (relative to manifests/), rendered once per session."""
     return Build(name, build(MANIFESTS / name))
+
+
+if __name__ == "__main__":
+    # `python -m tests.harness.render --check-kubectl`: exit 0 when a usable kubectl is there (Makefile).
+    if sys.argv[1:] == ["--check-kubectl"]:
+        try:
+            print(kubectl())
+        except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+            sys.exit(f"{exc}")

@@ -77,11 +77,12 @@ def scaler_settings(bus: str, **overrides: str) -> settings_mod.Settings:
 
 @asynccontextmanager
 async def running_scaler(
-    bus: str, transport: Transport | None = None, *, fresh: bool = True, **overrides: str
+    bus: str, transport: Transport | None = None, *, fresh: bool = True, clock: Callable[[], float] = time.time,
+    **overrides: str
 ) -> AsyncIterator[Scaler]:
     """Runs the real scaler (build_scaler under a Lifecycle) until the block ends, then shuts it down."""
     settings = scaler_settings(bus, **overrides)
-    components = build_scaler(settings, transport)
+    components = build_scaler(settings, transport, clock)
     state = next(c for c in components if isinstance(c, ScalerState))
     server = next(c for c in components if isinstance(c, GrpcServer))
     metrics = next(c for c in components if isinstance(c, MetricsServer))

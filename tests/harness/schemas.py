@@ -1,5 +1,5 @@
 """Validators for the objects kedahttp writes: built-in kinds with kubernetes-validate, the ScaledObject
-with KEDA's CRD from ``../shared/schemas`` (beside the repository), made strict about unknown fields the
+with KEDA's CRD from ``tests/schemas/keda`` (source and version in its README), made strict about unknown fields the
 way the API server's pruning is."""
 
 from __future__ import annotations
@@ -13,21 +13,11 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
+from tests.harness.crd import strict
+
 REPO = Path(__file__).resolve().parents[2]
-SCHEMAS = REPO.parent / "shared" / "schemas"
+SCHEMAS = REPO / "tests" / "schemas" / "keda"
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")  # oldest we support, and the newest the package knows
-
-
-def _strict(schema: Any) -> Any:
-    if isinstance(schema, dict):
-        out = {key: _strict(value) for key, value in schema.items()}
-        if (out.get("type") == "object" and "properties" in out and "additionalProperties" not in out
-                and not out.get("x-kubernetes-preserve-unknown-fields")):
-            out["additionalProperties"] = False
-        return out
-    if isinstance(schema, list):
-        return [_strict(item) for item in schema]
-    return schema
 
 
 @functools.cache
@@ -35,14 +25,14 @@ def scaled_object_validator() -> jsonschema.protocols.Validator:
     crd = yaml.safe_load((SCHEMAS / "keda.sh_scaledobjects.yaml").read_text())
     version = crd["spec"]["versions"][0]
     assert version["name"] == "v1alpha1"
-    schema = _strict(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
+    schema = strict(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
     cls = jsonschema.validators.validator_for(schema)
     return cls(schema)
 
 
 def validate_scaled_object(obj: dict[str, Any]) -> None:
     scaled_object_validator().validate(obj)
-    # What the CRD schema leaves to CEL rules and KEDA's webhook (see ../shared/schemas/README.md):
+    # What the CRD schema leaves to CEL rules and KEDA's webhook (see tests/schemas/README.md):
     spec = obj["spec"]
     assert spec.get("minReplicaCount", 0) <= spec.get("maxReplicaCount", 100)
     assert len(obj["metadata"]["name"]) <= 63

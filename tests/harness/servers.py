@@ -94,20 +94,25 @@ class ServerProcess:
 class RedisServer(ServerProcess):
     name = "redis"
 
+    def __init__(self, password: str = "") -> None:
+        super().__init__()
+        self.password = password  # non-empty: clients must AUTH with it (requirepass)
+
     def command(self) -> list[str]:
         return [
             find_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
+            *(["--requirepass", self.password] if self.password else []),
         ]
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{f':{self.password}@' if self.password else ''}127.0.0.1:{self.port}/0"
 
     def flush(self) -> None:
         import redis
 
-        client = redis.Redis(port=self.port)
+        client = redis.Redis(port=self.port, password=self.password or None)
         client.flushall()
         client.close()
 
@@ -115,15 +120,20 @@ class RedisServer(ServerProcess):
 class NatsServer(ServerProcess):
     name = "nats"
 
+    def __init__(self, user: str = "", password: str = "") -> None:
+        super().__init__()
+        self.user, self.password = user, password  # both set: clients must log in with them
+
     def command(self) -> list[str]:
         return [
             find_binary("nats-server"), "-a", "127.0.0.1", "-p", str(self.port), "-js",
             "-sd", str(self.workdir / "js"),
+            *(["--user", self.user, "--pass", self.password] if self.user else []),
         ]
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"nats://{f'{self.user}:{self.password}@' if self.user else ''}127.0.0.1:{self.port}"
 
     def flush(self) -> None:
         """Deletes every JetStream stream, so a test starts with an empty log."""

@@ -17,6 +17,8 @@ from tests.harness.render import EXAMPLE, INSTALLS, Build
 # there) and the newest schema kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.31", kubernetes_validate.latest_version())
 CUSTOM_KINDS = {("keda.sh/v1alpha1", "ScaledObject")}  # validated against KEDA's CRD in test_scaledobjects
+# and the Prometheus Operator's kinds of components/monitoring, in test_monitoring
+CUSTOM_KINDS |= {("monitoring.coreos.com/v1", "PodMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
 # Secrets the operator creates by hand (docs/deploy.md), so that no credential lives in the repository.
 OPERATOR_SECRETS = {"kedahttp-admin", "kedahttp-bus"}

@@ -1,5 +1,5 @@
 """ScaledObjects: valid against KEDA's CRD schema, plus what that schema leaves to KEDA's CEL rules and
-admission webhook, plus the kedahttp trigger contract (CONTRACT section 4).
+admission webhook, plus the kedahttp trigger keys as the README documents them.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from kedahttp.process import settings
 from tests.harness import render
 from tests.harness.render import Build
 
-CRD = render.SHARED / "schemas" / "keda.sh_scaledobjects.yaml"
-CONTRACT = render.SHARED / "CONTRACT.md"
+CRD = render.SCHEMAS / "keda.sh_scaledobjects.yaml"
+README = render.REPO / "README.md"
 TRIGGER_TYPES = {"external-push", "external"}
-# CONTRACT section 4, checked against the document itself below when it is beside the repository.
+# The trigger's keys, checked against the README's trigger block below (the operator's reference).
 TRIGGER_KEYS = {
     "scalerAddress",
     "backend",
@@ -30,9 +30,6 @@ TRIGGER_KEYS = {
 NUMERIC_KEYS = TRIGGER_KEYS - {"scalerAddress", "backend"}
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 KEDA_DEFAULT_MAX_REPLICAS = 100  # what KEDA's CEL rule assumes when maxReplicaCount is absent
-
-needs_shared = pytest.mark.skipif(not CRD.exists(), reason=f"{CRD} is not beside the repository")
-
 
 def closed(schema: Any) -> Any:
     """The schema with unknown fields rejected, as ``kubectl apply`` (strict field validation) does."""
@@ -65,7 +62,6 @@ def kedahttp_triggers(obj: dict[str, Any]) -> list[dict[str, Any]]:
     return [t for t in obj["spec"]["triggers"] if t["type"] in TRIGGER_TYPES]
 
 
-@needs_shared
 def test_the_closed_schema_still_rejects_and_accepts(scaledobject_schema: dict[str, Any]) -> None:
     """Guards the helper: the closed schema must accept a minimal object and reject a misspelt field."""
     minimal: dict[str, Any] = {
@@ -81,7 +77,6 @@ def test_the_closed_schema_still_rejects_and_accepts(scaledobject_schema: dict[s
         jsonschema.validate(misspelt, scaledobject_schema)
 
 
-@needs_shared
 def test_scaled_objects_match_the_crd_schema(built: Build, scaledobject_schema: dict[str, Any]) -> None:
     for obj in scaled_objects(built):
         try:
@@ -162,10 +157,9 @@ def test_the_scaler_service_answers_at_the_default_scaler_address(base: Build) -
     assert grpc[0]["targetPort"] in render.named_ports(scaler)
 
 
-@pytest.mark.skipif(not CONTRACT.exists(), reason=f"{CONTRACT} is not beside the repository")
-def test_trigger_keys_are_those_of_the_contract() -> None:
-    text = CONTRACT.read_text()
-    section = text[text.index("## 4. KEDA trigger") :]
+def test_trigger_keys_are_those_of_the_readme() -> None:
+    text = README.read_text()
+    section = text[text.index("### KEDA trigger") :]
     block = section[
         section.index("```yaml") + len("```yaml") : section.index("```", section.index("```yaml") + 7)
     ]

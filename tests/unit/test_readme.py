@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 from kedahttp.kube import trigger
+from kedahttp.process import settings_doc
 from kedahttp.process.settings import SPECS, env_name, flag_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -15,8 +16,12 @@ def test_every_setting_is_documented_with_its_default() -> None:
         row = next((line for line in README.splitlines() if f"`{env_name(spec.name)}`" in line), None)
         assert row is not None, f"{env_name(spec.name)} missing from the README"
         assert f"`--{flag_name(spec.name)}`" in row
-        if spec.default and spec.name != "metrics_addr":
+        if spec.default:
             assert f"`{spec.default}`" in row, f"{env_name(spec.name)}: README default differs from the code"
+
+
+def test_the_settings_table_is_the_one_the_code_writes() -> None:
+    assert settings_doc.current(README) == settings_doc.block(), "README's settings table is stale: run `make docs`"
 
 
 def test_every_trigger_key_is_documented() -> None:

@@ -47,8 +47,8 @@ async def test_unrouted_malformed_and_client_closed_requests_are_counted(proxy_f
     page = await running.metrics()
     assert metric(page, "kedahttp_proxy_unrouted_requests_total") == 3
     assert metric(page, "kedahttp_proxy_refused_requests_total", code="400") == 2
-    assert metric(page, "kedahttp_proxy_requests_total", backend="default/app", code="499") == 1
-    assert metric(page, "kedahttp_proxy_requests_total", backend="default/app", code="4xx") == 0
+    assert metric(page, "kedahttp_proxy_requests_total", namespace="default", app="app", code="499") == 1
+    assert metric(page, "kedahttp_proxy_requests_total", namespace="default", app="app", code="4xx") == 0
     assert 'code="0xx"' not in page
     assert "nope.test" not in page and "other.test" not in page
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import websockets
 
+from kedahttp import __version__
 from kedahttp.proxy import compiled
 from tests.harness.clients import curl
 from tests.harness.servers import env_with, free_port, wait_port
@@ -110,11 +111,11 @@ async def test_websocket_echo_through_the_proxy(upstream_and_proxy: tuple[Upstre
         await ws.send(payload)
         assert await ws.recv() == payload
         _, out, _ = await curl(f"http://127.0.0.1:{proxy.metrics}/metrics")
-        assert 'kedahttp_proxy_in_flight_requests{backend="default/app"} 1.0' in out
+        assert 'kedahttp_proxy_in_flight_requests{app="app",namespace="default"} 1.0' in out
     await asyncio.sleep(0.2)
     _, out, _ = await curl(f"http://127.0.0.1:{proxy.metrics}/metrics")
-    assert 'kedahttp_proxy_in_flight_requests{backend="default/app"} 0.0' in out
-    assert 'kedahttp_proxy_requests_total{backend="default/app",code="1xx"} 1.0' in out
+    assert 'kedahttp_proxy_in_flight_requests{app="app",namespace="default"} 0.0' in out
+    assert 'kedahttp_proxy_requests_total{app="app",code="1xx",namespace="default"} 1.0' in out
 
 
 async def test_sigterm_marks_not_ready_and_drains_in_flight(
@@ -142,9 +143,10 @@ async def test_two_workers_share_the_port_and_metrics_add_up(tmp_path: Path) -> 
             assert code == 0, err
         await asyncio.sleep(1.5)  # one stats interval
         code, out, _ = await curl(f"http://127.0.0.1:{proxy.metrics}/metrics")
-        assert 'kedahttp_proxy_requests_total{backend="default/app",code="2xx"} 20.0' in out
+        assert 'kedahttp_proxy_requests_total{app="app",code="2xx",namespace="default"} 20.0' in out
         # the proxy process runs the data path this suite was built with, and says so
-        assert f'kedahttp_proxy_build_info{{data_path="{compiled.data_path()}"}} 1.0' in out
+        assert (f'kedahttp_build_info{{component="proxy",data_path="{compiled.data_path()}",'
+                f'version="{__version__}"}} 1.0' in out)
         log = proxy.log.read_text()
         assert "worker=0" in log and "worker=1" in log
         assert f"data_path={compiled.data_path()}" in log

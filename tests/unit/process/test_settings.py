@@ -93,6 +93,67 @@ def test_dev_listens_on_loopback_only_by_default() -> None:
     assert load({"proxy_addr": "0.0.0.0:8080"}, environ={}, component="dev").proxy_addr.host == "0.0.0.0"
 
 
+def test_the_bus_schemes_are_those_the_transports_are_keyed_by() -> None:
+    from kedahttp.activity import bus
+
+    assert set(settings.BUS_SCHEMES) == set(bus.BUS_SCHEMES)
+
+
+def test_each_process_loads_only_its_own_settings_from_the_environment() -> None:
+    env = {"KEDAHTTP_SCALER_ADDR": "127.0.0.1:1", "KEDAHTTP_WORKERS": "4"}
+    proxy = load({}, environ=env, component="proxy")
+    assert proxy.workers == 4 and proxy.scaler_addr == Address("0.0.0.0", 9090)  # not the proxy's: default
+    scaler = load({}, environ=env, component="scaler")
+    assert scaler.scaler_addr == Address("127.0.0.1", 1) and scaler.workers == 1
+    assert "workers" not in scaler.redacted() and "routes" not in scaler.redacted()
+    assert set(scaler.redacted()) == {spec.name for spec in settings.specs_for("scaler")}
+
+
+def test_dev_defaults_are_local() -> None:
+    dev = load({}, environ={}, component="dev")
+    assert dev.bus == "memory://dev" and dev.log_format == "text"
+    assert {dev.proxy_addr.host, dev.admin_addr.host, dev.metrics_addr.host, dev.scaler_addr.host} == {"127.0.0.1"}
+
+
+@pytest.mark.parametrize(
+    ("url", "password"),
+    [
+        ("redis://:hunter2@redis.example:6379/0", "hunter2"),
+        ("rediss://default:s3cr%40t@redis.example:6380/0", "s3cr@t"),
+        ("nats://alice:opensesame@nats-1:4222,nats://alice:opensesame@nats-2:4222", "opensesame"),
+        ("nats://tokentokentoken@nats:4222", "tokentokentoken"),
+    ],
+)
+def test_bus_credentials_are_masked_in_the_dump_and_known_as_secrets(url: str, password: str) -> None:
+    s = load({"bus": url}, environ={}, component="scaler")
+    assert s.bus == url  # the transport gets the real URL
+    dump = str(s.redacted())
+    assert password not in dump and password.replace("@", "%40") not in dump
+    assert ("***@" in dump and "nats" in dump) or "redis" in dump
+    assert password in s.secret_values()
+
+
+def test_a_bad_secret_is_not_repeated_in_the_error() -> None:
+    with pytest.raises(SettingError) as info:
+        load({"bus": "kafka://user:hunter2@broker"}, environ={})
+    assert "hunter2" not in str(info.value) and "KEDAHTTP_BUS" in str(info.value)
+
+
+def test_unknown_variables_name_the_closest_setting() -> None:
+    env = {"KEDAHTTP_PROXY_ADRR": "x", "KEDAHTTP_BUS": "memory://", "KEDAHTTP_SERVER": "http://h",
+           "KEDAHTTP_QQQQ": "1", "PATH": "/bin", "KEDAHTTP_SCALER_SERVICE_HOST": "10.0.0.1"}
+    found = {u.name: u.suggestion for u in settings.unknown_variables(env)}
+    assert found == {"KEDAHTTP_PROXY_ADRR": "KEDAHTTP_PROXY_ADDR", "KEDAHTTP_QQQQ": ""}
+
+
+def test_every_row_names_real_processes_and_its_defaults_parse() -> None:
+    for spec in settings.SPECS:
+        assert spec.processes and set(spec.processes) <= set(settings.PROCESSES), spec.name
+        assert set(spec.defaults) <= set(spec.processes), spec.name
+        for process in spec.processes:
+            spec.parse(settings.default_for(spec, process))
+
+
 def test_data_path_defaults_trust_nobody_and_log_no_requests() -> None:
     s = load({}, environ={})
     assert s.trusted_proxies == () and s.access_log_sample_rate == 0 and s.cold_start_placeholder == "hold"

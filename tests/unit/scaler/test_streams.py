@@ -98,8 +98,8 @@ def test_freshness_needs_the_feed_and_a_voice_from_known_proxies() -> None:
     assert not state.fresh(T0)  # still replaying
     state.feed.state.caught_up = True
     assert state.fresh(T0)  # no proxy ever reported: nothing to miss
-    state._on_message(Report("p1", 1, T0, T0 - 0.25, 0.25, (BackendActivity("ns/a", in_flight=1),)), T0)
+    state.fold(Report("p1", 1, T0, T0 - 0.25, 0.25, (BackendActivity("ns/a", in_flight=1),)), T0)
     assert state.fresh(T0 + 4.9)
     assert not state.fresh(T0 + 5.1)  # every proxy silent for 5 s while they were reporting: stale
-    state._on_message(Report("p1", 2, T0 + 6, T0, 0.25, ()), T0 + 6)
+    state.fold(Report("p1", 2, T0 + 6, T0, 0.25, ()), T0 + 6)
     assert state.fresh(T0 + 6)
