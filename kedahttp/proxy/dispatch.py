@@ -5,6 +5,10 @@ held requests the moment a backend's endpoint list turns non-empty (no polling t
 when the backend is removed, and runs one timer per backend for the earliest cold-start deadline. The
 first request that finds a backend cold publishes a wake event, once per cold episode; a request that
 finds a warm backend after a long idle spell wakes it too, so the scaler hears of it at once.
+
+For an app with the waiting page (waiting_page.py), a browser's request is answered with the page at
+once instead of being held; it wakes the app all the same. Each episode's end (ready, every held request
+timed out, app removed) and each 503/504 from holding is an event line (events.py).
 """
 
 from __future__ import annotations
@@ -13,19 +17,22 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from kedahttp.proxy.access_log import AccessLog
 from kedahttp.proxy.counters import BackendCounters, CounterRegistry
+from kedahttp.proxy.events import EventLog
 from kedahttp.proxy.forward import CONNECTING, HELD, Dispatch, Exchange
 from kedahttp.proxy.holding import HoldQueue
 from kedahttp.proxy.routing import Route
 from kedahttp.proxy.tracing import HoldObserver
 from kedahttp.proxy.upstream import UpstreamPool
+from kedahttp.proxy.waiting_page import page_response
 
 IDLE_WAKE_SECONDS = 10.0  # a warm backend idle this long gets a wake event with its next request
 _clock = time.monotonic
 
 
 class BackendState:
-    __slots__ = ("counters", "queue", "timer", "timer_at", "woken")
+    __slots__ = ("cold_since", "counters", "queue", "timer", "timer_at", "woken")
 
     def __init__(self, counters: BackendCounters, limit: int) -> None:
         self.counters = counters
@@ -33,6 +40,7 @@ class BackendState:
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
         self.woken = False  # a wake event went out in this cold episode
+        self.cold_since = 0.0  # when that episode began
 
 
 class Dispatcher(Dispatch):
@@ -45,6 +53,8 @@ class Dispatcher(Dispatch):
         max_held_requests: int,
         on_wake: Callable[[str], None],
         on_unreachable: Callable[[str], None] | None = None,
+        events: EventLog | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.pool = pool
         self.counters = counters
@@ -52,6 +62,8 @@ class Dispatcher(Dispatch):
         self.max_held_requests = max_held_requests
         self.on_wake = on_wake
         self.on_unreachable = on_unreachable  # an endpoint refused a connection: the source re-checks
+        self.events = events  # cold starts, 503/504 from holding, upstream errors
+        self.access_log = access_log  # None unless ACCESS_LOG_SAMPLE_RATE > 0
         self.held_total = 0
         self.observer: HoldObserver | None = None  # tracing.py, when TRACING is on; never on the hot path
 
@@ -64,13 +76,15 @@ class Dispatcher(Dispatch):
         state: BackendState = route.state
         if not route.endpoints:
             return
+        now = _clock()
+        released = state.queue.release_all()
+        if state.woken and self.events is not None:
+            self.events.cold_start(route.key, now - state.cold_since, "ready", len(released))
         state.woken = False
         self._cancel_timer(state)
-        released = state.queue.release_all()
         if not released:
             return
         self.held_total -= len(released)
-        now = _clock()
         counters = state.counters
         touched = set()
         observer = self.observer
@@ -88,6 +102,8 @@ class Dispatcher(Dispatch):
         state: BackendState = route.state
         self._cancel_timer(state)
         self.counters.mark_removed(route.key)
+        if state.woken and self.events is not None:
+            self.events.cold_start(route.key, _clock() - state.cold_since, "removed", len(state.queue))
         for ex in state.queue.release_all():  # still HELD: fail() counts them as held requests
             self.held_total -= 1
             if self.observer is not None:
@@ -144,8 +160,13 @@ class Dispatcher(Dispatch):
         counters = state.counters
         timeout = route.backend.cold_start_timeout_seconds or self.cold_start_timeout_seconds
         now = _clock()
+        if ex.wants_page:
+            self._answer_page(ex, route, state, now)
+            return
         if not state.queue.hold(ex, now + timeout):
             counters.held_rejected += 1
+            if self.events is not None:
+                self.events.held_answered(route.key, 503, 0.0)
             ex.fail(503)
             return
         self.held_total += 1
@@ -155,13 +176,31 @@ class Dispatcher(Dispatch):
         counters.hold()
         wakes = not state.woken
         if wakes:
-            state.woken = True
-            counters.cold_starts += 1
-            self.on_wake(route.key)
+            self._wake(route, state, now)
         if self.observer is not None:
             self.observer.held(route.key, ex, wakes)
         if state.timer is None or now + timeout < state.timer_at:
             self._schedule(route, now + timeout)
+
+    def _wake(self, route: Route, state: BackendState, now: float) -> None:
+        """The first request of a cold episode: the scaler hears of it now."""
+        state.woken = True
+        state.cold_since = now
+        state.counters.cold_starts += 1
+        self.on_wake(route.key)
+
+    def _answer_page(self, ex: Exchange, route: Route, state: BackendState, now: float) -> None:
+        """A browser asking a cold app with the waiting page: the page now; the app wakes all the same."""
+        if not state.woken:
+            self._wake(route, state, now)
+        elif self.on_unreachable is not None:
+            self.on_unreachable(route.key)  # still cold: the source re-checks at once
+        page = route.limits.page
+        assert page is not None
+        state.counters.waiting_pages += 1
+        body = page.render(backend=route.key, waited_seconds=now - state.cold_since)
+        close = ex.must_close()
+        ex.reply(503, page_response(body, close=close, head_only=ex.is_head), close)
 
     def unhold(self, ex: Exchange) -> None:
         """A held exchange ends (client gone, error): out of its queue."""
@@ -192,14 +231,19 @@ class Dispatcher(Dispatch):
         now = _clock()
         expired = state.queue.expired(now + 0.001)
         counters = state.counters
+        events = self.events
         empty = not state.queue
         for ex in expired:  # still HELD: fail() counts them as held requests
             self.held_total -= 1
             counters.held_timeouts += 1
             if self.observer is not None:
                 self.observer.ended(route.key, ex, "timeout", empty)
+            if events is not None:
+                events.held_answered(route.key, 504, now - ex.held_at)
             ex.fail(504)
             ex.conn.flush()
+        if expired and not state.queue and not route.endpoints and events is not None:
+            events.cold_start(route.key, now - state.cold_since, "timeout", len(expired))
         nxt = state.queue.next_deadline()
         if nxt is not None:
             self._schedule(route, nxt)

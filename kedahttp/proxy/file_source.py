@@ -24,7 +24,9 @@ import yaml
 from kedahttp.activity.model import backend_key
 from kedahttp.process.settings import ConfigurationError
 from kedahttp.process.tasks import TaskOwner
+from kedahttp.proxy.app_settings import AppSettingsError, parse_app_settings
 from kedahttp.proxy.sources import PROTOCOLS, Backend, RouteSink
+from kedahttp.proxy.waiting_page import MAX_TEMPLATE_BYTES
 
 log = logging.getLogger("kedahttp.proxy.file_source")
 
@@ -37,7 +39,8 @@ PROBE_TIMEOUT_SECONDS = 1.0
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _HOST = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$|^\[?[0-9a-f:.]+\]?$")
-_FIELDS = {"name", "namespace", "hosts", "pathPrefixes", "upstream", "coldStartTimeoutSeconds", "protocol"}
+_FIELDS = {"name", "namespace", "hosts", "pathPrefixes", "upstream", "coldStartTimeoutSeconds", "protocol",
+           "timeouts", "coldStart"}
 
 
 class RoutesFileError(ConfigurationError, ValueError):
@@ -54,7 +57,12 @@ def _fail(path: str, where: str, message: str) -> RoutesFileError:
     return RoutesFileError(f"routes file {path}: {where}: {message}")
 
 
-def parse_routes(text: str, path: str = "<routes>") -> list[FileBackend]:
+def parse_routes(text: str, path: str = "<routes>",
+                 read_template: Callable[[str], str] | None = None) -> list[FileBackend]:
+    """The backends of a routes file's text; ``read_template`` reads a ``coldStart.template`` by name.
+
+    Raises RoutesFileError naming the file, the backend and the field.
+    """
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -66,11 +74,12 @@ def parse_routes(text: str, path: str = "<routes>") -> list[FileBackend]:
     out: list[FileBackend] = []
     seen: set[str] = set()
     for index, item in enumerate(doc.get("backends") or []):
-        out.append(_parse_backend(item, index, path, seen))
+        out.append(_parse_backend(item, index, path, seen, read_template))
     return out
 
 
-def _parse_backend(item: Any, index: int, path: str, seen: set[str]) -> FileBackend:
+def _parse_backend(item: Any, index: int, path: str, seen: set[str],
+                   read_template: Callable[[str], str] | None) -> FileBackend:
     where = f"backends[{index}]"
     if not isinstance(item, dict):
         raise _fail(path, where, "expected a mapping")
@@ -112,12 +121,17 @@ def _parse_backend(item: Any, index: int, path: str, seen: set[str]) -> FileBack
     protocol = item.get("protocol", "http1")
     if protocol not in PROTOCOLS:
         raise _fail(path, f"{where} field 'protocol'", f"must be one of {', '.join(PROTOCOLS)} (got {protocol!r})")
+    try:
+        settings = parse_app_settings(item.get("timeouts"), item.get("coldStart"), read_template)
+    except AppSettingsError as exc:
+        raise _fail(path, f"{where} field '{exc.field}'", exc.reason) from exc
     backend = Backend(
         key=key,
         hosts=tuple(clean_hosts),
         path_prefixes=tuple(prefixes),
         cold_start_timeout_seconds=float(timeout) if timeout is not None else None,
         protocol=protocol,
+        settings=settings,
     )
     return FileBackend(backend, endpoint)
 
@@ -141,7 +155,17 @@ def load_routes_file(path: str) -> list[FileBackend]:
         text = Path(path).read_text()
     except OSError as exc:
         raise RoutesFileError(f"routes file {path}: cannot read: {exc.strerror or exc}") from exc
-    return parse_routes(text, path)
+    return parse_routes(text, path, lambda name: _read_template(path, name))
+
+
+def _read_template(routes_path: str, name: str) -> str:
+    """A waiting-page template named in the routes file, relative to the file's directory."""
+    template = Path(routes_path).parent / name
+    with template.open("rb") as f:
+        data = f.read(MAX_TEMPLATE_BYTES + 1)
+    if len(data) > MAX_TEMPLATE_BYTES:
+        raise OSError(f"larger than {MAX_TEMPLATE_BYTES} bytes")
+    return data.decode()
 
 
 class FileSource:

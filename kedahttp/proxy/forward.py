@@ -29,7 +29,9 @@ from typing import Any
 from mypy_extensions import trait
 
 from kedahttp.proxy import http1
-from kedahttp.proxy.counters import BackendCounters
+from kedahttp.proxy.access_log import AccessLog
+from kedahttp.proxy.counters import STATUS_CLIENT_CLOSED, BackendCounters
+from kedahttp.proxy.events import EventLog
 from kedahttp.proxy.heads import rewrite_response
 from kedahttp.proxy.http1 import CHUNKED, LAST_CHUNK, NO_BODY
 from kedahttp.proxy.pausing import PAUSE_BUFFER
@@ -40,11 +42,12 @@ REPLAY_LIMIT = 64 * 1024  # request body kept for a retry on a stale keep-alive 
 BUFFER_LIMIT = 64 * 1024  # request body buffered before the client is paused
 MAX_ATTEMPTS = 3
 RETRY_AFTER_SECONDS = 5
-STATUS_CLIENT_GONE = 499
+STATUS_CLIENT_GONE = STATUS_CLIENT_CLOSED
 
 _clock = time.monotonic
 
 NOT_FOUND_BODY = b"kedahttp: no backend for this host and path\n"
+UPSTREAM_TIMEOUT_BODY = b"kedahttp: the backend did not answer in time\n"  # 504 not from holding
 BODIES = {
     400: b"kedahttp: bad request\n",
     405: b"kedahttp: method not allowed\n",
@@ -72,6 +75,7 @@ class ClientSide:
     transport: asyncio.Transport
     batching: bool  # handling a read: writes are collected and go out in one at the end
     linger: bool  # close lingering: the client may still be sending a body nobody read
+    client_ip: bytes  # the peer's address, for the access log
 
     def write(self, data: bytes) -> None: ...
     def flush(self) -> None: ...
@@ -95,8 +99,11 @@ class UpstreamSide:
     open: bool
     reused: bool  # has carried a response before this one
     got_bytes: bool  # a byte of the current response has arrived
+    last_read: float  # when the last byte arrived (coarse clock), for the idle timeouts
 
     def bind(self, ex: Exchange) -> None: ...
+    def reading_resumed(self, now: float) -> None:
+        """Reading paused on purpose (the client was not reading) is over: idle time counts from ``now``."""
     def release(self) -> None: ...
     def tunnel_to(self, transport: Any) -> None: ...
     def abort(self) -> None: ...
@@ -107,6 +114,8 @@ class Dispatch:
     """Where an exchange goes (dispatch.py's Dispatcher): an endpoint, the hold queue, a retry."""
 
     on_unreachable: Callable[[str], None] | None
+    events: EventLog | None  # event lines: upstream errors
+    access_log: AccessLog | None  # None unless sampling is on
 
     def dispatch(self, ex: Exchange) -> None: ...
     def send(self, ex: Exchange, fresh: bool) -> None: ...
@@ -136,6 +145,8 @@ class Exchange:
     up_until_close = False
     early: list[bytes] | None = None  # client bytes after an Upgrade request, held until the 101
     early_bytes = 0
+    sent_at = 0.0  # when the sweep first saw the request sent in full (coarse clock); 0 before (deadlines.py)
+    wants_page = False  # a browser's GET/HEAD to an app with the waiting page (set only when it is cold)
 
     def __init__(self, conn: ClientSide, dispatcher: Dispatch, method: bytes, head: bytes, body: int,
                  expect_continue: bool, upgrade: bool, route: Route | None, keep_alive: bool, http10: bool) -> None:
@@ -234,8 +245,7 @@ class Exchange:
     def connect_failed(self, endpoint: str, exc: BaseException) -> None:
         if self.state != CONNECTING:
             return
-        if self.counters is not None:
-            self.counters.upstream_errors += 1
+        self.upstream_error(f"connect failed: {str(exc) or type(exc).__name__}", 502)
         route = self.route
         dispatcher = self.dispatcher
         if route is not None and dispatcher.on_unreachable is not None:
@@ -254,8 +264,8 @@ class Exchange:
             self.response_complete(up, False)
             self.conn.flush()
             return
-        if self.counters is not None:
-            self.counters.upstream_errors += 1
+        self.upstream_error("connection closed mid-response" if self.resp_started
+                            else "connection closed before a response", 502)
         if self.resp_started:
             self.abort(502)  # a cut response: counted as the 502 it would have been a moment earlier
             self.conn.flush()
@@ -272,8 +282,7 @@ class Exchange:
         """The upstream sent something that is not HTTP."""
         if self.up is not up:
             return
-        if self.counters is not None:
-            self.counters.upstream_errors += 1
+        self.upstream_error(reason, 502)
         self.up = None
         up.ex = None
         if self.resp_started:
@@ -292,12 +301,14 @@ class Exchange:
                 self.counters.upstream_errors += 1
             self.up = None
             up.ex = None
+            self.sent_at = 0.0
             self.dispatcher.send(self, True)
         else:
             self.upstream_failed(up, "a response to no request")
 
     def retry(self) -> None:
         self.up = None
+        self.sent_at = 0.0
         self.out = [self.head, *(self.replay or ())]
         self.out_bytes = 0
         self.dispatcher.send(self, True)
@@ -344,7 +355,11 @@ class Exchange:
             up.abort()
         counters = self.counters
         if counters is not None:
-            counters.finish(_clock(), self.t_start, self.status, False)
+            t = _clock()
+            counters.finish(t, self.t_start, self.status, False)
+            log = self.dispatcher.access_log
+            if log is not None:
+                log.record(counters.key, self.conn.client_ip, self.head, self.status, t - self.t_start, self.held)
         self.conn.exchange_done(self, self.resp_close or not self.req_done)
 
     def response_upgraded(self, up: UpstreamSide, rest: bytes) -> None:
@@ -381,7 +396,8 @@ class Exchange:
 
     # -- endings -----------------------------------------------------------------------------------
 
-    def fail(self, status: int, close: bool = False, retry_after: int | None = None) -> None:
+    def fail(self, status: int, close: bool = False, retry_after: int | None = None,
+             body: bytes | None = None) -> None:
         """Ends the exchange with the proxy's own reply (or a cut connection if a response began)."""
         if self.state == DONE:
             return
@@ -390,15 +406,62 @@ class Exchange:
             return
         if status in (503, 504) and retry_after is None:
             retry_after = RETRY_AFTER_SECONDS
+        close = close or self.must_close()
+        if body is None:
+            body = NOT_FOUND_BODY if status == 404 else BODIES.get(status, b"kedahttp: error\n")
+        self.reply(status, http1.error_response(status, body, close=close, retry_after=retry_after,
+                                                head_only=self.is_head), close)
+
+    def must_close(self) -> bool:
+        """Whether the connection must close after an answer of the proxy's own to this request."""
         conn = self.conn
-        close = close or not self.req_done or not self.keep_alive or self.upgrade or conn.closes_after_this()
+        return not self.req_done or not self.keep_alive or self.upgrade or conn.closes_after_this()
+
+    def reply(self, status: int, response: bytes, close: bool) -> None:
+        """Ends the exchange with a whole response of the proxy's own (an error, the waiting page), made
+        with ``close`` from ``must_close()`` or stronger."""
+        if self.state == DONE or self.resp_started:
+            return
+        conn = self.conn
         if not self.req_done:  # the client may still be sending the body: let it read the answer first
             conn.linger = True
-        body = NOT_FOUND_BODY if status == 404 else BODIES.get(status, b"kedahttp: error\n")
-        self.conn.write(http1.error_response(status, body, close=close, retry_after=retry_after,
-                                             head_only=self.is_head))
+        conn.write(response)
         self._end(status)
-        self.conn.exchange_done(self, close)
+        conn.exchange_done(self, close)
+
+    # -- upstream timeouts (found by the server's sweep: deadlines.py) -----------------------------------
+
+    def upstream_error(self, reason: str, status: int) -> None:
+        """Counts an upstream failure and logs it (rate-limited per app)."""
+        counters = self.counters
+        if counters is not None:
+            counters.upstream_errors += 1
+            events = self.dispatcher.events
+            if events is not None:
+                events.upstream_error(counters.key, self.endpoint, reason, status)
+
+    def timed_out(self, reason: str) -> None:
+        """The upstream ran past a timeout: 504 if no response began, else the response is cut (counted as
+        a 504, the answer it would have had)."""
+        if self.state != SENT:
+            return
+        if self.counters is not None:
+            self.counters.upstream_timeouts += 1
+        self.upstream_error(reason, 504)
+        if self.resp_started:
+            self.abort(504)
+        else:
+            self.fail(504, body=UPSTREAM_TIMEOUT_BODY)
+        self.conn.flush()
+
+    def tunnel_idle(self) -> None:
+        """A tunnel carried nothing either way past its idle timeout: both sides are closed."""
+        if self.state != TUNNEL:
+            return
+        if self.counters is not None:
+            self.counters.tunnel_idle_closes += 1
+        self._end(101)
+        self.conn.transport.close()
 
     def abort(self, status: int) -> None:
         """Ends the exchange by closing the client connection (a response was already under way)."""
@@ -428,5 +491,9 @@ class Exchange:
                 up.abort()
         counters = self.counters
         if counters is not None:
-            counters.finish(_clock(), self.t_start, status, state == HELD)
+            t = _clock()
+            counters.finish(t, self.t_start, status, state == HELD)
+            log = self.dispatcher.access_log
+            if log is not None:
+                log.record(counters.key, self.conn.client_ip, self.head, status, t - self.t_start, self.held)
         return True

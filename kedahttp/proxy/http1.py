@@ -18,6 +18,8 @@ import re
 from http import HTTPStatus
 from typing import Final
 
+from kedahttp.proxy.forwarded import derive_from_forwarded, node_token
+
 MAX_HEADER_BYTES: Final = 64 * 1024
 
 # body framing of a message
@@ -27,7 +29,8 @@ CHUNKED: Final = 2
 UNTIL_CLOSE: Final = 3  # responses only: the body ends when the connection does
 
 # lower-case request header names handled specially; values index the branches in rewrite_request
-_H_HOST, _H_CONNECTION, _H_DROP, _H_TE, _H_XFF, _H_EXPECT, _H_CL, _H_UPGRADE = range(8)
+_H_HOST, _H_CONNECTION, _H_DROP, _H_TE, _H_EXPECT, _H_CL, _H_UPGRADE, _H_XOTHER = range(8)
+_H_XFF, _H_XFP, _H_XFH, _H_FWD = range(8, 12)  # what a trusted peer says about forwarding, kept by code
 _REQUEST_SPECIAL: Final[dict[bytes, int]] = {
     b"host": _H_HOST,
     b"connection": _H_CONNECTION,
@@ -37,8 +40,11 @@ _REQUEST_SPECIAL: Final[dict[bytes, int]] = {
     b"transfer-encoding": _H_TE,
     b"upgrade": _H_UPGRADE,
     b"x-forwarded-for": _H_XFF,
-    b"x-forwarded-proto": _H_DROP,
-    b"x-forwarded-host": _H_DROP,
+    b"x-forwarded-proto": _H_XFP,
+    b"x-forwarded-host": _H_XFH,
+    b"forwarded": _H_FWD,
+    b"x-forwarded-port": _H_XOTHER,  # passed on from a trusted peer, else dropped
+    b"x-real-ip": _H_XOTHER,
     b"expect": _H_EXPECT,
     b"content-length": _H_CL,
 }
@@ -73,12 +79,19 @@ def rewrite_request(
     client_ip: bytes,
     upgrade: bool,
     proto: bytes = b"http",
+    trusted: bool = False,
 ) -> RequestHead:
     """The upstream request head and what routing needs: ``(head, host, path, body, expect_continue, upgrade)``.
 
     ``head`` is the request line, headers and final CRLF, framing included; ``host`` the Host (or the
     absolute-form authority) as sent; ``path`` the origin-form target; ``body`` the framing (NO_BODY,
     LENGTH, CHUNKED). ``upgrade`` comes from the parser, which also validated the framing.
+
+    Forwarded headers (forwarded.py says why): from a ``trusted`` peer, X-Forwarded-For gets ``client_ip``
+    appended, X-Forwarded-Proto and -Host pass unchanged (filled in from a ``Forwarded`` header, else from
+    what we saw, where missing), ``Forwarded`` gets a ``for=`` element appended, X-Forwarded-Port and
+    X-Real-IP pass. From anyone else all of them are dropped and X-Forwarded-For/-Proto/-Host are set to
+    ``client_ip``, ``proto`` and the Host.
 
     Raises BadRequest for a header block over MAX_HEADER_BYTES, a target the proxy does not serve, or a
     Transfer-Encoding other than exactly ``chunked``.
@@ -104,7 +117,7 @@ def rewrite_request(
     lines = [method + b" " + path + b" HTTP/1.1"]  # joined with CRLF at the end
     append = lines.append
     host = b""
-    xff = b""
+    told: dict[int, bytes] | None = None  # a trusted peer's X-Forwarded-For/-Proto/-Host and Forwarded
     expect_continue = False
     has_length = False
     upgrade_value = b""
@@ -133,8 +146,16 @@ def rewrite_request(
             has_length = True
             append(name + b": " + value)
             continue
-        elif code == _H_XFF:
-            xff = value if not xff else xff + b", " + value
+        elif code >= _H_XFF:
+            if trusted:  # several of one name are joined in order
+                if told is None:
+                    told = {}
+                earlier = told.get(code)
+                told[code] = value if not earlier else earlier + b", " + value
+        elif code == _H_XOTHER:
+            if trusted:
+                append(name + b": " + value)
+                continue
         elif code == _H_EXPECT:
             if value.lower() == b"100-continue":
                 expect_continue = True
@@ -167,10 +188,21 @@ def rewrite_request(
         drop = set(extra_tokens)
         lines = [lines[0], *(line for line in lines[1:] if line.partition(b":")[0].lower() not in drop)]
         append = lines.append
+    xff = xfp = xfh = fwd = b""
+    if told is not None:
+        xff, xfp, xfh, fwd = (told.get(code, b"") for code in (_H_XFF, _H_XFP, _H_XFH, _H_FWD))
+        if fwd:  # what the peer said in RFC 7239 form fills in what it left out
+            fwd_for, fwd_proto, fwd_host = derive_from_forwarded(fwd)
+            xff = xff or fwd_for
+            xfp = xfp or fwd_proto
+            xfh = xfh or fwd_host
     # the added lines as one piece: fewer list operations per request than a line each
-    tail = b"X-Forwarded-For: " + (xff + b", " + client_ip if xff else client_ip) + b"\r\nX-Forwarded-Proto: " + proto
-    if host:
-        tail += b"\r\nX-Forwarded-Host: " + host
+    tail = (b"X-Forwarded-For: " + (xff + b", " + client_ip if xff else client_ip)
+            + b"\r\nX-Forwarded-Proto: " + (xfp or proto))
+    if xfh or host:
+        tail += b"\r\nX-Forwarded-Host: " + (xfh or host)
+    if fwd:
+        tail += b"\r\nForwarded: " + fwd + b", for=" + node_token(client_ip)
     if upgrade and upgrade_value:
         tail += b"\r\nConnection: upgrade\r\nUpgrade: " + upgrade_value
     if chunked:

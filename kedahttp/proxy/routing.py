@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from kedahttp.proxy.app_settings import AppLimits, default_limits
 from kedahttp.proxy.sources import Backend
 
 _CACHE_LIMIT = 4096
@@ -23,10 +24,11 @@ _SEGMENT_END = frozenset(b"/?#")
 class Route:
     """A backend as the data path sees it: its spec, its ready endpoints and the dispatcher's state."""
 
-    __slots__ = ("backend", "endpoints", "key", "rr", "state")
+    __slots__ = ("backend", "endpoints", "key", "limits", "rr", "state")
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, limits: AppLimits) -> None:
         self.backend = backend
+        self.limits = limits  # the proxy-wide limits with the backend's overrides, resolved once
         self.key = backend.key
         self.endpoints: tuple[str, ...] = ()
         self.rr = 0  # round-robin cursor over endpoints
@@ -84,8 +86,10 @@ def prefix_matches(prefix: bytes, path: bytes) -> bool:
 
 
 class RouteTable:
-    def __init__(self, listener: RouteListener | None = None) -> None:
+    def __init__(self, listener: RouteListener | None = None, limits: AppLimits | None = None) -> None:
         self.listener = listener
+        self.limits = limits if limits is not None else default_limits()  # proxy-wide
+        self.shortest_timeout_seconds = self.limits.shortest_timeout_seconds  # over every route too
         self.routes: dict[str, Route] = {}
         # host -> [(prefix, route)] sorted longest prefix first
         self._exact: dict[str, list[tuple[bytes, Route]]] = {}
@@ -170,11 +174,12 @@ class RouteTable:
     def _upsert(self, backend: Backend) -> None:
         route = self.routes.get(backend.key)
         if route is None:
-            route = self.routes[backend.key] = Route(backend)
+            route = self.routes[backend.key] = Route(backend, self.limits.for_app(backend.settings))
             if self.listener is not None:
                 self.listener.route_added(route)
-        else:
+        elif route.backend != backend:
             route.backend = backend
+            route.limits = self.limits.for_app(backend.settings)
 
     def _remove(self, key: str) -> None:
         route = self.routes.pop(key)
@@ -201,3 +206,6 @@ class RouteTable:
         self._wild = wild
         self._wild_suffixes = sorted(wild, key=len, reverse=True)
         self._cache = {}
+        self.shortest_timeout_seconds = min(
+            (r.limits.shortest_timeout_seconds for r in self.routes.values()),
+            default=self.limits.shortest_timeout_seconds)

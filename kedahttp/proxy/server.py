@@ -24,13 +24,17 @@ from typing import Any
 import httptools
 
 from kedahttp.proxy import http1
+from kedahttp.proxy.counters import UnroutedCounters
+from kedahttp.proxy.deadlines import NOT_DUE, REASONS, overdue, sweep_interval, tunnel_overdue
 from kedahttp.proxy.dispatch import Dispatcher
-from kedahttp.proxy.forward import DONE, ClientSide, Exchange
+from kedahttp.proxy.forward import DONE, SENT, TUNNEL, ClientSide, Exchange
+from kedahttp.proxy.forwarded import TrustedProxies
 from kedahttp.proxy.heads import rewrite_request
 from kedahttp.proxy.http1 import BadRequest
 from kedahttp.proxy.pausing import PAUSE_PIPELINE
 from kedahttp.proxy.routing import RouteTable
 from kedahttp.proxy.upstream import UpstreamPool
+from kedahttp.proxy.waiting_page import accepts_html
 
 log = logging.getLogger("kedahttp.proxy.server")
 
@@ -48,8 +52,8 @@ class _Closing(Exception):
 class ClientConnection(asyncio.Protocol, ClientSide):
     __slots__ = (
         "batching", "client_ip", "close_pending", "closing", "head_bytes", "headers", "in_head", "linger",
-        "lingering", "parser", "paused", "queue", "reading", "server", "since", "transport", "tunnel", "upgraded",
-        "url", "wbuf", "write_paused",
+        "lingering", "parser", "paused", "queue", "reading", "server", "since", "transport", "trusted", "tunnel",
+        "upgraded", "url", "wbuf", "write_paused",
     )
 
     def __init__(self, server: ProxyServer) -> None:
@@ -57,6 +61,7 @@ class ClientConnection(asyncio.Protocol, ClientSide):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.client_ip = b"unknown"
+        self.trusted = False  # the peer is in TRUSTED_PROXIES: its forwarded headers are believed
         self.queue: deque[Exchange] = deque()
         self.reading: Exchange | None = None  # the exchange whose request body the parser is reading
         self.url = b""
@@ -82,11 +87,13 @@ class ClientConnection(asyncio.Protocol, ClientSide):
         peer = transport.get_extra_info("peername")
         if peer:
             self.client_ip = str(peer[0]).encode()
+            self.trusted = self.server.trusted_proxies.trusts(self.client_ip)
         self.since = self.server.now
         self.server.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
+            self.since = self.server.now  # tunnel activity, for its idle timeout
             self.tunnel.write(data)
             return
         if self.upgraded is not None:
@@ -179,6 +186,7 @@ class ClientConnection(asyncio.Protocol, ClientSide):
         if self.queue:
             up = self.queue[0].up
             if up is not None and up.transport is not None:
+                up.reading_resumed(self.server.now)  # it was not read meanwhile: not idle time
                 up.transport.resume_reading()
 
     # -- httptools callbacks -----------------------------------------------------------------------
@@ -217,9 +225,9 @@ class ClientConnection(asyncio.Protocol, ClientSide):
             http10 = True
         server = self.server
         head, host, path, body, expect_continue, upgrade = rewrite_request(
-            method, self.url, headers, self.client_ip, parser.should_upgrade())
-        headers.clear()
+            method, self.url, headers, self.client_ip, parser.should_upgrade(), b"http", self.trusted)
         if not host and not http10:
+            headers.clear()
             raise BadRequest(400, "missing Host")
         route = server.routes.lookup(host, path)
         dispatcher = server.dispatcher
@@ -227,8 +235,12 @@ class ClientConnection(asyncio.Protocol, ClientSide):
                       parser.should_keep_alive(), http10)
         if route is None:
             ex.error = 404
+            server.unrouted.unrouted += 1
         else:
+            if not route.endpoints and route.limits.page is not None and (method == b"GET" or method == b"HEAD"):
+                ex.wants_page = accepts_html(headers)  # cold, and the app answers browsers with a page
             dispatcher.admit(ex, route)
+        headers.clear()
         self.reading = ex
         queue = self.queue
         queue.append(ex)
@@ -310,6 +322,7 @@ class ClientConnection(asyncio.Protocol, ClientSide):
 
     def bad_request(self, status: int) -> None:
         """The request being parsed is malformed: answer it in its turn, then close (lingering)."""
+        self.server.unrouted.refuse(status)
         self.parser = None
         self.closing = True
         self.linger = True
@@ -368,6 +381,11 @@ class ClientConnection(asyncio.Protocol, ClientSide):
 
     def sweep(self, now: float) -> None:
         server = self.server
+        queue = self.queue
+        if queue:
+            ex = queue[0]
+            if ex.state == SENT or ex.state == TUNNEL:
+                self._check_upstream_timeouts(ex, now)
         if self.lingering:
             if now - self.since >= LINGER_SECONDS + server.sweep_interval_seconds:
                 self.transport.close()
@@ -377,6 +395,24 @@ class ClientConnection(asyncio.Protocol, ClientSide):
                 self.transport.abort()
         elif not self.queue and self.upgraded is None and now - self.since >= server.keep_alive_timeout_seconds:
             self.transport.close()
+
+    def _check_upstream_timeouts(self, ex: Exchange, now: float) -> None:
+        route = ex.route
+        up = ex.up
+        if route is None or up is None:
+            return
+        slack = self.server.tick_seconds  # coarse stamps may be early by one sweep
+        if ex.state == TUNNEL:
+            if tunnel_overdue(route.limits, now, slack, max(self.since, up.last_read)):
+                ex.tunnel_idle()
+            return
+        if not ex.sent_at and ex.req_done:
+            ex.sent_at = now  # the first sweep to see it sent in full: no clock read per request
+        due = overdue(route.limits, now, slack, sent_at=ex.sent_at, req_done=ex.req_done,
+                      resp_started=ex.resp_started, streaming=ex.resp_body != http1.LENGTH,
+                      last_read=up.last_read, reading_paused=self.write_paused)
+        if due != NOT_DUE:
+            ex.timed_out(REASONS[due])
 
     @property
     def idle(self) -> bool:
@@ -389,17 +425,22 @@ class ProxyServer:
     def __init__(self, routes: RouteTable, dispatcher: Dispatcher, pool: UpstreamPool, *,
                  header_timeout_seconds: float = HEADER_TIMEOUT_SECONDS,
                  keep_alive_timeout_seconds: float = KEEP_ALIVE_TIMEOUT_SECONDS,
-                 sweep_interval_seconds: float = 1.0) -> None:
+                 sweep_interval_seconds: float = 1.0,
+                 trusted_proxies: TrustedProxies | None = None,
+                 unrouted: UnroutedCounters | None = None) -> None:
         self.routes = routes
         self.dispatcher = dispatcher
         self.pool = pool
         self.h2: Any = None  # the HTTP/2 side (h2/side.py): takes the connections that open with its preface
+        self.trusted_proxies = trusted_proxies or TrustedProxies()
+        self.unrouted = unrouted or UnroutedCounters()
         self.connections: set[ClientConnection] = set()
         self.draining = False
         # timeouts are checked by a sweep every ``sweep_interval_seconds``, so they fire up to one late
         self.header_timeout_seconds = header_timeout_seconds
         self.keep_alive_timeout_seconds = keep_alive_timeout_seconds
         self.sweep_interval_seconds = sweep_interval_seconds
+        self.tick_seconds = sweep_interval_seconds  # the period in use: see _schedule_sweep
         self.now = time.monotonic()  # coarse clock for timeouts, updated by the sweep
         self._server: Any = None  # an asyncio.Server; uvloop gives .sockets as a list, asyncio as a tuple
         self._sweeper: asyncio.TimerHandle | None = None
@@ -437,7 +478,9 @@ class ProxyServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     def _schedule_sweep(self) -> None:
-        self._sweeper = asyncio.get_running_loop().call_later(self.sweep_interval_seconds, self._sweep)
+        # at most sweep_interval_seconds apart; closer when an app has a short upstream timeout (deadlines.py)
+        self.tick_seconds = sweep_interval(self.routes.shortest_timeout_seconds, self.sweep_interval_seconds)
+        self._sweeper = asyncio.get_running_loop().call_later(self.tick_seconds, self._sweep)
 
     def _sweep(self) -> None:
         now = self.now = time.monotonic()

@@ -25,7 +25,13 @@ from kedahttp.process.buildinfo import register_process_metrics
 from kedahttp.process.settings import Address
 from kedahttp.process.sideserver import SideServer
 from kedahttp.proxy import compiled
-from kedahttp.proxy.counters import COLD_WAIT_BUCKETS, DURATION_BUCKETS, STATUS_CLASSES, sum_snapshots
+from kedahttp.proxy.counters import (
+    COLD_WAIT_BUCKETS,
+    DURATION_BUCKETS,
+    STATUS_CLASSES,
+    sum_snapshots,
+    sum_unrouted,
+)
 
 Snapshot = dict[str, Any]  # {"backends": {...}, "publisher": {...}, "routes": n, "connections": n}
 
@@ -44,6 +50,7 @@ def sum_process_snapshots(snapshots: Iterable[Snapshot]) -> Snapshot:
             publisher[name] = publisher.get(name, 0) + value
     return {
         "backends": sum_snapshots(s.get("backends", {}) for s in snaps),
+        "unrouted": sum_unrouted(s.get("unrouted", {}) for s in snaps),
         "publisher": publisher,
         "routes": max((s.get("routes", 0) for s in snaps), default=0),
         "connections": sum(s.get("connections", 0) for s in snaps),
@@ -58,6 +65,11 @@ PROXY_WIDE = (
      "Upstream connects refused, resets and malformed responses"),
     ("held_timeouts", "kedahttp_proxy_held_timeouts_total", "Held requests answered 504 after the cold-start timeout"),
     ("held_rejected", "kedahttp_proxy_held_rejected_total", "Requests answered 503 because the hold queue was full"),
+    # issue 15
+    ("upstream_timeouts", "kedahttp_proxy_upstream_timeouts_total",
+     "504s and cut responses from the upstream timeouts (response header, idle, total)"),
+    ("tunnel_idle_closes", "kedahttp_proxy_tunnel_idle_closes_total", "WebSocket/Upgrade tunnels closed for idleness"),
+    ("waiting_pages", "kedahttp_proxy_waiting_pages_total", "Browsers answered with the waiting page"),
 )
 PUBLISHER = (
     ("published", "kedahttp_proxy_reports_published_total", "counter", "Activity messages published"),
@@ -103,8 +115,8 @@ class ProxyExposition:
     def __init__(self, snapshot: Callable[[], Snapshot], latency_histogram: bool = False) -> None:
         self.snapshot = snapshot
         self.latency_histogram = latency_histogram
-        # key -> (what the lines were written from, (timeouts, rejected, upstream errors), lines by family)
-        self._apps: dict[str, tuple[tuple[Any, ...], tuple[int, int, int], tuple[bytes, ...]]] = {}
+        # key -> (what the lines were written from, the PROXY_WIDE counts, lines by family)
+        self._apps: dict[str, tuple[tuple[Any, ...], tuple[int, ...], tuple[bytes, ...]]] = {}
         self._templates: dict[str, _Templates] = {}
         self._waits = _bucket_indexes(COLD_WAIT_BUCKETS, COLD_WAIT_EXPORTED)
         self._durations = _bucket_indexes(DURATION_BUCKETS, DURATION_BUCKETS)
@@ -116,7 +128,7 @@ class ProxyExposition:
         if len(cache) > len(backends) + 1000:
             self._apps = cache = {k: v for k, v in cache.items() if k in backends}  # forget gone apps
             self._templates = {k: v for k, v in self._templates.items() if k in backends}
-        entries: list[tuple[tuple[Any, ...], tuple[int, int, int], tuple[bytes, ...]]] = []
+        entries: list[tuple[tuple[Any, ...], tuple[int, ...], tuple[bytes, ...]]] = []
         add_entry = entries.append
         cached = cache.get
         first = next(iter(backends.values()), None)
@@ -131,7 +143,7 @@ class ProxyExposition:
             entry = cached(key)
             if entry is None or entry[0] != values:
                 get = b.__getitem__ if isinstance(b, dict) else functools.partial(getattr, b)
-                entry = cache[key] = (values, (get("held_timeouts"), get("held_rejected"), get("upstream_errors")),
+                entry = cache[key] = (values, tuple(get(field) for field, _, _ in PROXY_WIDE),
                                       self._app_lines(key, get))
             add_entry(entry)
         out: list[bytes] = []
@@ -139,11 +151,20 @@ class ProxyExposition:
         for (name, kind, doc), column in zip(self._families(), columns, strict=True):
             out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n".encode())
             out.extend(column)  # one join at the end: 10 MB at 10,000 apps, copied once
-        totals = [sum(column) for column in zip(*(entry[1] for entry in entries), strict=True)] or [0, 0, 0]
+        totals = ([sum(column) for column in zip(*(entry[1] for entry in entries), strict=True)]
+                  or [0] * len(PROXY_WIDE))
         text: list[str] = []
-        for (_, name, doc), total in zip(PROXY_WIDE, (totals[2], totals[0], totals[1]), strict=True):
+        for (_, name, doc), total in zip(PROXY_WIDE, totals, strict=True):
             text.append(f"# HELP {name} {doc}\n# TYPE {name} counter\n{name} {total}.0\n")
         add = text.append
+        unrouted = snap.get("unrouted", {})
+        add("# HELP kedahttp_proxy_unrouted_requests_total Requests no route matched (404); no Host label\n"
+            "# TYPE kedahttp_proxy_unrouted_requests_total counter\n"
+            f"kedahttp_proxy_unrouted_requests_total {unrouted.get('unrouted', 0)}.0\n")
+        add("# HELP kedahttp_proxy_refused_requests_total Malformed requests refused before routing, by the status "
+            "answered\n# TYPE kedahttp_proxy_refused_requests_total counter\n")
+        for code, count in sorted(unrouted.get("refused", {}).items()):
+            add(f'kedahttp_proxy_refused_requests_total{{code="{int(code)}"}} {count}.0\n')
         publisher = snap.get("publisher", {})
         for field, name, kind, doc in PUBLISHER:
             add(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n{name} {_number(publisher.get(field, 0))}\n")
@@ -157,7 +178,7 @@ class ProxyExposition:
     def _families(self) -> list[tuple[str, str, str]]:
         families = [
             ("kedahttp_proxy_requests_total", "counter",
-             "Requests finished, by app and status class (0xx: failed before a status was sent)"),
+             "Requests finished, by app and status class (499: the client closed before its answer began)"),
             ("kedahttp_proxy_in_flight_requests", "gauge", "Requests being forwarded now"),
             ("kedahttp_proxy_held_requests", "gauge", "Requests held for a cold app now"),
             ("kedahttp_proxy_cold_starts_total", "counter", "Cold episodes: wake events for an app without ready "

@@ -40,8 +40,8 @@ class _Unrequested(Exception):
 
 class UpstreamConnection(asyncio.Protocol, UpstreamSide):
     __slots__ = (
-        "endpoint", "ex", "got_bytes", "idle_since", "in_head", "open", "parser", "pending", "pool", "reused",
-        "transport", "tunnel",
+        "endpoint", "ex", "got_bytes", "idle_since", "in_head", "last_read", "open", "parser", "pending", "pool",
+        "reused", "transport", "tunnel",
     )
 
     def __init__(self, pool: UpstreamPool, endpoint: str) -> None:
@@ -56,6 +56,7 @@ class UpstreamConnection(asyncio.Protocol, UpstreamSide):
         self.in_head = False  # the head of the current response is not complete yet
         self.pending = b""  # raw bytes of that head so far (the parser has no per-header callbacks)
         self.idle_since = 0.0
+        self.last_read = 0.0  # when the last byte arrived, on the pool's coarse clock (for the idle timeouts)
         self.tunnel: Any = None  # the client transport once upgraded
 
     # -- binding -----------------------------------------------------------------------------------
@@ -71,6 +72,9 @@ class UpstreamConnection(asyncio.Protocol, UpstreamSide):
         self.ex = None
         self.reused = True
         self.pool.put(self)
+
+    def reading_resumed(self, now: float) -> None:
+        self.last_read = now
 
     def tunnel_to(self, transport: Any) -> None:
         """Upgraded: from now on what the upstream sends goes to ``transport`` (the client's) untouched."""
@@ -89,6 +93,7 @@ class UpstreamConnection(asyncio.Protocol, UpstreamSide):
         self.open = True
 
     def data_received(self, data: bytes) -> None:
+        self.last_read = self.pool.now
         tunnel = self.tunnel
         if tunnel is not None:
             tunnel.write(data)
@@ -245,8 +250,10 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         host, port = self._address(endpoint)
         attempt = ex.attempts
+        route = ex.route
+        timeout = route.limits.connect_timeout_seconds if route is not None else CONNECT_TIMEOUT_SECONDS
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+            async with asyncio.timeout(timeout):
                 _, conn = await loop.create_connection(lambda: UpstreamConnection(self, endpoint), host, port)
         except (OSError, TimeoutError) as exc:
             if ex.attempts == attempt:

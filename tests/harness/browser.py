@@ -3,7 +3,8 @@
 Debian's ``chromium`` (installed by `make deps` where missing) runs with a fresh profile, no sandbox (tests
 run as root in CI), no GPU and none of its background traffic, so it talks to nothing but the pages a test
 opens on 127.0.0.1. ``evaluate`` runs an expression in the page and returns its value; ``screenshot``
-writes a PNG.
+writes a PNG. ``hosts`` are names the browser resolves to 127.0.0.1 (every other name fails to resolve),
+for pages that must be asked for by their own Host, as a user's browser would.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def chromium_binary() -> str:
 
 
 class Browser:
-    def __init__(self) -> None:
+    def __init__(self, hosts: tuple[str, ...] = ()) -> None:
+        self.hosts = hosts
         self.port = free_port()
         self.profile = Path(tempfile.mkdtemp(prefix="kedahttp-chromium-"))
         self.process: subprocess.Popen[bytes] | None = None
@@ -51,6 +53,9 @@ class Browser:
             "--metrics-recording-only", "--window-size=1200,800", f"--user-data-dir={self.profile}",
             f"--remote-debugging-port={self.port}", "--remote-debugging-address=127.0.0.1", "about:blank",
         ]
+        if self.hosts:
+            rules = ", ".join([*(f"MAP {host} 127.0.0.1" for host in self.hosts), "MAP * ~NOTFOUND"])
+            command.insert(-1, f"--host-resolver-rules={rules}")
         self.process = await asyncio.to_thread(_spawn, command)
         self.session = aiohttp.ClientSession()
         targets: list[dict[str, Any]] = []

@@ -10,10 +10,13 @@ import itertools
 from typing import Any
 
 from kedahttp.activity.bus import open_transport
+from kedahttp.activity.codec import decode
+from kedahttp.activity.memory_bus import _log_for
 from kedahttp.process import settings as settings_mod
 from kedahttp.process.settings import Settings
 from kedahttp.proxy.assembly import Proxy, build
 from kedahttp.proxy.sources import Backend
+from tests.harness.clients import curl
 from tests.harness.recorder import Recorder
 from tests.harness.static_source import StaticSource
 
@@ -59,6 +62,34 @@ class RunningProxy:
     async def stop(self) -> None:
         for component in reversed(self.proxy.components):
             await component.close()
+
+    async def metrics(self) -> str:
+        """The proxy's /metrics page, scraped over HTTP as Prometheus would."""
+        assert self.proxy.metrics is not None
+        code, out, err = await curl(f"http://127.0.0.1:{self.proxy.metrics.port}/metrics")
+        assert code == 0, err
+        return out
+
+
+def metric(page: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus text page (0 when absent); the labels given must match."""
+    for line in page.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        series, _, value = line.rpartition(" ")
+        sample, _, label_text = series.partition("{")
+        if sample != name:
+            continue
+        found = dict(part.split("=", 1) for part in label_text.rstrip("}").split(",") if "=" in part)
+        if all(found.get(k) == f'"{v}"' for k, v in labels.items()):
+            return float(value)
+    return 0.0
+
+
+def published_wakes(proxy: Proxy) -> list[str]:
+    """Backends of the wake events this proxy published on its memory bus, in order."""
+    messages = (decode(p) for _, p in _log_for(proxy.settings.bus).entries)
+    return [m.backend for m in messages if hasattr(m, "at")]  # type: ignore[union-attr]
 
 
 async def start_proxy(source: Any, settings: Settings | None = None, transport: Any = None) -> RunningProxy:

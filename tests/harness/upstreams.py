@@ -15,6 +15,8 @@ from aiohttp import WSMsgType, web
 
 
 class Upstream:
+    handler_cancellation = False  # True: a handler is cancelled when its client (the proxy) goes away
+
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.runner: web.AppRunner | None = None
@@ -39,7 +41,7 @@ class Upstream:
         return app
 
     async def start(self) -> Upstream:
-        self.runner = web.AppRunner(self.app(), access_log=None)
+        self.runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=self.handler_cancellation)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", self.port)
         await site.start()

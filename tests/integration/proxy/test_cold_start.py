@@ -8,12 +8,10 @@ from typing import Any
 
 import pytest
 
-from kedahttp.activity.codec import decode
-from kedahttp.activity.memory_bus import _log_for
-from kedahttp.proxy.assembly import Proxy
 from kedahttp.proxy.file_source import FileSource
 from tests.harness.clients import curl, raw_exchange, read_response
 from tests.harness.proxy import RunningProxy, app_backend, make_settings
+from tests.harness.proxy import published_wakes as wakes
 from tests.harness.servers import free_port
 from tests.harness.static_source import StaticSource
 from tests.harness.upstreams import Upstream
@@ -27,12 +25,6 @@ async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
             if predicate():
                 return
             await asyncio.sleep(0.01)
-
-
-def wakes(proxy: Proxy) -> list[str]:
-    """Backends of the wake events this proxy published on its memory bus."""
-    messages = (decode(p) for _, p in _log_for(proxy.settings.bus).entries)
-    return [m.backend for m in messages if hasattr(m, "at")]  # type: ignore[union-attr]
 
 
 async def test_upstream_starting_late_gets_held_requests_with_cold_start_header(

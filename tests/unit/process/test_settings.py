@@ -43,6 +43,11 @@ def test_flag_wins_over_environment() -> None:
         ("proxy_addr", "8080", "host:port"),
         ("proxy_addr", "host:99999", "0-65535"),
         ("log_format", "xml", "one of json, text"),
+        ("trusted_proxies", "10.0.0.0/8,ingress", "'ingress' is not an IP address or CIDR network"),
+        ("upstream_idle_timeout_seconds", "0", "greater than 0"),
+        ("upstream_total_timeout_seconds", "-1", "at least 0"),
+        ("cold_start_placeholder", "spinner", "one of hold, page"),
+        ("access_log_sample_rate", "1.5", "from 0 to 1"),
     ],
 )
 def test_bad_value_names_the_setting(name: str, value: str, reason: str) -> None:
@@ -147,3 +152,13 @@ def test_every_row_names_real_processes_and_its_defaults_parse() -> None:
         assert set(spec.defaults) <= set(spec.processes), spec.name
         for process in spec.processes:
             spec.parse(settings.default_for(spec, process))
+
+
+def test_data_path_defaults_trust_nobody_and_log_no_requests() -> None:
+    s = load({}, environ={})
+    assert s.trusted_proxies == () and s.access_log_sample_rate == 0 and s.cold_start_placeholder == "hold"
+    assert (s.upstream_connect_timeout_seconds, s.upstream_response_header_timeout_seconds,
+            s.upstream_idle_timeout_seconds, s.upstream_total_timeout_seconds, s.tunnel_idle_timeout_seconds) == (
+        5, 60, 60, 0, 600)
+    nets = load({"trusted_proxies": "10.0.0.0/8 fd00::/8"}, environ={}).trusted_proxies
+    assert [str(n) for n in nets] == ["10.0.0.0/8", "fd00::/8"]

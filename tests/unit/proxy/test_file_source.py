@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kedahttp.proxy.file_source import FileSource, RoutesFileError, parse_routes
+from kedahttp.proxy.file_source import FileSource, RoutesFileError, load_routes_file, parse_routes
 from kedahttp.proxy.sources import Backend
 
 GOOD = """
@@ -121,3 +121,35 @@ async def test_reload_on_change_keeps_good_routes_after_a_bad_edit_and_probes_re
 async def test_first_load_failure_is_raised(tmp_path: Path) -> None:
     with pytest.raises(RoutesFileError):
         await FileSource(str(tmp_path / "missing.yaml")).run(Sink())
+
+
+def test_per_app_timeouts_and_waiting_page_from_the_routes_file(tmp_path: Path) -> None:
+    (tmp_path / "waiting.html").write_text("<p>$app wakes ($waited_seconds s)</p>")
+    path = tmp_path / "routes.yaml"
+    path.write_text("""
+backends:
+  - name: shop
+    hosts: [shop.test]
+    upstream: "http://127.0.0.1:9001"
+    timeouts: {connectSeconds: 1, responseHeaderSeconds: 2.5, idleSeconds: 3, totalSeconds: 0, tunnelIdleSeconds: 30}
+    coldStart: {placeholder: page, template: waiting.html}
+""")
+    (shop,) = load_routes_file(str(path))
+    settings = shop.backend.settings
+    assert (settings.connect_timeout_seconds, settings.response_header_timeout_seconds, settings.idle_timeout_seconds,
+            settings.total_timeout_seconds, settings.tunnel_idle_timeout_seconds) == (1.0, 2.5, 3.0, 0.0, 30.0)
+    assert settings.placeholder == "page" and settings.page_template == "<p>$app wakes ($waited_seconds s)</p>"
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ("timeouts: {idleSeconds: 0}", "backend 'app' field 'timeouts.idleSeconds': must be a number > 0"),
+    ("timeouts: {readSeconds: 1}", "backend 'app' field 'timeouts': unknown field(s) readSeconds"),
+    ("coldStart: {placeholder: spinner}", "backend 'app' field 'coldStart.placeholder': must be one of hold, page"),
+    ("coldStart: {template: nope.html}", "backend 'app' field 'coldStart.template': cannot read 'nope.html'"),
+])
+def test_bad_per_app_fields_name_the_backend_and_field(tmp_path: Path, fields: str, message: str) -> None:
+    path = tmp_path / "routes.yaml"
+    path.write_text(f"backends: [{{name: app, hosts: [a], upstream: 'http://h:1', {fields}}}]")
+    with pytest.raises(RoutesFileError) as info:
+        load_routes_file(str(path))
+    assert message in str(info.value)

@@ -20,11 +20,13 @@ from kedahttp.proxy import http1
 _heads = pytest.importorskip("kedahttp.proxy._heads", reason="built without the C head rewriting")
 
 SPECIAL = ["Host", "Connection", "Keep-Alive", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
-           "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Expect", "Content-Length",
+           "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded", "X-Forwarded-Port",
+           "X-Real-IP", "X-Forwarded", "Forwardedx", "Expect", "Content-Length",
            "Proxy-Authorization", "Proxy-", "Proxy-Connection", "X-Hop", "Accept", "Server", "Date", "ETag",
            "Proxyx", "Tex", "Connections", "Upgrade-Insecure-Requests", "Content-Lengthy"]  # near misses
 TOKENS = ["close", "keep-alive", "upgrade", "X-Hop", "accept", "content-length", "transfer-encoding",
-          "host", "te", "server", "chunked", "gzip", "100-continue", "websocket", "1.2.3.4", "x"]
+          "host", "te", "server", "chunked", "gzip", "100-continue", "websocket", "1.2.3.4", "x",
+          "for=1.2.3.4;proto=https", 'for="[2001:db8::1]:80";host=h.test', "https"]
 
 
 def any_case(word: str) -> st.SearchStrategy[str]:
@@ -60,14 +62,15 @@ def outcome(fn: Any, *args: Any, **kwargs: Any) -> Any:
     headers=header_lists,
     upgrade=st.booleans(),
     proto=st.sampled_from([b"http", b"https"]),
+    trusted=st.booleans(),
 )
 def test_request_rewriting_matches_the_reference(method: bytes, target: bytes | str,
                                                  headers: list[tuple[str, str]], upgrade: bool,
-                                                 proto: bytes) -> None:
+                                                 proto: bytes, trusted: bool) -> None:
     raw_target = target.encode() if isinstance(target, str) else target
     raw = [(n.encode(), v.encode()) for n, v in headers]
-    ours = outcome(_heads.rewrite_request, method, raw_target, list(raw), b"10.0.0.1", upgrade, proto)
-    reference = outcome(http1.rewrite_request, method, raw_target, list(raw), b"10.0.0.1", upgrade, proto)
+    ours = outcome(_heads.rewrite_request, method, raw_target, list(raw), b"10.0.0.1", upgrade, proto, trusted)
+    reference = outcome(http1.rewrite_request, method, raw_target, list(raw), b"10.0.0.1", upgrade, proto, trusted)
     assert ours == reference
 
 
