@@ -77,6 +77,10 @@ class HTTPApp:
     service: ServiceRef
     cold_start_timeout_seconds: float | None = None
     protocol: str = ""  # "http1" or "h2c"; "" follows the Service port's appProtocol
+    # spec.timeouts (field -> seconds) and spec.coldStart.placeholder, as written: the proxy checks their
+    # values with the routes file's rules (proxy/app_settings.py), so both sources accept the same things
+    timeouts: tuple[tuple[str, Any], ...] = ()
+    placeholder: str = ""
     scaling: Scaling | None = None
     uid: str = ""
     generation: int = 0
@@ -198,7 +202,11 @@ def parse_httpapp(obj: Mapping[str, Any]) -> HTTPApp:
     spec = _mapping("spec", obj.get("spec"))
     if "hosts" not in spec:
         raise SpecError("spec.hosts", "is required: at least one host")
-    cold = _mapping("spec.coldStart", spec.get("coldStart")).get("timeoutSeconds")
+    cold_start = _mapping("spec.coldStart", spec.get("coldStart"))
+    cold = cold_start.get("timeoutSeconds")
+    placeholder = cold_start.get("placeholder") or ""
+    if not isinstance(placeholder, str):
+        raise SpecError("spec.coldStart.placeholder", "must be hold or page")
     return HTTPApp(
         namespace=namespace,
         name=name,
@@ -207,6 +215,8 @@ def parse_httpapp(obj: Mapping[str, Any]) -> HTTPApp:
         service=_service(spec.get("service")),
         cold_start_timeout_seconds=None if cold is None else check_positive("spec.coldStart.timeoutSeconds", cold),
         protocol=_protocol(spec.get("protocol")),
+        timeouts=tuple(sorted(_mapping("spec.timeouts", spec.get("timeouts")).items())),
+        placeholder=placeholder,
         scaling=_scaling(spec.get("scaling"), name),
         uid=str(m.get("uid") or ""),
         generation=int(m.get("generation") or 0),
@@ -221,8 +231,17 @@ def to_object(app: HTTPApp) -> dict[str, Any]:
         "pathPrefixes": list(app.path_prefixes),
         "service": {"name": app.service.name, "port": app.service.port},
     }
+    cold_start: dict[str, Any] = {}
     if app.cold_start_timeout_seconds is not None:
-        spec["coldStart"] = {"timeoutSeconds": app.cold_start_timeout_seconds}
+        cold_start["timeoutSeconds"] = app.cold_start_timeout_seconds
+    if app.placeholder:
+        cold_start["placeholder"] = app.placeholder
+    if cold_start:
+        spec["coldStart"] = cold_start
+    if app.timeouts:
+        spec["timeouts"] = dict(app.timeouts)
+    if app.protocol:
+        spec["protocol"] = app.protocol
     if app.scaling is not None:
         s = app.scaling
         scaling: dict[str, Any] = {

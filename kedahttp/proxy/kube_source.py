@@ -24,15 +24,26 @@ from kedahttp.kube.endpoints import SERVICE_NAME_LABEL, EndpointIndex, object_ke
 from kedahttp.kube.httpapp import Conflict, HTTPApp, conflicts, parse_httpapp
 from kedahttp.kube.watching import Changed, Listed, WatchSpec, WatchTiming, follow
 from kedahttp.process.settings import Settings
+from kedahttp.proxy.app_settings import AppSettings, AppSettingsError, parse_app_settings
 from kedahttp.proxy.sources import Backend, RouteSink
 
 log = logging.getLogger("kedahttp.kube_source")
 
 
+def app_settings_of(app: HTTPApp) -> AppSettings:
+    """The app's timeouts and placeholder, checked as the routes file's are; raises SpecError naming the
+    field (a template is a routes-file feature: an HTTPApp's waiting page is the built-in one)."""
+    try:
+        return parse_app_settings(dict(app.timeouts) if app.timeouts else None,
+                                  {"placeholder": app.placeholder} if app.placeholder else None)
+    except AppSettingsError as exc:
+        raise SpecError(f"spec.{exc.field}", exc.reason) from exc
+
+
 def backend_of(app: HTTPApp, service_protocol: str = "http1") -> Backend:
     """The route of an app; its protocol is the HTTPApp's own, else what its Service port declares."""
     return Backend(app.key, app.hosts, app.path_prefixes, app.cold_start_timeout_seconds,
-                   protocol=app.protocol or service_protocol)
+                   protocol=app.protocol or service_protocol, settings=app_settings_of(app))
 
 
 class ClusterRoutes:
@@ -76,7 +87,9 @@ class ClusterRoutes:
     def _set_app(self, obj: Mapping[str, Any]) -> None:
         key = object_key(obj)
         try:
-            self._apps[key] = parse_httpapp(obj)
+            app = parse_httpapp(obj)
+            app_settings_of(app)  # a bad timeout or placeholder makes the app malformed, named
+            self._apps[key] = app
             self._problems.pop(key, None)
         except SpecError as exc:
             self._apps.pop(key, None)

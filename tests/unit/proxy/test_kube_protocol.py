@@ -46,3 +46,25 @@ def test_a_missing_service_means_http1_and_a_bad_protocol_is_named() -> None:
     assert EndpointIndex().protocol("apps/greeter", 80) == "http1"
     with pytest.raises(SpecError, match=r"spec\.protocol"):
         parse_httpapp(app(protocol="h3"))
+
+
+def test_an_httpapps_timeouts_and_placeholder_reach_its_route() -> None:
+    backend = backend_of(parse_httpapp(app(timeouts={"responseHeaderSeconds": 5, "totalSeconds": 0},
+                                           coldStart={"placeholder": "page", "timeoutSeconds": 30})))
+    assert backend.settings.response_header_timeout_seconds == 5.0
+    assert backend.settings.total_timeout_seconds == 0.0
+    assert backend.settings.placeholder == "page"
+    assert backend.cold_start_timeout_seconds == 30.0
+
+
+@pytest.mark.parametrize(("spec", "field"), [
+    ({"timeouts": {"idleSeconds": -1}}, "spec.timeouts.idleSeconds"),
+    ({"timeouts": {"idelSeconds": 5}}, "spec.timeouts"),
+    ({"coldStart": {"placeholder": "spinner"}}, "spec.coldStart.placeholder"),
+])
+def test_a_bad_httpapp_timeout_or_placeholder_is_named(spec: dict[str, Any], field: str) -> None:
+    from kedahttp.proxy.kube_source import app_settings_of
+
+    with pytest.raises(SpecError) as caught:
+        app_settings_of(parse_httpapp(app(**spec)))
+    assert caught.value.field == field
