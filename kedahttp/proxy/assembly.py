@@ -30,9 +30,9 @@ from kedahttp.proxy.counters import CounterRegistry
 from kedahttp.proxy.dispatch import Dispatcher
 from kedahttp.proxy.events import EventLog
 from kedahttp.proxy.file_source import FileSource, load_routes_file
+from kedahttp.proxy.forwarded import TrustedProxies
 from kedahttp.proxy.h2.downstream import Limits
 from kedahttp.proxy.h2.side import H2Side
-from kedahttp.proxy.forwarded import TrustedProxies
 from kedahttp.proxy.kube_source import KubernetesSource
 from kedahttp.proxy.live import LivePage, is_served, route_cold_waits, route_samples
 from kedahttp.proxy.reporter import Publisher, Reporter, instance_id
