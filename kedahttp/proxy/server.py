@@ -18,7 +18,6 @@ import contextlib
 import logging
 import socket
 import time
-from collections import deque
 from typing import Any
 
 import httptools
@@ -41,13 +40,21 @@ LINGER_BYTES = 64 * 1024  # ... and this much at most
 
 
 
+def _small(pieces: list[bytes]) -> bool:
+    """Under 16 KiB in all (a compiled loop: sum(map(len, ...)) costs generic calls)."""
+    n = 0
+    for piece in pieces:
+        n += len(piece)
+    return n < 16384
+
+
 class _Closing(Exception):
     """Stops the parser: the connection is closing, so the requests after the last answered are not read."""
 
 
 class ClientConnection(asyncio.Protocol, ClientSide):
     __slots__ = (
-        "batching", "client_ip", "close_pending", "closing", "head_bytes", "headers", "in_head", "linger",
+        "batching", "client_ip", "close_pending", "closing", "connection_header", "head_bytes", "headers", "in_head", "linger",
         "lingering", "parser", "paused", "queue", "reading", "server", "since", "transport", "tunnel", "upgraded",
         "url", "wbuf", "write_paused",
     )
@@ -57,10 +64,13 @@ class ClientConnection(asyncio.Protocol, ClientSide):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.client_ip = b"unknown"
-        self.queue: deque[Exchange] = deque()
+        # pipelined exchanges in order, the active one first; a list, not a deque: compiled, its
+        # operations are C calls (a deque's are generic method calls), and it rarely holds more than two
+        self.queue: list[Exchange] = []
         self.reading: Exchange | None = None  # the exchange whose request body the parser is reading
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        self.connection_header = False  # the request being parsed has a Connection header
         self.in_head = False
         self.head_bytes = 0
         self.since = 0.0  # when the current head began, or when the connection went idle
@@ -153,7 +163,7 @@ class ClientConnection(asyncio.Protocol, ClientSide):
         self.server.connections.discard(self)
         queue = self.queue
         while queue:
-            queue.popleft().client_gone()
+            queue.pop(0).client_gone()
         self.parser = None
         if self.tunnel is not None:
             tunnel, self.tunnel = self.tunnel, None
@@ -183,12 +193,15 @@ class ClientConnection(asyncio.Protocol, ClientSide):
         self.head_bytes = -1  # began in the current read
         self.since = self.server.now
         self.url = b""
+        self.connection_header = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url  # usually one piece: b"" + url is url itself
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        if len(name) == 10 and name[0] | 32 == 99 and name.lower() == b"connection":  # 99: "c"
+            self.connection_header = True
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -199,14 +212,19 @@ class ClientConnection(asyncio.Protocol, ClientSide):
         method = parser.get_method()
         if method == b"CONNECT":
             raise BadRequest(405, "CONNECT is not served")
-        version = parser.get_http_version()
+        keep_alive = parser.should_keep_alive()
         http10 = False
-        if version != "1.1":
-            if version != "1.0":
-                # llhttp reads a request line without a version as HTTP/0.9 with headers: malformed
-                # either way; 2.0 is a version, just not ours
-                raise BadRequest(400 if version[:2] == "0." else 505, "HTTP version not served")
-            http10 = True
+        # llhttp keeps a request alive without a Connection header only for HTTP/1.1 (it accepts 0.9, 1.0,
+        # 1.1 and 2.0, and the others need "Connection: keep-alive"), so the common request skips asking
+        # for the version, which httptools formats as a string every time
+        if self.connection_header or not keep_alive:
+            version = parser.get_http_version()
+            if version != "1.1":
+                if version != "1.0":
+                    # llhttp reads a request line without a version as HTTP/0.9 with headers: malformed
+                    # either way; 2.0 is a version, just not ours
+                    raise BadRequest(400 if version[:2] == "0." else 505, "HTTP version not served")
+                http10 = True
         server = self.server
         head, host, path, body, expect_continue, upgrade = rewrite_request(
             method, self.url, headers, self.client_ip, parser.should_upgrade())
@@ -215,8 +233,7 @@ class ClientConnection(asyncio.Protocol, ClientSide):
             raise BadRequest(400, "missing Host")
         route = server.routes.lookup(host, path)
         dispatcher = server.dispatcher
-        ex = Exchange(self, dispatcher, method, head, body, expect_continue, upgrade, route,
-                      parser.should_keep_alive(), http10)
+        ex = Exchange(self, dispatcher, method, head, body, expect_continue, upgrade, route, keep_alive, http10)
         if route is None:
             ex.error = 404
         else:
@@ -271,7 +288,7 @@ class ClientConnection(asyncio.Protocol, ClientSide):
         if wbuf:
             if len(wbuf) == 1:
                 self.transport.write(wbuf[0])
-            elif len(wbuf) < 8 and sum(map(len, wbuf)) < 16384:
+            elif len(wbuf) < 8 and _small(wbuf):
                 self.transport.write(b"".join(wbuf))  # one write() beats a writev() of small pieces
             else:
                 self.transport.writelines(wbuf)
@@ -283,7 +300,7 @@ class ClientConnection(asyncio.Protocol, ClientSide):
     def exchange_done(self, ex: Exchange, close: bool) -> None:
         queue = self.queue
         if queue and queue[0] is ex:
-            queue.popleft()
+            del queue[0]
         if close or (self.closing and not queue):
             self._close_after_writes()
             return

@@ -17,6 +17,7 @@ import httptools
 
 from kedahttp.process.tasks import TaskOwner
 from kedahttp.proxy.forward import Exchange, UpstreamSide
+from kedahttp.proxy.heads import head_end
 from kedahttp.proxy.pausing import PAUSE_UPSTREAM
 
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -172,10 +173,10 @@ class UpstreamConnection(asyncio.Protocol, UpstreamSide):
         pending = self.pending
         # a response's head is all in ``pending`` from its first byte; not so for one that began after
         # the previous response ended in the same read (the connection may have been handed on meanwhile)
-        if ex is None or pending[:5] != b"HTTP/":
+        if ex is None or not pending.startswith(b"HTTP/"):
             raise _Unrequested
         status = parser.get_status_code()
-        end = pending.find(b"\r\n\r\n")  # llhttp insists on CRLF, so the head ends here
+        end = head_end(pending)
         head = pending[:end + 2]
         if status < 200 and status != 101:  # an interim response; the final one follows
             self.pending = pending[end + 4:]
