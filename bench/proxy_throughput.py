@@ -208,6 +208,44 @@ def memory_with_held(tmp: Path, routes: Path, count: int) -> dict[str, float]:
         proc.wait()
 
 
+def upstream_and_reference(tmp: Path, procs: list[subprocess.Popen[bytes]]) -> tuple[int, int, Path]:
+    """The upstream (nginx answering a small body), nginx as the reference proxy in front of it, and a
+    routes file for kedahttp (app.bench to the upstream, cold.bench to nothing): their ports and path.
+    The processes are appended to ``procs``, upstream first, for ``stop``."""
+    up, ref = _free_port(), _free_port()
+    procs.append(_nginx(tmp, "upstream", f"""
+  server {{ listen 127.0.0.1:{up} backlog=4096; location / {{ return 200 "hello from the upstream\\n"; }} }}"""))
+    procs.append(_nginx(tmp, "proxy", f"""
+  upstream app {{ server 127.0.0.1:{up}; keepalive 128; }}
+  server {{ listen 127.0.0.1:{ref} backlog=4096; location / {{
+    proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
+    proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $host; }} }}"""))
+    routes = tmp / "routes.yaml"
+    routes.write_text(f"""
+backends:
+  - name: app
+    hosts: ["app.bench"]
+    upstream: "http://127.0.0.1:{up}"
+  - name: cold
+    hosts: ["cold.bench"]
+    upstream: "http://127.0.0.1:{_free_port()}"
+""")
+    return up, ref, routes
+
+
+def stop(procs: list[subprocess.Popen[bytes]], tmp: Path) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()  # nginx: fast shutdown that also stops its worker
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run(quick: bool) -> dict[str, Any]:
     """BENCH_BASELINE_PYTHON=<a venv's python> adds that venv's kedahttp (say, main's build) to the pinned
     rounds, so a change's before and after are ratios to the same nginx measured in the same run."""
@@ -218,25 +256,8 @@ def run(quick: bool) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="kedahttp-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        up, ref, k1, k2, kb = (_free_port() for _ in range(5))
-        procs.append(_nginx(tmp, "upstream", f"""
-  server {{ listen 127.0.0.1:{up} backlog=4096; location / {{ return 200 "hello from the upstream\\n"; }} }}"""))
-        procs.append(_nginx(tmp, "proxy", f"""
-  upstream app {{ server 127.0.0.1:{up}; keepalive 128; }}
-  server {{ listen 127.0.0.1:{ref} backlog=4096; location / {{
-    proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
-    proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-    proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $host; }} }}"""))
-        routes = tmp / "routes.yaml"
-        routes.write_text(f"""
-backends:
-  - name: app
-    hosts: ["app.bench"]
-    upstream: "http://127.0.0.1:{up}"
-  - name: cold
-    hosts: ["cold.bench"]
-    upstream: "http://127.0.0.1:{_free_port()}"
-""")
+        up, ref, routes = upstream_and_reference(tmp, procs)
+        k1, k2, kb = (_free_port() for _ in range(3))
         procs.append(_kedahttp(tmp, "kedahttp1", routes, k1, workers=1))
         procs.append(_kedahttp(tmp, "kedahttp2", routes, k2, workers=2))
         ports = [up, ref, k1, k2]
@@ -311,15 +332,7 @@ backends:
         figures["memory_10000_held"] = memory_with_held(tmp, routes, 1000 if quick else 10_000)
         return figures
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()  # nginx: fast shutdown that also stops its worker
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop(procs, tmp)
 
 
 if __name__ == "__main__":
