@@ -10,6 +10,7 @@ proxy under test on CPU 0, upstream and generator on CPU 1.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -53,6 +54,11 @@ def offered(exe: Path, port: int, rate: int, seconds: float, cpu: str | None) ->
             "p99_ms": float(p99), "p999_ms": float(p999), "max_ms": float(worst), "errors": int(errors)}
 
 
+def _finite(ms: float) -> float | None:
+    """Milliseconds for the record; None where requests went unanswered (overload: no latency to give)."""
+    return round(ms, 3) if math.isfinite(ms) else None
+
+
 def knee(results: dict[int, dict[str, float]]) -> int:
     """The highest rate held with p99 under KNEE_P99_MS and every request answered (0: none)."""
     held = [rate for rate, r in results.items() if r["p99_ms"] < KNEE_P99_MS and not r["errors"]]
@@ -93,10 +99,10 @@ def run(quick: bool) -> dict[str, Any]:
             row: dict[str, Any] = {}
             for name in ("nginx", "kedahttp"):
                 r = results[name][rate]
-                row[name] = {"added_p50_ms": round(r["p50_ms"] - direct["p50_ms"], 3),
-                             "added_p99_ms": round(r["p99_ms"] - direct["p99_ms"], 3),
-                             "p99_ms": r["p99_ms"], "errors": r["errors"]}
-            row["direct_p99_ms"] = direct["p99_ms"]
+                row[name] = {"added_p50_ms": _finite(r["p50_ms"] - direct["p50_ms"]),
+                             "added_p99_ms": _finite(r["p99_ms"] - direct["p99_ms"]),
+                             "p99_ms": _finite(r["p99_ms"]), "unanswered": r["errors"]}
+            row["direct_p99_ms"] = _finite(direct["p99_ms"])
             figures[f"rate_{rate}"] = row
         figures["knee_rps"] = {name: knee(results[name]) for name in targets}
         nginx_knee = figures["knee_rps"]["nginx"]
