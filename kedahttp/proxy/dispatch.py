@@ -20,7 +20,7 @@ from kedahttp.proxy.holding import HoldQueue
 from kedahttp.proxy.routing import Route
 from kedahttp.proxy.upstream import UpstreamPool
 
-IDLE_WAKE_SECONDS = 10.0  # a warm backend idle this long gets a wake event with its next request
+IDLE_WAKE_SECONDS: Final = 10.0  # a warm backend idle this long gets a wake event with its next request
 _clock: Final = time.monotonic  # Final: compiled, a C static rather than a lookup in the module dict
 
 

@@ -28,19 +28,26 @@ from typing import Any, Final
 
 from mypy_extensions import trait
 
-from kedahttp.proxy import http1
+from kedahttp.proxy import heads, http1
 from kedahttp.proxy.counters import BackendCounters
-from kedahttp.proxy.heads import rewrite_response
 from kedahttp.proxy.http1 import CHUNKED, LAST_CHUNK, NO_BODY
 from kedahttp.proxy.pausing import PAUSE_BUFFER
 from kedahttp.proxy.routing import Route
 
-QUEUED, HELD, CONNECTING, SENT, TUNNEL, DONE = range(6)
-REPLAY_LIMIT = 64 * 1024  # request body kept for a retry on a stale keep-alive connection
-BUFFER_LIMIT = 64 * 1024  # request body buffered before the client is paused
-MAX_ATTEMPTS = 3
-RETRY_AFTER_SECONDS = 5
-STATUS_CLIENT_GONE = 499
+_rewrite_response: Final = heads.rewrite_response  # Final: a C static when compiled, not a dict lookup per call
+
+# Final: compiled, each is a C constant; a plain module global is a dict lookup at every use
+QUEUED: Final = 0
+HELD: Final = 1
+CONNECTING: Final = 2
+SENT: Final = 3
+TUNNEL: Final = 4
+DONE: Final = 5
+REPLAY_LIMIT: Final = 64 * 1024  # request body kept for a retry on a stale keep-alive connection
+BUFFER_LIMIT: Final = 64 * 1024  # request body buffered before the client is paused
+MAX_ATTEMPTS: Final = 3
+RETRY_AFTER_SECONDS: Final = 5
+STATUS_CLIENT_GONE: Final = 499
 
 _clock: Final = time.monotonic  # Final: compiled, a C static rather than a lookup in the module dict
 
@@ -310,10 +317,10 @@ class Exchange:
         if status < 200 and status != 101:
             if status != 100 and not self.http10:  # our own 100 answered Expect already
                 # positional: (status, head, bodiless, client_http10, keep_alive, cold)
-                conn.write(rewrite_response(status, head, True, False, True, False)[0])
+                conn.write(_rewrite_response(status, head, True, False, True, False)[0])
             return
         keep = self.keep_alive and self.req_done and not self.upgrade and not conn.closes_after_this()
-        out, self.resp_body, self.resp_close, self.up_until_close = rewrite_response(
+        out, self.resp_body, self.resp_close, self.up_until_close = _rewrite_response(
             status, head, self.is_head or status == 204 or status == 304, self.http10, keep, self.held)
         self.resp_started = True
         conn.write(out)

@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Final
 
 import httptools
 
 from kedahttp.process.tasks import TaskOwner
+from kedahttp.proxy import heads
 from kedahttp.proxy.forward import Exchange, UpstreamSide
-from kedahttp.proxy.heads import head_end
 from kedahttp.proxy.pausing import PAUSE_UPSTREAM
 
-CONNECT_TIMEOUT_SECONDS = 5.0
-IDLE_TIMEOUT_SECONDS = 30.0
-MAX_IDLE_PER_ENDPOINT = 256
-MAX_RESPONSE_HEAD_BYTES = 256 * 1024  # an upstream head still incomplete past this is a 502
+_head_end: Final = heads.head_end  # Final: a C static when compiled, not a dict lookup per call
+
+CONNECT_TIMEOUT_SECONDS: Final = 5.0
+IDLE_TIMEOUT_SECONDS: Final = 30.0
+MAX_IDLE_PER_ENDPOINT: Final = 256
+MAX_RESPONSE_HEAD_BYTES: Final = 256 * 1024  # an upstream head still incomplete past this is a 502
 
 
 class _HeadDone(Exception):
@@ -176,7 +178,7 @@ class UpstreamConnection(asyncio.Protocol, UpstreamSide):
         if ex is None or not pending.startswith(b"HTTP/"):
             raise _Unrequested
         status = parser.get_status_code()
-        end = head_end(pending)
+        end = _head_end(pending)
         head = pending[:end + 2]
         if status < 200 and status != 101:  # an interim response; the final one follows
             self.pending = pending[end + 4:]
