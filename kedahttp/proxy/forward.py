@@ -311,7 +311,7 @@ class Exchange:
 
     # -- response side (called by the upstream connection) ---------------------------------------
 
-    def response_head(self, status: int, head: bytes, upstream_keep_alive: bool) -> None:
+    def response_head(self, status: int, head: bytes) -> None:
         self.status = status
         conn = self.conn
         if status < 200 and status != 101:

@@ -228,7 +228,9 @@ class ClientConnection(asyncio.Protocol, ClientSide):
                 http10 = True
         server = self.server
         head, host, path, body, expect_continue, upgrade = _rewrite_request(
-            method, self.url, headers, self.client_ip, parser.should_upgrade())
+            # llhttp sets upgrade for a request only with "Connection: upgrade" and an Upgrade header (or
+            # for CONNECT, refused above): without a Connection header there is no need to ask
+            method, self.url, headers, self.client_ip, self.connection_header and parser.should_upgrade())
         headers.clear()
         if not host and not http10:
             raise BadRequest(400, "missing Host")

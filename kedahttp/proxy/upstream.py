@@ -187,7 +187,7 @@ class UpstreamConnection(asyncio.Protocol, UpstreamSide):
             self.pending = b""
             if status == 101 and not ex.upgrade:
                 raise _BadResponse("101 without an upgrade request")
-        ex.response_head(status, head, parser.should_keep_alive())
+        ex.response_head(status, head)  # keep-alive towards the upstream is decided at the end
         if ex.is_head and status >= 200:
             ex.response_complete(self, True)
             raise _HeadDone
