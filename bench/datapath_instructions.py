@@ -5,7 +5,9 @@ bench/_datapath_loop.py serves requests in one process with fake transports (par
 pool, counters, head rewriting, the upstream's response parsed and re-framed: everything but the
 kernel and the event loop). It runs twice under callgrind, with a short and a long loop; the difference
 divided by the extra requests is the cost of one request, start-up cancelled out. Two requests: what
-wrk sends (one header) and what a browser sends (10 headers).
+wrk sends (one header) and what a browser sends (10 headers). A third run with both connections
+replaced by stubs counts the loop and fake transports alone; ``data_path_instructions_per_request``
+is the rest.
 """
 
 from __future__ import annotations
@@ -40,9 +42,13 @@ def run(quick: bool) -> dict[str, Any]:
     from kedahttp.proxy.compiled import data_path
 
     short, long = (500, 1500) if quick else (1000, 5000)
+    counts = {kind: per_request(kind, short, long) for kind in ("plain", "browser", "harness")}
+    harness = counts.pop("harness")
     return {
         "data_path": data_path(),
-        "instructions_per_request": {kind: per_request(kind, short, long) for kind in ("plain", "browser")},
+        "instructions_per_request": counts,
+        "harness_instructions_per_request": harness,  # the loop and fake transports, included above
+        "data_path_instructions_per_request": {kind: n - harness for kind, n in counts.items()},
     }
 
 

@@ -27,6 +27,18 @@ TASKSET = shutil.which("taskset")
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 CONNECTIONS = 50
+# what a browser adds to Host (10 headers in all, as bench/_datapath_loop.py's browser-like request)
+BROWSER_HEADERS = (
+    "Connection: keep-alive",
+    "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0",
+    "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8",
+    "Accept-Encoding: gzip, deflate, br",
+    "Accept-Language: en-US,en;q=0.9",
+    "Cache-Control: no-cache",
+    "Referer: http://app.bench/index.html",
+    "Sec-Fetch-Mode: no-cors",
+    "Cookie: session=0123456789abcdef; theme=dark",
+)
 
 
 def _free_port() -> int:
@@ -92,8 +104,9 @@ def _ms(text: str) -> float:
 
 
 def wrk(port: int, seconds: float, host: str = "app.bench", connections: int = CONNECTIONS,
-        cpu: str | None = None) -> dict[str, float]:
-    cmd = [WRK, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-H", f"Host: {host}",
+        cpu: str | None = None, headers: tuple[str, ...] = ()) -> dict[str, float]:
+    extra = [arg for header in headers for arg in ("-H", header)]
+    cmd = [WRK, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-H", f"Host: {host}", *extra,
            f"http://127.0.0.1:{port}/"]
     if cpu is not None and TASKSET:
         cmd = [TASKSET, "-c", cpu, *cmd]
@@ -115,10 +128,11 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def measured(port: int, pids: list[int], seconds: float, cpu: str | None) -> dict[str, float]:
+def measured(port: int, pids: list[int], seconds: float, cpu: str | None,
+             headers: tuple[str, ...] = ()) -> dict[str, float]:
     """wrk against ``port`` plus the CPU the proxy processes ``pids`` spent per request."""
     before = _cpu_seconds(pids) if pids else 0.0
-    result = wrk(port, seconds, cpu=cpu)
+    result = wrk(port, seconds, cpu=cpu, headers=headers)
     if pids:
         result["cpu_us_per_request"] = round((_cpu_seconds(pids) - before) / max(1, result["requests"]) * 1e6, 1)
     return result
@@ -131,6 +145,14 @@ def _median(values: list[float]) -> float:
 
 def _summary(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: _median([r[key] for r in runs]) for key in runs[0] if key != "requests"}
+
+
+def _versus(nginx: dict[str, float], ours: dict[str, float]) -> dict[str, float]:
+    return {"nginx_rps": nginx["rps"], "kedahttp_rps": ours["rps"],
+            "ratio_vs_nginx": round(ours["rps"] / nginx["rps"], 3),
+            "nginx_cpu_us_per_request": nginx["cpu_us_per_request"],
+            "kedahttp_cpu_us_per_request": ours["cpu_us_per_request"],
+            "ratio_vs_nginx_cpu_per_request": round(nginx["cpu_us_per_request"] / ours["cpu_us_per_request"], 3)}
 
 
 def _rss_mb(pid: int) -> float:
@@ -208,6 +230,37 @@ def memory_with_held(tmp: Path, routes: Path, count: int) -> dict[str, float]:
         proc.wait()
 
 
+def upstream_and_reference(tmp: Path, procs: list[subprocess.Popen[bytes]]) -> tuple[int, int, Path]:
+    """The upstream (nginx answering a small body), nginx as the reference proxy in front of it, and a
+    routes file for kedahttp (app.bench to the upstream, cold.bench to nothing): their ports and path.
+    The processes are appended to ``procs``, upstream first, for ``stop``."""
+    up, ref = _free_port(), _free_port()
+    procs.append(_nginx(tmp, "upstream", f"""
+  server {{ listen 127.0.0.1:{up} backlog=4096; location / {{ return 200 "hello from the upstream\\n"; }} }}"""))
+    procs.append(_nginx(tmp, "proxy", f"""
+  upstream app {{ server 127.0.0.1:{up}; keepalive 128; }}
+  server {{ listen 127.0.0.1:{ref} backlog=4096; location / {{
+    proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
+    proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $host; }} }}"""))
+    routes = tmp / "routes.yaml"
+    routes.write_text(f"""
+backends:
+  - name: app
+    hosts: ["app.bench"]
+    upstream: "http://127.0.0.1:{up}"
+  - name: cold
+    hosts: ["cold.bench"]
+    upstream: "http://127.0.0.1:{_free_port()}"
+""")
+    return up, ref, routes
+
+
+def stop(procs: list[subprocess.Popen[bytes]], tmp: Path) -> None:
+    stop_all(procs)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run(quick: bool) -> dict[str, Any]:
     """BENCH_BASELINE_PYTHON=<a venv's python> adds that venv's kedahttp (say, main's build) to the pinned
     rounds, so a change's before and after are ratios to the same nginx measured in the same run."""
@@ -218,25 +271,8 @@ def run(quick: bool) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="kedahttp-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        up, ref, k1, k2, kb = (_free_port() for _ in range(5))
-        procs.append(_nginx(tmp, "upstream", f"""
-  server {{ listen 127.0.0.1:{up} backlog=4096; location / {{ return 200 "hello from the upstream\\n"; }} }}"""))
-        procs.append(_nginx(tmp, "proxy", f"""
-  upstream app {{ server 127.0.0.1:{up}; keepalive 128; }}
-  server {{ listen 127.0.0.1:{ref} backlog=4096; location / {{
-    proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
-    proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-    proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $host; }} }}"""))
-        routes = tmp / "routes.yaml"
-        routes.write_text(f"""
-backends:
-  - name: app
-    hosts: ["app.bench"]
-    upstream: "http://127.0.0.1:{up}"
-  - name: cold
-    hosts: ["cold.bench"]
-    upstream: "http://127.0.0.1:{_free_port()}"
-""")
+        up, ref, routes = upstream_and_reference(tmp, procs)
+        k1, k2, kb = (_free_port() for _ in range(3))
         procs.append(_kedahttp(tmp, "kedahttp1", routes, k1, workers=1))
         procs.append(_kedahttp(tmp, "kedahttp2", routes, k2, workers=2))
         ports = [up, ref, k1, k2]
@@ -264,13 +300,19 @@ backends:
         for port in ports:
             wrk(port, 1, cpu=load_cpu)  # warm up: pools, caches
         rounds = 2 if quick else 3
-        runs: dict[str, list[dict[str, float]]] = {"direct": [], "nginx": [], "k1": [], "kb": []}
+        runs: dict[str, list[dict[str, float]]] = {key: [] for key in ("direct", "nginx", "k1", "kb", "nginx_b",
+                                                                       "k1_b", "kb_b")}
         for _ in range(rounds):
             runs["direct"].append(measured(up, [], seconds, load_cpu))
             runs["nginx"].append(measured(ref, nginx_pids, seconds, load_cpu))
             runs["k1"].append(measured(k1, k1_pids, seconds, load_cpu))
             if baseline_python:
                 runs["kb"].append(measured(kb, kb_pids, seconds, load_cpu))
+            # browser-like requests (10 headers): the per-header cost
+            runs["nginx_b"].append(measured(ref, nginx_pids, seconds, load_cpu, BROWSER_HEADERS))
+            runs["k1_b"].append(measured(k1, k1_pids, seconds, load_cpu, BROWSER_HEADERS))
+            if baseline_python:
+                runs["kb_b"].append(measured(kb, kb_pids, seconds, load_cpu, BROWSER_HEADERS))
         direct, nginx, k1_res = (_summary(runs[k]) for k in ("direct", "nginx", "k1"))
         k2_res = wrk(k2, seconds)
         k1_free = wrk(k1, seconds)  # WORKERS=1 unpinned, for the scaling ratio
@@ -283,6 +325,7 @@ backends:
             "nginx_1_worker": nginx,
             "kedahttp_1_worker": k1_res,
             "ratio_vs_nginx_1_worker": round(k1_res["rps"] / nginx["rps"], 3),
+            "browser_like": _versus(_summary(runs["nginx_b"]), _summary(runs["k1_b"])),
             "ratio_vs_nginx_cpu_per_request": round(nginx["cpu_us_per_request"] / k1_res["cpu_us_per_request"], 3),
             "added_p50_ms_50_connections": {"nginx": round(nginx["p50_ms"] - direct["p50_ms"], 3),
                                             "kedahttp": round(k1_res["p50_ms"] - direct["p50_ms"], 3)},
@@ -305,14 +348,14 @@ backends:
             figures["baseline_ratio_vs_nginx_1_worker"] = round(kb_res["rps"] / nginx["rps"], 3)
             figures["baseline_ratio_vs_nginx_cpu_per_request"] = round(
                 nginx["cpu_us_per_request"] / kb_res["cpu_us_per_request"], 3)
+            figures["baseline_browser_like"] = _versus(_summary(runs["nginx_b"]), _summary(runs["kb_b"]))
         for proc in procs[2:]:
             proc.terminate()
         figures["memory_10000_routes"] = memory_with_routes(10_000)
         figures["memory_10000_held"] = memory_with_held(tmp, routes, 1000 if quick else 10_000)
         return figures
     finally:
-        stop_all(procs)
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop(procs, tmp)
 
 
 def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:

@@ -12,7 +12,7 @@ the size limit, a response with both Content-Length and Transfer-Encoding.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memchr, memcmp, memcpy
 
 from kedahttp.proxy import http1
 
@@ -247,16 +247,34 @@ def rewrite_request(bytes method, bytes target, list headers, bytes client_ip, b
 
 
 cdef inline Py_ssize_t _find_crlf(const char* s, Py_ssize_t start, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i = start
-    while i + 1 < n:
-        if s[i] == b'\r' and s[i + 1] == b'\n':
-            return i
-        i += 1
+    """The offset of the first CRLF at or after ``start``, or -1 (memchr: the C library scans by words)."""
+    cdef const char* p
+    while start + 1 < n:
+        p = <const char*>memchr(s + start, b'\r', n - 1 - start)
+        if p == NULL:
+            return -1
+        if p[1] == b'\n':
+            return p - s
+        start = p - s + 1
     return -1
 
 
-def rewrite_response(int status, bytes head, *, bint bodiless, bint client_http10, bint keep_alive, bint cold):
-    """http1.rewrite_response (same arguments and result)."""
+def head_end(bytes data):
+    """http1.head_end: the offset of the CRLF CRLF that ends a head, or -1."""
+    cdef const char* s = PyBytes_AS_STRING(data)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), i = 0
+    while True:
+        i = _find_crlf(s, i, n)
+        if i < 0 or i + 3 >= n:
+            return -1
+        if s[i + 2] == b'\r' and s[i + 3] == b'\n':
+            return i
+        i += 2
+
+
+def rewrite_response(int status, bytes head, bint bodiless, bint client_http10, bint keep_alive, bint cold):
+    """http1.rewrite_response (same arguments and result; called positionally on the hot path, which
+    spares the keyword parsing)."""
     cdef const char* s = PyBytes_AS_STRING(head)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(head)
     cdef Py_ssize_t first = _find_crlf(s, 0, n)
@@ -275,6 +293,7 @@ def rewrite_response(int status, bytes head, *, bint bodiless, bint client_http1
     cdef Py_ssize_t pos, end, colon, n_name, n_value
     cdef const char* line
     cdef const char* value
+    cdef const char* p
     cdef unsigned char c
     cdef bint drop
     cdef int body
@@ -292,9 +311,8 @@ def rewrite_response(int status, bytes head, *, bint bodiless, bint client_http1
                 return _py_rewrite_response(status, head, bodiless=bodiless, client_http10=client_http10,
                                             keep_alive=keep_alive, cold=cold)
             line = s + pos
-            colon = 0
-            while pos + colon < end and line[colon] != b':':
-                colon += 1
+            p = <const char*>memchr(line, b':', end - pos)
+            colon = end - pos if p == NULL else p - line
             n_name = colon
             drop = False
             c = _lower(<unsigned char>line[0]) if n_name else 0

@@ -24,27 +24,34 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import trait
 
-from kedahttp.proxy import http1
+from kedahttp.proxy import heads, http1
 from kedahttp.proxy.access_log import AccessLog
 from kedahttp.proxy.counters import STATUS_CLIENT_CLOSED, BackendCounters
 from kedahttp.proxy.events import EventLog
-from kedahttp.proxy.heads import rewrite_response
 from kedahttp.proxy.http1 import CHUNKED, LAST_CHUNK, NO_BODY
 from kedahttp.proxy.pausing import PAUSE_BUFFER
 from kedahttp.proxy.routing import Route
 
-QUEUED, HELD, CONNECTING, SENT, TUNNEL, DONE = range(6)
-REPLAY_LIMIT = 64 * 1024  # request body kept for a retry on a stale keep-alive connection
-BUFFER_LIMIT = 64 * 1024  # request body buffered before the client is paused
-MAX_ATTEMPTS = 3
-RETRY_AFTER_SECONDS = 5
-STATUS_CLIENT_GONE = STATUS_CLIENT_CLOSED
+_rewrite_response: Final = heads.rewrite_response  # Final: a C static when compiled, not a dict lookup per call
 
-_clock = time.monotonic
+# Final: compiled, each is a C constant; a plain module global is a dict lookup at every use
+QUEUED: Final = 0
+HELD: Final = 1
+CONNECTING: Final = 2
+SENT: Final = 3
+TUNNEL: Final = 4
+DONE: Final = 5
+REPLAY_LIMIT: Final = 64 * 1024  # request body kept for a retry on a stale keep-alive connection
+BUFFER_LIMIT: Final = 64 * 1024  # request body buffered before the client is paused
+MAX_ATTEMPTS: Final = 3
+RETRY_AFTER_SECONDS: Final = 5
+STATUS_CLIENT_GONE: Final = STATUS_CLIENT_CLOSED
+
+_clock: Final = time.monotonic  # Final: compiled, a C static rather than a lookup in the module dict
 
 NOT_FOUND_BODY = b"kedahttp: no backend for this host and path\n"
 UPSTREAM_TIMEOUT_BODY = b"kedahttp: the backend did not answer in time\n"  # 504 not from holding
@@ -315,23 +322,17 @@ class Exchange:
 
     # -- response side (called by the upstream connection) ---------------------------------------
 
-    def response_head(self, status: int, head: bytes, upstream_keep_alive: bool) -> None:
+    def response_head(self, status: int, head: bytes) -> None:
         self.status = status
         conn = self.conn
         if status < 200 and status != 101:
             if status != 100 and not self.http10:  # our own 100 answered Expect already
-                conn.write(rewrite_response(
-                    status, head, bodiless=True, client_http10=False, keep_alive=True, cold=False,
-                )[0])
+                # positional: (status, head, bodiless, client_http10, keep_alive, cold)
+                conn.write(_rewrite_response(status, head, True, False, True, False)[0])
             return
         keep = self.keep_alive and self.req_done and not self.upgrade and not conn.closes_after_this()
-        out, self.resp_body, self.resp_close, self.up_until_close = rewrite_response(
-            status, head,
-            bodiless=self.is_head or status == 204 or status == 304,
-            client_http10=self.http10,
-            keep_alive=keep,
-            cold=self.held,
-        )
+        out, self.resp_body, self.resp_close, self.up_until_close = _rewrite_response(
+            status, head, self.is_head or status == 204 or status == 304, self.http10, keep, self.held)
         self.resp_started = True
         conn.write(out)
 

@@ -7,8 +7,8 @@ message, which is most of the proxy's own work on a small request.
 from __future__ import annotations
 
 try:
-    from kedahttp.proxy._heads import rewrite_request, rewrite_response
+    from kedahttp.proxy._heads import head_end, rewrite_request, rewrite_response
 except ImportError:  # built without the extension (KEDAHTTP_COMPILE=0, no compiler)
-    from kedahttp.proxy.http1 import rewrite_request, rewrite_response
+    from kedahttp.proxy.http1 import head_end, rewrite_request, rewrite_response
 
-__all__ = ["rewrite_request", "rewrite_response"]
+__all__ = ["head_end", "rewrite_request", "rewrite_response"]

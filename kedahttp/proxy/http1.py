@@ -235,10 +235,14 @@ _RESPONSE_SPECIAL = re.compile(
 # an IGNORECASE scan.
 
 
+def head_end(data: bytes) -> int:
+    """The offset of the CRLF CRLF that ends a head (llhttp insists on CRLF), or -1."""
+    return data.find(b"\r\n\r\n")
+
+
 def rewrite_response(
     status: int,
     head: bytes,
-    *,
     bodiless: bool,
     client_http10: bool,
     keep_alive: bool,

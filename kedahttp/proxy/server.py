@@ -18,31 +18,39 @@ import contextlib
 import logging
 import socket
 import time
-from collections import deque
-from typing import Any
+from typing import Any, Final
 
 import httptools
 
-from kedahttp.proxy import http1
+from kedahttp.proxy import heads, http1
 from kedahttp.proxy.counters import UnroutedCounters
 from kedahttp.proxy.deadlines import NOT_DUE, REASONS, overdue, sweep_interval, tunnel_overdue
 from kedahttp.proxy.dispatch import Dispatcher
 from kedahttp.proxy.forward import DONE, SENT, TUNNEL, ClientSide, Exchange
 from kedahttp.proxy.forwarded import TrustedProxies
-from kedahttp.proxy.heads import rewrite_request
 from kedahttp.proxy.http1 import BadRequest
 from kedahttp.proxy.pausing import PAUSE_PIPELINE
 from kedahttp.proxy.routing import RouteTable
 from kedahttp.proxy.upstream import UpstreamPool
 from kedahttp.proxy.waiting_page import accepts_html
 
+_rewrite_request: Final = heads.rewrite_request  # Final: a C static when compiled, not a dict lookup per call
+
 log = logging.getLogger("kedahttp.proxy.server")
 
-HEADER_TIMEOUT_SECONDS = 10.0  # a request head must be complete this long after its first byte
-KEEP_ALIVE_TIMEOUT_SECONDS = 75.0  # an idle client connection is closed after this (nginx's default)
-LINGER_SECONDS = 2.0  # after a refused request, input is drained this long at most (nginx: 5 s / 30 s)
-LINGER_BYTES = 64 * 1024  # ... and this much at most
+HEADER_TIMEOUT_SECONDS: Final = 10.0  # a request head must be complete this long after its first byte
+KEEP_ALIVE_TIMEOUT_SECONDS: Final = 75.0  # an idle client connection is closed after this (nginx's default)
+LINGER_SECONDS: Final = 2.0  # after a refused request, input is drained this long at most (nginx: 5 s / 30 s)
+LINGER_BYTES: Final = 64 * 1024  # ... and this much at most
 
+
+
+def _small(pieces: list[bytes]) -> bool:
+    """Under 16 KiB in all (a compiled loop: sum(map(len, ...)) costs generic calls)."""
+    n = 0
+    for piece in pieces:
+        n += len(piece)
+    return n < 16384
 
 
 class _Closing(Exception):
@@ -51,9 +59,9 @@ class _Closing(Exception):
 
 class ClientConnection(asyncio.Protocol, ClientSide):
     __slots__ = (
-        "batching", "client_ip", "close_pending", "closing", "head_bytes", "headers", "in_head", "linger",
-        "lingering", "parser", "paused", "queue", "reading", "server", "since", "transport", "trusted", "tunnel",
-        "upgraded", "url", "wbuf", "write_paused",
+        "batching", "client_ip", "close_pending", "closing", "connection_header", "head_bytes", "headers", "in_head",
+        "linger", "lingering", "parser", "paused", "queue", "reading", "server", "since", "transport", "trusted",
+        "tunnel", "upgraded", "url", "wbuf", "write_paused",
     )
 
     def __init__(self, server: ProxyServer) -> None:
@@ -62,10 +70,13 @@ class ClientConnection(asyncio.Protocol, ClientSide):
         self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.client_ip = b"unknown"
         self.trusted = False  # the peer is in TRUSTED_PROXIES: its forwarded headers are believed
-        self.queue: deque[Exchange] = deque()
+        # pipelined exchanges in order, the active one first; a list, not a deque: compiled, its
+        # operations are C calls (a deque's are generic method calls), and it rarely holds more than two
+        self.queue: list[Exchange] = []
         self.reading: Exchange | None = None  # the exchange whose request body the parser is reading
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        self.connection_header = False  # the request being parsed has a Connection header
         self.in_head = False
         self.head_bytes = 0
         self.since = 0.0  # when the current head began, or when the connection went idle
@@ -168,7 +179,7 @@ class ClientConnection(asyncio.Protocol, ClientSide):
         self.server.connections.discard(self)
         queue = self.queue
         while queue:
-            queue.popleft().client_gone()
+            queue.pop(0).client_gone()
         self.parser = None
         if self.tunnel is not None:
             tunnel, self.tunnel = self.tunnel, None
@@ -199,12 +210,15 @@ class ClientConnection(asyncio.Protocol, ClientSide):
         self.head_bytes = -1  # began in the current read
         self.since = self.server.now
         self.url = b""
+        self.connection_header = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url  # usually one piece: b"" + url is url itself
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        if len(name) == 10 and name[0] | 32 == 99 and name.lower() == b"connection":  # 99: "c"
+            self.connection_header = True
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -215,24 +229,31 @@ class ClientConnection(asyncio.Protocol, ClientSide):
         method = parser.get_method()
         if method == b"CONNECT":
             raise BadRequest(405, "CONNECT is not served")
-        version = parser.get_http_version()
+        keep_alive = parser.should_keep_alive()
         http10 = False
-        if version != "1.1":
-            if version != "1.0":
-                # llhttp reads a request line without a version as HTTP/0.9 with headers: malformed
-                # either way; 2.0 is a version, just not ours
-                raise BadRequest(400 if version[:2] == "0." else 505, "HTTP version not served")
-            http10 = True
+        # llhttp keeps a request alive without a Connection header only for HTTP/1.1 (it accepts 0.9, 1.0,
+        # 1.1 and 2.0, and the others need "Connection: keep-alive"), so the common request skips asking
+        # for the version, which httptools formats as a string every time
+        if self.connection_header or not keep_alive:
+            version = parser.get_http_version()
+            if version != "1.1":
+                if version != "1.0":
+                    # llhttp reads a request line without a version as HTTP/0.9 with headers: malformed
+                    # either way; 2.0 is a version, just not ours
+                    raise BadRequest(400 if version[:2] == "0." else 505, "HTTP version not served")
+                http10 = True
         server = self.server
-        head, host, path, body, expect_continue, upgrade = rewrite_request(
-            method, self.url, headers, self.client_ip, parser.should_upgrade(), b"http", self.trusted)
+        head, host, path, body, expect_continue, upgrade = _rewrite_request(
+            # llhttp sets upgrade for a request only with "Connection: upgrade" and an Upgrade header (or
+            # for CONNECT, refused above): without a Connection header there is no need to ask
+            method, self.url, headers, self.client_ip, self.connection_header and parser.should_upgrade(), b"http",
+            self.trusted)
         if not host and not http10:
             headers.clear()
             raise BadRequest(400, "missing Host")
         route = server.routes.lookup(host, path)
         dispatcher = server.dispatcher
-        ex = Exchange(self, dispatcher, method, head, body, expect_continue, upgrade, route,
-                      parser.should_keep_alive(), http10)
+        ex = Exchange(self, dispatcher, method, head, body, expect_continue, upgrade, route, keep_alive, http10)
         if route is None:
             ex.error = 404
             server.unrouted.unrouted += 1
@@ -291,7 +312,7 @@ class ClientConnection(asyncio.Protocol, ClientSide):
         if wbuf:
             if len(wbuf) == 1:
                 self.transport.write(wbuf[0])
-            elif len(wbuf) < 8 and sum(map(len, wbuf)) < 16384:
+            elif len(wbuf) < 8 and _small(wbuf):
                 self.transport.write(b"".join(wbuf))  # one write() beats a writev() of small pieces
             else:
                 self.transport.writelines(wbuf)
@@ -303,7 +324,7 @@ class ClientConnection(asyncio.Protocol, ClientSide):
     def exchange_done(self, ex: Exchange, close: bool) -> None:
         queue = self.queue
         if queue and queue[0] is ex:
-            queue.popleft()
+            del queue[0]
         if close or (self.closing and not queue):
             self._close_after_writes()
             return

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Final
 
 import httptools
 
 from kedahttp.process.tasks import TaskOwner
+from kedahttp.proxy import heads
 from kedahttp.proxy.forward import Exchange, UpstreamSide
 from kedahttp.proxy.pausing import PAUSE_UPSTREAM
 
-CONNECT_TIMEOUT_SECONDS = 5.0
-IDLE_TIMEOUT_SECONDS = 30.0
-MAX_IDLE_PER_ENDPOINT = 256
-MAX_RESPONSE_HEAD_BYTES = 256 * 1024  # an upstream head still incomplete past this is a 502
+_head_end: Final = heads.head_end  # Final: a C static when compiled, not a dict lookup per call
+
+CONNECT_TIMEOUT_SECONDS: Final = 5.0
+IDLE_TIMEOUT_SECONDS: Final = 30.0
+MAX_IDLE_PER_ENDPOINT: Final = 256
+MAX_RESPONSE_HEAD_BYTES: Final = 256 * 1024  # an upstream head still incomplete past this is a 502
 
 
 class _HeadDone(Exception):
@@ -177,10 +180,10 @@ class UpstreamConnection(asyncio.Protocol, UpstreamSide):
         pending = self.pending
         # a response's head is all in ``pending`` from its first byte; not so for one that began after
         # the previous response ended in the same read (the connection may have been handed on meanwhile)
-        if ex is None or pending[:5] != b"HTTP/":
+        if ex is None or not pending.startswith(b"HTTP/"):
             raise _Unrequested
         status = parser.get_status_code()
-        end = pending.find(b"\r\n\r\n")  # llhttp insists on CRLF, so the head ends here
+        end = _head_end(pending)
         head = pending[:end + 2]
         if status < 200 and status != 101:  # an interim response; the final one follows
             self.pending = pending[end + 4:]
@@ -189,7 +192,7 @@ class UpstreamConnection(asyncio.Protocol, UpstreamSide):
             self.pending = b""
             if status == 101 and not ex.upgrade:
                 raise _BadResponse("101 without an upgrade request")
-        ex.response_head(status, head, parser.should_keep_alive())
+        ex.response_head(status, head)  # keep-alive towards the upstream is decided at the end
         if ex.is_head and status >= 200:
             ex.response_complete(self, True)
             raise _HeadDone

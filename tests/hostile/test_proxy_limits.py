@@ -50,9 +50,12 @@ async def test_invalid_request_lines_are_400_and_closed(proxy: RunningProxy, rec
 
 
 @pytest.mark.parametrize("line", [b"GET /a HTTP/2.0", b"GET /a HTTP/0.9", b"GET /a", b"GET /a?HTTP/1.1"])
+@pytest.mark.parametrize("connection", [b"", b"Connection: keep-alive\r\n", b"Connection: close\r\n"])
 async def test_versions_other_than_1_0_and_1_1_are_refused(proxy: RunningProxy, recorder: Recorder,
-                                                           line: bytes) -> None:
-    out = await send(proxy.port, line + b"\r\n" + HOST + b"\r\n")
+                                                           line: bytes, connection: bytes) -> None:
+    # with and without a Connection header: the version is read only where keep-alive does not already
+    # imply HTTP/1.1 (server.py), so both ways must refuse
+    out = await send(proxy.port, line + b"\r\n" + HOST + connection + b"\r\n")
     assert out.statuses() in ([400], [505])
     assert recorder.requests == []
 
@@ -73,6 +76,9 @@ async def test_http_1_0_is_served_as_http_1_0(proxy: RunningProxy, recorder: Rec
     out = await send(proxy.port, b"GET /old HTTP/1.0\r\n\r\n")  # no Host in 1.0: no route
     assert out.closed and out.statuses() == [404]
     assert recorder.paths() == ["/old"]
+    # asked to keep alive, a 1.0 request is still answered as 1.0 (it says so: Connection: keep-alive)
+    out = await send(proxy.port, b"GET /old HTTP/1.0\r\n" + HOST + b"Connection: keep-alive\r\n\r\n", timeout=0.5)
+    assert out.statuses() == [200] and b"connection: keep-alive" in out.data.lower()
 
 
 # -- sizes --------------------------------------------------------------------------------------------------

@@ -5,7 +5,13 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kedahttp.proxy.counters import CounterRegistry, sum_snapshots
+from kedahttp.proxy.counters import (
+    COLD_WAIT_BUCKETS,
+    DURATION_BUCKETS,
+    CounterRegistry,
+    bucket,
+    sum_snapshots,
+)
 
 
 class Clock:
@@ -105,3 +111,14 @@ def test_snapshots_of_workers_add_up() -> None:
     assert total["ns/a"]["by_class"] == [0, 0, 1, 0, 0, 1]
     assert total["ns/a"]["duration_sum"] == 1.5
     assert total["ns/b"]["started"] == 1
+
+
+@given(st.floats(0, 1000))
+def test_buckets_are_bisect_left_over_the_bounds(value: float) -> None:
+    # the compiled loop that replaced bisect on the hot path; the bounds mix ints and floats
+    from bisect import bisect_left
+
+    for bounds in (DURATION_BUCKETS, COLD_WAIT_BUCKETS):
+        assert bucket(bounds, value) == bisect_left(bounds, value)
+    for bound in (*DURATION_BUCKETS, *COLD_WAIT_BUCKETS):
+        assert bucket(DURATION_BUCKETS, float(bound)) == bisect_left(DURATION_BUCKETS, bound)

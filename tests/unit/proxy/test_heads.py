@@ -99,3 +99,10 @@ def test_response_rewriting_matches_the_reference(status: int, version: bytes, h
     )
     flags = {"bodiless": bodiless, "client_http10": client_http10, "keep_alive": keep_alive, "cold": cold}
     assert _heads.rewrite_response(status, head, **flags) == http1.rewrite_response(status, head, **flags)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"\r\n\r\n", b"HTTP/1.1 200 OK", b"a: b", b"x"]),
+                max_size=12).map(b"".join))
+def test_head_end_matches_the_reference(data: bytes) -> None:
+    assert _heads.head_end(data) == http1.head_end(data)
