@@ -11,7 +11,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from kedahttp.kube import httpapp
+from kedahttp.kube import httpapp, trigger
 from kedahttp.process import settings
 from tests.harness import render
 from tests.harness.render import Build
@@ -19,16 +19,10 @@ from tests.harness.render import Build
 CRD = render.SCHEMAS / "keda.sh_scaledobjects.yaml"
 README = render.REPO / "README.md"
 TRIGGER_TYPES = {"external-push", "external"}
-# The trigger's keys, checked against the README's trigger block below (the operator's reference).
-TRIGGER_KEYS = {
-    "scalerAddress",
-    "backend",
-    "targetConcurrency",
-    "targetRequestRate",
-    "rateWindowSeconds",
-    "activityWindowSeconds",
-}
-NUMERIC_KEYS = TRIGGER_KEYS - {"scalerAddress", "backend"}
+# The trigger's keys, from their one home (kube/trigger.py), checked against the README's trigger block
+# below (the operator's reference) and the example.
+TRIGGER_KEYS = set(trigger.KEYS)
+NUMERIC_KEYS = TRIGGER_KEYS - {"scalerAddress", "backend", trigger.KEEP_ALIVE_KEY}
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 KEDA_DEFAULT_MAX_REPLICAS = 100  # what KEDA's CEL rule assumes when maxReplicaCount is absent
 
@@ -118,8 +112,8 @@ def test_kedahttp_triggers_use_only_contract_keys_with_good_values(built: Build)
         name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
         triggers = kedahttp_triggers(obj)
         assert triggers, f"{built.name}: {name} has no external-push trigger"
-        for trigger in triggers:
-            metadata = trigger["metadata"]
+        for entry in triggers:
+            metadata = entry["metadata"]
             unknown = set(metadata) - TRIGGER_KEYS
             assert not unknown, f"{built.name}: {name}: trigger keys unknown to kedahttp: {sorted(unknown)}"
             assert metadata.get("scalerAddress") == scaler_address, (
