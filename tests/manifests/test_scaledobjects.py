@@ -99,8 +99,8 @@ def test_scaled_objects_pass_what_keda_checks_beyond_the_schema(built: Build) ->
         assert "replicas" not in deployment["spec"], (
             f"{built.name}: KEDA scales Deployment {target['name']}: a replicas field resets it on apply"
         )
-        for trigger in spec["triggers"]:
-            for key, value in trigger["metadata"].items():
+        for entry in spec["triggers"]:
+            for key, value in entry["metadata"].items():
                 assert isinstance(value, str), (
                     f"{built.name}: {name}: trigger metadata {key} must be a string"
                 )
