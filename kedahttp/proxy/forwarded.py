@@ -140,3 +140,35 @@ def derive_from_forwarded(value: bytes) -> tuple[bytes, bytes, bytes]:
     chain = b", ".join(node_address(e[b"for"]) for e in elements if e.get(b"for"))
     last = elements[-1] if elements else {}
     return chain, last.get(b"proto", b""), last.get(b"host", b"")
+
+
+# The forwarded headers a stream's head may carry, by lower-case name (HTTP/2 field names are lower case):
+# the four a trusted peer's word is merged from (several of one name joined with ", "), and two passed as
+# they came from a trusted peer only.
+TOLD_NAMES: Final = frozenset((b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"))
+PASSED_NAMES: Final = frozenset((b"x-forwarded-port", b"x-real-ip"))
+FORWARDED_NAMES: Final = TOLD_NAMES | PASSED_NAMES
+
+
+def forwarded_fields(told: dict[bytes, bytes], passed: list[tuple[bytes, bytes]], trusted: bool, client_ip: bytes,
+                     proto: bytes, host: bytes) -> list[tuple[bytes, bytes]]:
+    """The forwarded headers to send on for a request whose own came from a ``trusted`` peer or not
+    (``told``: TOLD_NAMES -> value; ``passed``: the PASSED_NAMES fields in order): the rule
+    http1.rewrite_request applies inline on the HTTP/1.1 hot path, for the HTTP/2 side
+    (tests/unit/proxy/test_forwarded.py ties the two)."""
+    xff = xfp = xfh = fwd = b""
+    out: list[tuple[bytes, bytes]] = []
+    if trusted:
+        xff, xfp, xfh, fwd = (told.get(n, b"") for n in
+                              (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"))
+        if fwd:
+            fwd_for, fwd_proto, fwd_host = derive_from_forwarded(fwd)
+            xff, xfp, xfh = xff or fwd_for, xfp or fwd_proto, xfh or fwd_host
+        out += passed
+    out.append((b"x-forwarded-for", xff + b", " + client_ip if xff else client_ip))
+    out.append((b"x-forwarded-proto", xfp or proto))
+    if xfh or host:
+        out.append((b"x-forwarded-host", xfh or host))
+    if fwd:
+        out.append((b"forwarded", fwd + b", for=" + node_token(client_ip)))
+    return out

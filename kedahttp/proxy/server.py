@@ -152,7 +152,7 @@ class ClientConnection(asyncio.Protocol, ClientSide):
                 self.server.connections.discard(self)
                 self.parser = None
                 self.in_head = False
-                h2.take_over(self.transport, data, self.client_ip)
+                h2.take_over(self.transport, data, self.client_ip, self.trusted)
             else:
                 self.bad_request(400)
         finally:

@@ -34,6 +34,7 @@ from jh2.exceptions import ProtocolError
 from jh2.hyperframe.frame import GoAwayFrame
 from jh2.settings import SettingCodes, Settings
 
+from kedahttp.proxy.forwarded import PASSED_NAMES, TOLD_NAMES, forwarded_fields
 from kedahttp.proxy.h2 import grpc
 from kedahttp.proxy.h2.stream import REFUSED_STREAM, Stream
 from kedahttp.proxy.routing import RouteTable
@@ -77,9 +78,10 @@ class Host(Protocol):
 
 
 class H2Downstream(asyncio.Protocol):
-    def __init__(self, side: Host, client_ip: bytes) -> None:
+    def __init__(self, side: Host, client_ip: bytes, trusted: bool = False) -> None:
         self.side = side
         self.client_ip = client_ip
+        self.trusted = trusted  # the peer is in TRUSTED_PROXIES: its forwarded headers are believed
         conn = H2Connection(H2Configuration(
             client_side=False, header_encoding=None, validate_outbound_headers=False,
             normalize_outbound_headers=False,
@@ -174,7 +176,9 @@ class H2Downstream(asyncio.Protocol):
         if self.closing:
             self.reset(sid, REFUSED_STREAM)
             return
-        method = path = authority = host = content_type = timeout = xff = b""
+        method = path = authority = host = content_type = timeout = b""
+        told: dict[bytes, bytes] = {}
+        passed: list[tuple[bytes, bytes]] = []
         head: list[tuple[bytes, bytes]] = []
         for name, value in event.headers:
             if name[0] == 58:  # ":"
@@ -190,11 +194,14 @@ class H2Downstream(asyncio.Protocol):
                 content_type = value
             elif name == b"grpc-timeout":
                 timeout = value
-            elif name == b"x-forwarded-for":
-                xff = value
+            elif name in TOLD_NAMES:
+                told[name] = told[name] + b", " + value if name in told else value
+                continue
+            elif name in PASSED_NAMES:
+                passed.append((name, value))
                 continue
             head.append((name, value))
-        head.append((b"x-forwarded-for", xff + b", " + self.client_ip if xff else self.client_ip))
+        head += forwarded_fields(told, passed, self.trusted, self.client_ip, b"http", authority or host)
         grpc_call = grpc.is_grpc(content_type)
         deadline = None
         if timeout:

@@ -58,9 +58,10 @@ class H2Side:
 
     # -- the hand-over from the HTTP/1.1 server ----------------------------------------------------
 
-    def take_over(self, transport: Any, data: bytes, client_ip: bytes) -> None:
-        """A connection whose first request line was the HTTP/2 preface becomes an HTTP/2 connection."""
-        conn = H2Downstream(self, client_ip)
+    def take_over(self, transport: Any, data: bytes, client_ip: bytes, trusted: bool = False) -> None:
+        """A connection whose first request line was the HTTP/2 preface becomes an HTTP/2 connection;
+        ``trusted``: its peer is in TRUSTED_PROXIES (decided by the HTTP/1.1 side, once per connection)."""
+        conn = H2Downstream(self, client_ip, trusted)
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._sweep)
         transport.set_protocol(conn)

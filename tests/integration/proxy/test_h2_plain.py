@@ -28,6 +28,7 @@ from h2.events import (
 )
 from h2.settings import SettingCodes
 
+from kedahttp.process.settings import parse_networks
 from kedahttp.proxy.sources import Backend
 from tests.harness.h2_upstream import H2App
 from tests.harness.static_source import StaticSource
@@ -275,3 +276,26 @@ async def test_http2_client_to_an_http1_app(proxied: Any, tmp_path: Any) -> None
     assert (code, out) == (0, "200 20000000"), err
     counters = proxied.counters("default/old")
     assert counters.completed == 3 and counters.in_flight == 0
+
+
+async def test_forwarded_headers_over_http2_follow_trusted_proxies(upstream: Any, proxy_factory: Any,
+                                                                   proxy_settings: Any) -> None:
+    """An HTTP/2 client gets the same forwarded-header rule as an HTTP/1.1 one: from an untrusted peer every
+    X-Forwarded-*/Forwarded header is replaced; from a trusted one, kept and appended to."""
+    source = StaticSource([Backend("default/old", ("old.test",))], {"default/old": [upstream.endpoint]})
+    forged = ("-H", "X-Forwarded-For: 6.6.6.6", "-H", "X-Forwarded-Proto: https", "-H", "X-Real-IP: 6.6.6.6",
+              "-H", "Forwarded: for=6.6.6.6;proto=https")
+    for trusted, expected in (("", {"x-forwarded-for": "127.0.0.1", "x-forwarded-proto": "http"}),
+                              ("127.0.0.0/8", {"x-forwarded-for": "6.6.6.6, 127.0.0.1", "x-forwarded-proto": "https",
+                                               "x-real-ip": "6.6.6.6"})):
+        running = await proxy_factory(source, proxy_settings(trusted_proxies=parse_networks(trusted)) if trusted else None)
+        code, out, err = await run("curl", "-sS", "--http2-prior-knowledge", "-H", "Host: old.test", *forged,
+                                   f"http://127.0.0.1:{running.port}/headers")
+        assert code == 0, err
+        seen: dict[str, list[str]] = {}
+        for k, v in json.loads(out)["headers"]:
+            seen.setdefault(k.lower(), []).append(v)
+        for name, value in expected.items():
+            assert seen.get(name) == [value], (trusted, name, seen.get(name))
+        if not trusted:
+            assert "x-real-ip" not in seen and "forwarded" not in seen

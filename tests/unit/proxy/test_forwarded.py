@@ -17,7 +17,16 @@ from hypothesis import strategies as st
 
 from kedahttp.process.settings import parse_networks
 from kedahttp.proxy import http1
-from kedahttp.proxy.forwarded import TrustedProxies, derive_from_forwarded, forwarded_elements, node_address
+from kedahttp.proxy.forwarded import (
+    FORWARDED_NAMES,
+    PASSED_NAMES,
+    TOLD_NAMES,
+    TrustedProxies,
+    derive_from_forwarded,
+    forwarded_elements,
+    forwarded_fields,
+    node_address,
+)
 
 try:
     from kedahttp.proxy import _heads
@@ -180,3 +189,29 @@ def test_no_header_lets_an_untrusted_client_s_forwarded_headers_survive(headers:
     assert values(out, b"x-forwarded-host") == [b"app.test"]
     for name in (b"x-forwarded-port", b"x-real-ip", b"forwarded"):
         assert values(out, name) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(headers=st.lists(st.tuples(_names, _values), max_size=12), trusted=st.booleans())
+def test_the_http2_side_forwards_as_the_http1_rewriter_does(headers: list[tuple[str, str]], trusted: bool) -> None:
+    """HTTP/2 streams (h2/downstream.py) get their forwarded headers from ``forwarded_fields``; HTTP/1.1
+    requests from ``http1.rewrite_request`` inline. Same input, same headers out, whoever the peer is."""
+    raw = b"GET /x HTTP/1.1\r\nHost: app.test\r\n" + b"".join(
+        n.encode() + b": " + v.encode() + b"\r\n" for n, v in headers if n.lower() not in ("host", "connection")
+    ) + b"\r\n"
+    try:
+        parsed = parse_head(raw)
+        head = http1.rewrite_request(b"GET", b"/x", parsed, b"10.1.2.3", False, b"http", trusted)[0]
+    except (httptools.HttpParserError, http1.BadRequest):
+        return
+    told: dict[bytes, bytes] = {}
+    passed: list[tuple[bytes, bytes]] = []
+    for name, value in parsed:
+        lname = name.lower()
+        if lname in TOLD_NAMES:
+            told[lname] = told[lname] + b", " + value if lname in told else value
+        elif lname in PASSED_NAMES:
+            passed.append((lname, value))
+    ours = sorted(forwarded_fields(told, passed, trusted, b"10.1.2.3", b"http", b"app.test"))
+    theirs = sorted((n.lower(), v) for n, v in parse_head(head) if n.lower() in FORWARDED_NAMES)
+    assert ours == theirs
