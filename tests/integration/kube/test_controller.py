@@ -227,6 +227,7 @@ def start_process(kubeconfig: Path, log_path: Path) -> subprocess.Popen[bytes]:
         **{k: v for k, v in os.environ.items() if not k.startswith("KEDAHTTP_") and k != "KUBERNETES_SERVICE_HOST"},
         "KUBECONFIG": str(kubeconfig),
         "KEDAHTTP_ADMIN_ADDR": "127.0.0.1:0",
+        "KEDAHTTP_METRICS_ADDR": "127.0.0.1:0",  # two replicas on one machine: each its own port
         "KEDAHTTP_CONTROLLER_NAMESPACE": NAMESPACE,
         "KEDAHTTP_LEASE_DURATION_SECONDS": str(LEASE_SECONDS),
         "KEDAHTTP_SHUTDOWN_DELAY_SECONDS": "0",
