@@ -360,6 +360,8 @@ def rewrite_response(int status, bytes head, bint bodiless, bint client_http10, 
                 out = _put(out, upgrade_value, n_upgrade)
             out = _put(out, b"\r\n\r\n", 4)
             return PyBytes_FromStringAndSize(buf, out - buf), _NO_BODY, False, False
+        # deliberate twin of http1.rewrite_response's body decision (the reference, kept in step by
+        # tests/unit/proxy/test_heads.py on generated heads)
         if bodiless or status < 200:
             body = _NO_BODY
         elif has_length and not upstream_chunked:

@@ -298,6 +298,7 @@ def rewrite_response(
         append(b"\r\n\r\n")
         return b"".join(parts), NO_BODY, False, False
     until_close = False
+    # the body decision; _heads.pyx has its deliberate C twin, checked equal by tests/unit/proxy/test_heads.py
     if bodiless or status < 200:
         body = NO_BODY
     elif has_length and not upstream_chunked:

@@ -36,6 +36,7 @@ from jh2.settings import SettingCodes, Settings
 
 from kedahttp.proxy.forwarded import PASSED_NAMES, TOLD_NAMES, forwarded_fields
 from kedahttp.proxy.h2 import grpc
+from kedahttp.proxy.h2.ends import Fields, StreamEnd
 from kedahttp.proxy.h2.stream import REFUSED_STREAM, Stream
 from kedahttp.proxy.routing import RouteTable
 
@@ -77,7 +78,7 @@ class Host(Protocol):
 
 
 
-class H2Downstream(asyncio.Protocol):
+class H2Downstream(StreamEnd):
     def __init__(self, side: Host, client_ip: bytes, trusted: bool = False) -> None:
         self.side = side
         self.client_ip = client_ip
@@ -96,6 +97,7 @@ class H2Downstream(asyncio.Protocol):
         self.conn = conn
         self.transport: Any = None
         self.streams: dict[int, Stream] = {}
+        self.trailers: dict[int, Fields] = {}
         self.writable = True
         self.closing = False  # GOAWAY sent or received: no new streams; close once the last one ends
         self.close_after_flush = False
@@ -217,22 +219,11 @@ class H2Downstream(asyncio.Protocol):
         else:
             self.side.admit(stream)
 
-    def _data(self, event: DataReceived) -> None:
-        stream = self.streams.get(event.stream_id)
-        if stream is None:
-            self.ack(event.flow_controlled_length, event.stream_id)
-        else:
-            stream.client_data(event.data, event.flow_controlled_length)
+    def _stream_data(self, stream: Stream, data: bytes, flow: int) -> None:
+        stream.client_data(data, flow)
 
-    def _trailers(self, event: TrailersReceived) -> None:
-        stream = self.streams.get(event.stream_id)
-        if stream is not None:
-            stream.up_trailers = event.headers
-
-    def _ended(self, event: StreamEnded) -> None:
-        stream = self.streams.get(event.stream_id)
-        if stream is not None:
-            stream.client_end(stream.up_trailers)
+    def _stream_end(self, stream: Stream, trailers: Fields | None) -> None:
+        stream.client_end(trailers)
 
     def _reset(self, event: StreamReset) -> None:
         stream = self.streams.get(event.stream_id)

@@ -32,6 +32,7 @@ from jh2.exceptions import ProtocolError
 from jh2.settings import SettingCodes, Settings
 
 from kedahttp.process.tasks import TaskOwner
+from kedahttp.proxy.h2.ends import Fields, StreamEnd
 from kedahttp.proxy.h2.stream import send_window
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ ASSUMED_STREAMS = 100  # streams a connection is given before the app's SETTINGS
 IDLE_TIMEOUT_SECONDS = 30.0  # an upstream connection without a stream this long is closed (as HTTP/1.1's)
 
 
-class H2Upstream(asyncio.Protocol):
+class H2Upstream(StreamEnd):
     def __init__(self, pool: H2UpstreamPool, endpoint: str) -> None:
         self.pool = pool
         self.endpoint = endpoint
@@ -62,6 +63,7 @@ class H2Upstream(asyncio.Protocol):
         self.conn = conn
         self.transport: Any = None
         self.streams: dict[int, Stream] = {}
+        self.trailers: dict[int, Fields] = {}
         self.pending: list[Stream] = []  # waiting for the connect, or for a free stream slot
         self.writable = True
         self.usable = True  # takes new streams (not after GOAWAY or a failure)
@@ -218,22 +220,11 @@ class H2Upstream(asyncio.Protocol):
         if stream is not None:
             stream.response(event.headers, event.stream_ended is not None)
 
-    def _data(self, event: DataReceived) -> None:
-        stream = self.streams.get(event.stream_id)
-        if stream is None:
-            self.ack(event.flow_controlled_length, event.stream_id)
-        else:
-            stream.upstream_data(event.data, event.flow_controlled_length)
+    def _stream_data(self, stream: Stream, data: bytes, flow: int) -> None:
+        stream.upstream_data(data, flow)
 
-    def _trailers(self, event: TrailersReceived) -> None:
-        stream = self.streams.get(event.stream_id)
-        if stream is not None:
-            stream.down_trailers = event.headers
-
-    def _ended(self, event: StreamEnded) -> None:
-        stream = self.streams.get(event.stream_id)
-        if stream is not None:
-            stream.upstream_end(stream.down_trailers)
+    def _stream_end(self, stream: Stream, trailers: Fields | None) -> None:
+        stream.upstream_end(trailers)
 
     def _reset(self, event: StreamReset) -> None:
         stream = self.streams.pop(event.stream_id, None)
