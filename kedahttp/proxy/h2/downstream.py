@@ -233,15 +233,11 @@ class H2Downstream(StreamEnd):
         if self._flooded() and self.resets > RESETS_PER_SECOND:
             self.calm(b"too many stream resets")
 
-    def _window(self, event: WindowUpdated) -> None:
-        if event.stream_id:
-            stream = self.streams.get(event.stream_id)
-            if stream is not None:
-                stream.pump_down()
-        else:
-            for stream in list(self.streams.values()):
-                if stream.to_down or stream.down_end:
-                    stream.pump_down()
+    def _pump(self, stream: Stream) -> None:
+        stream.pump_down()
+
+    def _waiting(self, stream: Stream) -> bool:
+        return bool(stream.to_down) or stream.down_end
 
     def _settings(self, event: RemoteSettingsChanged) -> None:
         self._control()

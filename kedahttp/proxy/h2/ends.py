@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from jh2.events import DataReceived, StreamEnded, TrailersReceived
+from jh2.events import DataReceived, StreamEnded, TrailersReceived, WindowUpdated
 
 from kedahttp.proxy.h2.stream import Stream
 
@@ -31,6 +31,24 @@ class StreamEnd(asyncio.Protocol):
 
     def _stream_end(self, stream: Stream, trailers: Fields | None) -> None:
         raise NotImplementedError
+
+    def _pump(self, stream: Stream) -> None:
+        """Sends what the stream has waiting for this end, as far as the windows allow."""
+        raise NotImplementedError
+
+    def _waiting(self, stream: Stream) -> bool:
+        """The stream has data or an end waiting to be sent to this end."""
+        raise NotImplementedError
+
+    def _window(self, event: WindowUpdated) -> None:
+        if event.stream_id:
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                self._pump(stream)
+        else:  # the connection's window: every stream that was waiting for it
+            for stream in list(self.streams.values()):
+                if self._waiting(stream):
+                    self._pump(stream)
 
     def _data(self, event: DataReceived) -> None:
         stream = self.streams.get(event.stream_id)

@@ -231,15 +231,11 @@ class H2Upstream(StreamEnd):
         if stream is not None:
             stream.upstream_reset(event.error_code)
 
-    def _window(self, event: WindowUpdated) -> None:
-        if event.stream_id:
-            stream = self.streams.get(event.stream_id)
-            if stream is not None:
-                stream.pump_up()
-        else:
-            for stream in list(self.streams.values()):
-                if stream.to_up or (stream.up_end and not stream.up_ended):
-                    stream.pump_up()
+    def _pump(self, stream: Stream) -> None:
+        stream.pump_up()
+
+    def _waiting(self, stream: Stream) -> bool:
+        return bool(stream.to_up) or (stream.up_end and not stream.up_ended)
 
     def _settings(self, event: RemoteSettingsChanged) -> None:
         if SettingCodes.MAX_CONCURRENT_STREAMS in event.changed_settings and self.pending:
