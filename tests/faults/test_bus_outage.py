@@ -128,9 +128,11 @@ class GatedTransport:
 
 async def test_no_zero_while_the_proxies_have_not_caught_up_after_an_outage(
         tmp_path: Path, procs: list[KedahttpProcess], upstream: FaultyUpstream, redis_server: RedisServer) -> None:
-    """The scaler reconnects before the proxy does. Their backoffs are independent and jittered (the
-    publisher's up to 5 s), so either may come first; here the proxy's side is held back 3.5 s after the
-    bus returns, within what its own backoff can take, to make the order certain."""
+    """The scaler reconnects before the proxy does. Their backoffs are independent and jittered, so
+    either may come first; here the proxy's side stays shut until the scaler is seen subscribed again
+    (its feed_connected gauge) and then 1 s longer, so the scaler is certainly waiting for this proxy's
+    kept-back reports. The proxy's own backoff (at most 1 s) then brings them well within the scaler's
+    catch-up give-up (4 s): every answer meanwhile must be UNAVAILABLE, never a zero."""
     scaler = ScalerProcess(tmp_path, redis_server.url, concurrency_window_seconds="1")
     procs.append(scaler)
     gate = GatedTransport(open_transport(redis_server.url))
@@ -141,15 +143,29 @@ async def test_no_zero_while_the_proxies_have_not_caught_up_after_an_outage(
     keda = KedaClient(scaler.target)
     traffic = Traffic(proxy.port, "app.test", concurrency=4, prefix="g", query="delay=20").start()
     poller = Poller(keda, ref("app", targetConcurrency="1"), every=0.1)
+
+    async def gauge(name: str) -> float:
+        page = await asyncio.to_thread(scrape, scaler.metrics_port)
+        return page.get(f"kedahttp_scaler_{name}", -1.0)
+
+    async def gauge_reaches(name: str, value: float, what: str) -> None:
+        deadline = time.monotonic() + 10
+        while await gauge(name) != value:
+            assert time.monotonic() < deadline, f"{what} not seen within 10 s"
+            await asyncio.sleep(0.05)
+
     try:
         await keda.wait_fresh()
         await asyncio.sleep(2.0)
         poller.start()
         gate.shut = True
         await asyncio.to_thread(redis_server.stop)
+        await gauge_reaches("feed_connected", 0.0, "the scaler seeing the bus go")
         await asyncio.sleep(0.5)
         await asyncio.to_thread(redis_server.start)
-        await asyncio.sleep(3.5)  # the scaler is back within about a second; the proxy is not yet
+        await gauge_reaches("feed_connected", 1.0, "the scaler subscribing again")
+        await asyncio.sleep(1.0)
+        assert await gauge("feed_fresh") == 0.0, "the scaler must wait for the proxy it heard before the outage"
         gate.shut = False
         opened = time.monotonic()
         await until(lambda: any(x[0] > opened and x[1] == grpc.StatusCode.OK for x in poller.samples), 10,
