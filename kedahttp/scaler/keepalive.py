@@ -43,6 +43,10 @@ TAIL_PERCENTILE: Final = 99.0
 MARGIN: Final = 0.10  # the keep-alive ends this much after the tail, pre-warming starts this much before the head
 MIN_RELEASE_SECONDS: Final = 120.0  # a pre-warm closer than this to the last activity is not worth a release
 SNAPSHOT_VERSION: Final = 1
+# A backend with no activity for this long is forgotten (its model and its stored snapshot): apps are
+# renamed and removed, and nothing else would ever drop them. A week keeps what a weekday-only app learned
+# across a weekend; every gap it could teach is out of range (4 hours) long before that.
+FORGET_AFTER_SECONDS: Final = 7 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +189,16 @@ class KeepAlive:
             if at > now:
                 return at
         return None
+
+    def forget_idle(self, now: float) -> list[str]:
+        """Drops the backends idle for FORGET_AFTER_SECONDS and returns them (their snapshots go too)."""
+        horizon = now - FORGET_AFTER_SECONDS
+        gone = [backend for backend, model in self._models.items() if model.last_at < horizon]
+        for backend in gone:
+            del self._models[backend]
+            self._adaptive.discard(backend)  # the next call carrying the trigger adds it back
+            self.dirty.discard(backend)
+        return gone
 
     # -- persistence ------------------------------------------------------------------------------------
 

@@ -41,6 +41,9 @@ class KeepAliveStore(Protocol):
 
     async def save(self, snapshots: Sequence[tuple[str, str]]) -> None: ...
 
+    async def delete(self, backends: Sequence[str]) -> None:
+        """Removes the snapshots of backends the keep-alive has forgotten (absent ones are no error)."""
+
     async def close(self) -> None: ...
 
 
@@ -57,6 +60,10 @@ class MemoryStore:
 
     async def save(self, snapshots: Sequence[tuple[str, str]]) -> None:
         self.data.update(snapshots)
+
+    async def delete(self, backends: Sequence[str]) -> None:
+        for backend in backends:
+            self.data.pop(backend, None)
 
     async def close(self) -> None:
         pass
@@ -81,6 +88,14 @@ class RedisStore:
             return
         try:
             await self._client.hset(self.key, mapping=dict(snapshots))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"keep-alive store {self.key}: {exc!r}") from exc
+
+    async def delete(self, backends: Sequence[str]) -> None:
+        if not backends:
+            return
+        try:
+            await self._client.hdel(self.key, *backends)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"keep-alive store {self.key}: {exc!r}") from exc
 
@@ -142,6 +157,16 @@ class NatsStore:
         try:
             for backend, text in snapshots:
                 await kv.put(nats_key(backend), text.encode())
+        except _NATS_ERRORS as exc:
+            raise StoreUnavailable(f"keep-alive bucket {NATS_BUCKET}: {exc!r}") from exc
+
+    async def delete(self, backends: Sequence[str]) -> None:
+        if not backends:
+            return
+        kv = await self._bucket()
+        try:
+            for backend in backends:
+                await kv.purge(nats_key(backend))  # purge: the key's earlier values go too, not just hidden
         except _NATS_ERRORS as exc:
             raise StoreUnavailable(f"keep-alive bucket {NATS_BUCKET}: {exc!r}") from exc
 

@@ -47,6 +47,7 @@ CATCH_UP_GIVE_UP_SECONDS: Final = 4.0
 RECENT_INSTANCE_SECONDS: Final = 10.0  # proxies heard from this recently before the outage are awaited
 KEEPALIVE_SAVE_SECONDS: Final = 2.0  # changed keep-alive snapshots are written this often
 KEEPALIVE_LOAD_SECONDS: Final = 3.0  # at start, the stored snapshots are awaited this long at most
+KEEPALIVE_FORGET_EVERY_SECONDS: Final = 60.0  # long-idle backends are dropped from the keep-alive this often
 
 
 class CooperativeTransport:
@@ -166,11 +167,20 @@ class ScalerState(BaseComponent):
                 log.warning("keep-alive snapshot skipped", extra={"error": str(exc)})
 
     async def _save_keepalive(self, store: KeepAliveStore) -> None:
+        """Writes the changed snapshots every few seconds, and deletes those of backends idle so long that
+        the keep-alive forgot them; what fails is retried on the next round."""
         failing = False
+        forgotten: list[str] = []
+        next_forget = 0.0
         while True:
             await asyncio.sleep(KEEPALIVE_SAVE_SECONDS)
+            now = self.clock()
+            if now >= next_forget:
+                forgotten.extend(self.keepalive.forget_idle(now))
+                next_forget = now + KEEPALIVE_FORGET_EVERY_SECONDS
             snapshots = self.keepalive.take_dirty()
             try:
+                await store.delete(forgotten)  # first: a forgotten backend seen again since is saved anew
                 await store.save(snapshots)
             except StoreUnavailable as exc:
                 self.keepalive.dirty.update(backend for backend, _ in snapshots)  # written on the next round
@@ -178,6 +188,7 @@ class ScalerState(BaseComponent):
                     log.warning("keep-alive snapshots not saved: retrying", extra={"error": str(exc)})
                 failing = True
                 continue
+            forgotten.clear()
             failing = False
 
     # -- the feed's callbacks ----------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """The adaptive keep-alive against real Redis and real NATS: two replicas learn the same idle-time
-histogram from the log, and a scaler started after the log is gone gets it back from the store."""
+histogram from the log, a scaler started after the log is gone gets it back from the store, and the
+snapshot of an app idle for a week is deleted from the store."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -12,8 +14,11 @@ import redis.asyncio as aredis
 
 from kedahttp.activity.nats_bus import STREAM
 from kedahttp.activity.redis_bus import DEFAULT_STREAM_KEY
+from kedahttp.scaler import keepalive
+from kedahttp.scaler.keepalive_store import open_store
 from tests.harness.scaler import FakeProxy, KedaClient, ref, running_scaler
 from tests.harness.servers import NatsServer, RedisServer
+from tests.harness.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -68,3 +73,37 @@ async def test_replicas_agree_and_a_restart_keeps_what_was_learned(bus_server: B
         assert await keda.is_active(adaptive) is False
         assert await keda.is_active(window) is False  # the log is gone: the window knows nothing
         await keda.close()
+
+
+async def test_the_store_deletes_what_it_saved(bus_server: BusServer) -> None:
+    store = open_store(bus_server.url)
+    try:
+        await store.save([("ns/a", '{"v":1}'), ("ns/b", '{"v":2}')])
+        await store.delete(["ns/a", "ns/never-saved"])  # an absent key is no error
+        assert await store.load() == {"ns/b": '{"v":2}'}
+        await store.delete([])
+    finally:
+        await store.close()
+
+
+async def test_a_snapshot_idle_for_a_week_is_dropped_from_the_store(bus_server: BusServer) -> None:
+    """A scaler restoring an old snapshot forgets it on its first round and deletes it from the store,
+    while a recent one is kept in both."""
+    now = time.time()
+    old_at, recent_at = now - keepalive.FORGET_AFTER_SECONDS - 60, now - 60
+    seed = open_store(bus_server.url)
+    await seed.save([("default/gone", f'{{"v":1,"last_at":{old_at},"last_minute":{int(old_at // 60)},"gaps":[]}}'),
+                     ("default/kept", f'{{"v":1,"last_at":{recent_at},"last_minute":{int(recent_at // 60)},"gaps":[]}}')])
+    try:
+        async with running_scaler(bus_server.url, fresh=False) as scaler:
+            async def stored() -> set[str]:
+                return set(await seed.load())
+
+            deadline = time.monotonic() + 15
+            while await stored() != {"default/kept"}:
+                assert time.monotonic() < deadline, f"store still holds {await stored()}"
+                await asyncio.sleep(0.1)
+            await until(lambda: scaler.state.keepalive.backends == 1, 5, "the old backend forgotten in memory")
+            assert scaler.state.keepalive.last_activity("default/kept") == recent_at
+    finally:
+        await seed.close()

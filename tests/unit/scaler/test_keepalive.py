@@ -96,6 +96,23 @@ def test_replaying_history_over_a_restored_snapshot_counts_nothing_twice() -> No
     assert restored.window(APP) == first.window(APP) is not None
 
 
+def test_a_backend_idle_for_a_week_is_forgotten_and_starts_afresh() -> None:
+    ka = KeepAlive()
+    last = periodic(ka, 10, 10)
+    request_at(ka, T0, backend="ns/other")
+    ka.set_adaptive(APP, True)
+    ka.take_dirty()
+    week_after = last + keepalive.FORGET_AFTER_SECONDS
+    request_at(ka, week_after - 60, backend="ns/other")  # the other app stayed busy
+    assert ka.forget_idle(week_after - 1) == []  # not quite a week
+    assert ka.forget_idle(week_after + 1) == [APP]
+    assert ka.window(APP) is None and ka.last_activity(APP) == 0.0 and ka.backends == 1
+    assert not ka.is_active(Aggregator(), APP, week_after + 1, 60.0)
+    assert all(backend != APP for backend, _ in ka.take_dirty())  # nothing left to save for it
+    request_at(ka, week_after + 120)  # back: a fresh model, no gap across the forgotten week
+    assert ka.last_activity(APP) == week_after + 120 and '"gaps":[]' in ka.snapshot(APP)
+
+
 def test_bad_snapshot_is_an_error_naming_the_backend() -> None:
     with pytest.raises(ValueError, match=APP):
         KeepAlive().restore(APP, '{"v": 1, "gaps": 3}')
