@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from kedahttp.proxy.dispatch import Dispatcher
-from kedahttp.proxy.h2 import grpc, h1_leg
+from kedahttp.proxy.h2 import grpc, h1_leg, relay
 from kedahttp.proxy.h2.downstream import H2Downstream, Limits
 from kedahttp.proxy.h2.stream import Stream
 from kedahttp.proxy.h2.upstream import H2UpstreamPool
@@ -40,13 +40,16 @@ def preface_offset(data: bytes) -> int:
 
 class H2Side:
     def __init__(self, dispatcher: Dispatcher, *, cold_start_timeout_seconds: float, max_held_requests: int,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, relay: bool = False) -> None:
         self.dispatcher = dispatcher
         self.routes: RouteTable = None  # type: ignore[assignment]  # set once the table exists
         self.cold_start_timeout_seconds = cold_start_timeout_seconds
         self.max_held_requests = max_held_requests
         self.limits = limits or Limits()
-        self.connections: set[H2Downstream] = set()
+        self.connections: set[Any] = set()  # H2Downstream, and relay.Relay (the same attributes used here)
+        self.relay = relay  # H2_RELAY: connections whose streams go to one h2c app are relayed (relay.py)
+        self.mixed: set[bytes] = set()  # clients seen sending streams for more than one app: full stack
+        self.relayed = 0  # client connections relayed (relay.py), for tests and docs
         self.holds: dict[str, HoldQueue[Stream]] = {}
         self.dirty: set[H2Downstream] = set()
         self.pool = H2UpstreamPool(self.flush, self._unreachable)
@@ -60,13 +63,27 @@ class H2Side:
 
     def take_over(self, transport: Any, data: bytes, client_ip: bytes, trusted: bool = False) -> None:
         """A connection whose first request line was the HTTP/2 preface becomes an HTTP/2 connection;
-        ``trusted``: its peer is in TRUSTED_PROXIES (decided by the HTTP/1.1 side, once per connection)."""
-        conn = H2Downstream(self, client_ip, trusted)
+        ``trusted``: its peer is in TRUSTED_PROXIES (decided by the HTTP/1.1 side, once per connection).
+        The relay takes it if its first read shows streams it can carry (relay.plan), else the full stack."""
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._sweep)
+        data = PREFACE[:preface_offset(data)] + data
+        if self.relay and not self.draining and client_ip not in self.mixed:
+            route = relay.plan(self, data)
+            if route is not None:
+                conn = relay.Relay(self, client_ip, trusted)
+                transport.set_protocol(conn)
+                conn.start(transport, data, None if isinstance(route, str) else route)
+                return
+        self.full_stack(transport, data, client_ip, trusted)
+
+    def full_stack(self, transport: Any, data: bytes, client_ip: bytes, trusted: bool) -> None:
+        """The connection is served by jh2 (downstream.py); ``data``: what was read of it, preface first."""
+        conn = H2Downstream(self, client_ip, trusted)
         transport.set_protocol(conn)
         conn.connection_made(transport)
-        conn.data_received(PREFACE[:preface_offset(data)] + data)
+        transport.resume_reading()  # paused while the relay tried to reach the app
+        conn.data_received(data)
         if self.draining:
             conn.goaway()
             self.flush()
@@ -187,6 +204,13 @@ class H2Side:
             self.send(stream)
         else:
             stream.answer(502)
+
+    def mixed_client(self, client_ip: bytes) -> None:
+        """A relayed client sent a stream for another app (an ingress, say): its next connections are
+        served by the full stack, which routes every stream on its own."""
+        if len(self.mixed) >= 4096:
+            self.mixed.clear()
+        self.mixed.add(client_ip)
 
     def held_count(self, key: str) -> int:
         queue = self.holds.get(key)

@@ -36,9 +36,13 @@ async def app() -> AsyncIterator[EchoApp]:
     await server.stop()
 
 
-@pytest.fixture
-async def proxied(app: EchoApp, proxy_factory: Any) -> Any:
-    return await proxy_factory(StaticSource([grpc_backend()], {"default/greeter": [app.endpoint]}))
+@pytest.fixture(params=["full", "relay"])
+async def proxied(request: Any, app: EchoApp, proxy_factory: Any, proxy_settings: Any) -> AsyncIterator[Any]:
+    """Every test runs with the full stack and with the relay on (H2_RELAY: it takes the connections whose
+    streams all go to one app, docs/http2.md)."""
+    running = await proxy_factory(StaticSource([grpc_backend()], {"default/greeter": [app.endpoint]}),
+                                  proxy_settings(h2_relay=request.param == "relay"))
+    yield running
 
 
 @pytest.fixture
