@@ -169,6 +169,7 @@ class Relay(asyncio.Protocol):
         self.up = Upstream(self)
         self.streams: dict[int, RelayStream] = {}
         self.since = 0.0
+        self.born = 0.0
         self.raw: list[bytes] | None = []  # the client's bytes until the app's connection is made
         self.own_acks = 0  # SETTINGS of ours the client has yet to acknowledge (not the app's to see)
         self.inbuf = b""  # client bytes short of a whole frame
@@ -206,7 +207,7 @@ class Relay(asyncio.Protocol):
         but the limits (so that neither the app nor the full stack, whichever takes the connection,
         finds the client assuming anything else), and its acknowledgement is kept from the app."""
         self.transport = transport
-        self.since = self.window_start = _clock()
+        self.born = self.since = self.window_start = _clock()
         self.side.connections.add(self)
         self.raw = [data]
         if route is not None:

@@ -24,6 +24,8 @@ from kedahttp.proxy.routing import Route, RouteTable
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 IDLE_TIMEOUT_SECONDS = 75.0  # a client connection without a stream this long is closed (as HTTP/1.1 keep-alive)
+RELAY_MAX_AGE_SECONDS = 60.0  # a relayed connection is asked to go (GOAWAY) this long after it began, so
+# that a long-lived client spreads over the app's endpoints as they change (each connection has one)
 SWEEP_SECONDS = 1.0
 _clock = time.monotonic
 
@@ -57,6 +59,7 @@ class H2Side:
         self.quiet: asyncio.Event | None = None  # set when the drain finds no stream left
         self.now = _clock()
         self.idle_timeout_seconds = IDLE_TIMEOUT_SECONDS
+        self.relay_max_age_seconds = RELAY_MAX_AGE_SECONDS
         self._sweeper: asyncio.TimerHandle | None = None
 
     # -- the hand-over from the HTTP/1.1 server ----------------------------------------------------
@@ -232,7 +235,8 @@ class H2Side:
         runs while there is something to sweep."""
         now = self.now = _clock()
         for conn in list(self.connections):
-            if not conn.streams and now - conn.since >= self.idle_timeout_seconds:
+            idle = not conn.streams and now - conn.since >= self.idle_timeout_seconds
+            if idle or (isinstance(conn, relay.Relay) and now - conn.born >= self.relay_max_age_seconds):
                 conn.goaway()
         self.pool.sweep(now)
         self.flush()

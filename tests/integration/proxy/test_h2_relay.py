@@ -183,3 +183,30 @@ async def test_grpc_calls_for_two_apps_on_one_channel_all_succeed(proxy_factory:
     finally:
         await a_app.stop()
         await b_app.stop()
+
+
+async def test_a_relayed_connection_is_asked_to_go_after_its_max_age_and_the_next_takes_another_endpoint(
+        apps: tuple[H2App, H2App], proxy_factory: Any, proxy_settings: Any) -> None:
+    one, two = apps
+    running = await proxy_factory(StaticSource([Backend("default/web", ("web.test",), protocol="h2c")],
+                                               {"default/web": [one.endpoint, two.endpoint]}),
+                                  proxy_settings(h2_relay=True))
+    running.proxy.h2.relay_max_age_seconds = 0.5
+    served = []
+    for _ in range(2):
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        conn = _client()
+        sid = _get(conn, b"web.test", b"/x")
+        writer.write(conn.data_to_send())
+        events = await _read(reader, conn, writer, {sid})
+        served.append(next(e.data for e in events if isinstance(e, DataReceived)))
+        goaway = None
+        while goaway is None:  # the sweep runs every second
+            data = await asyncio.wait_for(reader.read(65536), 5)
+            assert data, "closed without a GOAWAY"
+            goaway = next((e for e in conn.receive_data(data) if isinstance(e, ConnectionTerminated)), None)
+        assert goaway.error_code == 0 and goaway.last_stream_id == sid
+        assert await asyncio.wait_for(reader.read(100), 5) == b""
+        writer.close()
+    assert sorted(served) == [b"other GET /x", b"web GET /x"]  # one connection each: round robin
+    assert running.proxy.h2.relayed == 2
