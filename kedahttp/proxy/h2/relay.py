@@ -54,6 +54,9 @@ RESETS_PER_SECOND = 200  # as downstream.py
 CONTROL_FRAMES_PER_SECOND = 200
 LINGER_SECONDS = 2.0
 CONNECT_TIMEOUT_SECONDS = 5.0
+# the client's SETTINGS on their way to the app: no server push (the proxy does not relay it), and frames
+# and HPACK table no larger than the relay's own bounds
+CLIENT_CAPS = {f.ENABLE_PUSH: 0, f.MAX_FRAME_SIZE: MAX_FRAME_BYTES, f.HEADER_TABLE_SIZE: TABLE_BYTES}
 WAIT_BYTES = 65536  # what a connection may send before its first request and still be relayed
 _clock = time.monotonic
 
@@ -362,7 +365,7 @@ class Relay(asyncio.Protocol):
                             raise RelayError(f.FRAME_SIZE_ERROR, b"SETTINGS length not a multiple of 6")
                         pieces.append(data[at:fat])
                         at = fend
-                        capped, _ = f.capped_settings(data[fat + 9:fend], {f.HEADER_TABLE_SIZE: TABLE_BYTES})
+                        capped, _ = f.capped_settings(data[fat + 9:fend], CLIENT_CAPS, required=(f.ENABLE_PUSH,))
                         pieces.append(capped)
                 elif ftype == f.PING:
                     if not flags & f.ACK:
@@ -486,8 +489,8 @@ class Relay(asyncio.Protocol):
         if self.appbuf:
             data = self.appbuf + data
             self.appbuf = b""
-        found, end = scan_frames(data, 0, 1 << 24, self.app_block is not None)
-        if end < 0:
+        found, end = scan_frames(data, 0, MAX_FRAME_BYTES, self.app_block is not None)
+        if end < 0:  # past the MAX_FRAME_SIZE the client was made to ask for
             self.app_lost()
             return
         self.appbuf = data[end:]
@@ -532,6 +535,9 @@ class Relay(asyncio.Protocol):
                 pieces.append(capped)
             elif ftype == f.GOAWAY:
                 self.closing = True
+            elif ftype == f.PUSH_PROMISE:  # the client was made to refuse pushes (CLIENT_CAPS)
+                self.app_lost()
+                return
         pieces.append(data[at:end])
         if self.goaway_waiting and self.app_acked:
             self.goaway_waiting = False
