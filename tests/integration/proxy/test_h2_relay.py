@@ -210,3 +210,39 @@ async def test_a_relayed_connection_is_asked_to_go_after_its_max_age_and_the_nex
         writer.close()
     assert sorted(served) == [b"other GET /x", b"web GET /x"]  # one connection each: round robin
     assert running.proxy.h2.relayed == 2
+
+
+async def test_a_forged_forwarded_header_is_never_relayed(relayed: Any, apps: tuple[H2App, H2App]) -> None:
+    """The relay cannot drop a field from a block without re-encoding it: a request carrying a forwarded
+    header goes to the full stack, which replaces it (the client is not in TRUSTED_PROXIES)."""
+    web, _ = apps
+    forged = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"web.test"), (b":path", b"/f"),
+              (b"x-forwarded-for", b"6.6.6.6")]
+    # in the first read: the full stack takes the connection
+    reader, writer = await asyncio.open_connection("127.0.0.1", relayed.port)
+    conn = _client()
+    conn.send_headers(1, forged, end_stream=True)
+    writer.write(conn.data_to_send())
+    await _read(reader, conn, writer, {1})
+    assert web.requests[-1][b"x-forwarded-for"] == b"127.0.0.1"
+    assert relayed.proxy.h2.relayed == 0
+    writer.close()
+    # on a relayed connection: not passed on (GOAWAY below it), and the client's next connection, which
+    # sends it first, is served by the full stack
+    reader, writer = await asyncio.open_connection("127.0.0.1", relayed.port)
+    conn = _client()
+    first = _get(conn, b"web.test", b"/ok")
+    writer.write(conn.data_to_send())
+    await _read(reader, conn, writer, {first})
+    assert relayed.proxy.h2.relayed == 1
+    conn.send_headers(3, forged, end_stream=True)
+    writer.write(conn.data_to_send())
+    goaway = None
+    while goaway is None:
+        data = await asyncio.wait_for(reader.read(65536), 5)
+        assert data, "closed without a GOAWAY"
+        goaway = next((e for e in conn.receive_data(data) if isinstance(e, ConnectionTerminated)), None)
+    assert goaway.last_stream_id == first
+    assert [r[b":path"] for r in web.requests].count(b"/f") == 1  # only the full stack's
+    assert b"127.0.0.1" not in relayed.proxy.h2.mixed  # not another app: the next connection may be relayed
+    writer.close()
