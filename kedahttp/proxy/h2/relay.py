@@ -111,6 +111,8 @@ def plan(side: Any, data: bytes) -> Route | str | None:
     for ftype, flags, _, at, length in found:
         if ftype == f.CONTINUATION or (ftype == f.HEADERS and not flags & f.END_HEADERS):
             return None  # a block in pieces: left to the full stack
+        if ftype == f.PING and route is None and not flags & f.ACK:
+            return None  # to be answered now, before there is an app to answer it
         if ftype != f.HEADERS:
             continue
         block = f.fragment(data, ftype, flags, at, length)
@@ -128,13 +130,12 @@ def plan(side: Any, data: bytes) -> Route | str | None:
 
 
 class RelayStream:
-    __slots__ = ("client_ended", "counters", "status", "t_start")
+    __slots__ = ("counters", "status", "t_start")
 
     def __init__(self, counters: Any, t_start: float) -> None:
         self.counters = counters
         self.t_start = t_start
         self.status = 0
-        self.client_ended = False
 
 
 class Upstream(asyncio.Protocol):
@@ -345,11 +346,7 @@ class Relay(asyncio.Protocol):
                     if (ftype == f.DATA and flags & f.END_STREAM) or ftype == f.RST_STREAM:
                         self.refused.discard(sid)
                     continue
-                if ftype == f.DATA:
-                    stream = self.streams.get(sid)
-                    if stream is not None and flags & f.END_STREAM:
-                        stream.client_ended = True
-                elif ftype == f.RST_STREAM:
+                if ftype == f.RST_STREAM:
                     self._count_reset()
                     stream = self.streams.pop(sid, None)
                     if stream is not None:
@@ -416,9 +413,6 @@ class Relay(asyncio.Protocol):
     def _header_block(self, sid: int, flags: int, block: bytes, frames_: list[bytes]) -> bytes | None:
         if sid in self.streams or (sid <= self.max_sid and sid not in self.refused):  # trailers
             trailers = self._decode(block)
-            stream = self.streams.get(sid)
-            if stream is not None and flags & f.END_STREAM:
-                stream.client_ended = True
             if self.desynced:  # the app's table missed a block: these go as literals
                 literal = f.literal_block([(n, v) for n, v, _ in trailers])
                 return f.frame(f.HEADERS, (flags & f.END_STREAM) | f.END_HEADERS, sid, literal)
@@ -447,7 +441,6 @@ class Relay(asyncio.Protocol):
         self.max_sid = sid
         t = _clock()
         stream = RelayStream(route.state.counters, t)
-        stream.client_ended = bool(flags & f.END_STREAM)
         self.streams[sid] = stream
         stream.counters.start(t)
         # the block as it came, then a CONTINUATION with the forwarded headers; END_HEADERS moves to it

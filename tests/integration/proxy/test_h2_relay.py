@@ -246,3 +246,28 @@ async def test_a_forged_forwarded_header_is_never_relayed(relayed: Any, apps: tu
     assert [r[b":path"] for r in web.requests].count(b"/f") == 1  # only the full stack's
     assert b"127.0.0.1" not in relayed.proxy.h2.mixed  # not another app: the next connection may be relayed
     writer.close()
+
+
+async def test_a_ping_before_the_first_request_is_answered_at_once(relayed: Any, apps: tuple[H2App, H2App]) -> None:
+    """A client that waits for our SETTINGS gets them from the relay, which waits for its first request;
+    a keep-alive PING meanwhile wants its ACK now: the connection goes to the full stack, which answers
+    (it used to leave an ACK of its own unsent until the connection had something else to send)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", relayed.port)
+    conn = _client()
+    writer.write(conn.data_to_send())
+    changed = next(e for e in conn.receive_data(await asyncio.wait_for(reader.read(65536), 5))
+                   if isinstance(e, RemoteSettingsChanged)).changed_settings
+    assert changed[SettingCodes.MAX_CONCURRENT_STREAMS].new_value == 50  # the relay's own SETTINGS
+    conn.ping(b"12345678")
+    writer.write(conn.data_to_send())
+    acked = []
+    while not acked:
+        data = await asyncio.wait_for(reader.read(65536), 5)
+        assert data
+        acked = [e for e in conn.receive_data(data) if type(e).__name__ == "PingAckReceived"]
+    assert acked[0].ping_data == b"12345678"
+    sid = _get(conn, b"web.test", b"/after-ping")
+    writer.write(conn.data_to_send())
+    await _read(reader, conn, writer, {sid})
+    assert apps[0].requests[-1][b":path"] == b"/after-ping" and relayed.proxy.h2.relayed == 0
+    writer.close()
