@@ -468,6 +468,7 @@ class Relay(asyncio.Protocol):
         self.desynced = True
         self.refused.add(sid)
         if self.refusing:
+            self._count_reset()  # streams opened after the GOAWAY count as resets: no flood of them either
             self._to_client(f.rst_stream(sid, f.REFUSED_STREAM))
             return
         self.refusing = True

@@ -29,7 +29,9 @@ from h2.events import (
     TrailersReceived,
 )
 from h2.settings import SettingCodes
+from hpack import Encoder
 
+from kedahttp.proxy.h2 import frames
 from kedahttp.proxy.sources import Backend
 from tests.harness.grpc_echo import EchoApp, EchoClient, channel
 from tests.harness.h2_upstream import H2App
@@ -37,6 +39,8 @@ from tests.harness.static_source import StaticSource
 from tests.harness.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 @pytest.fixture
 async def apps() -> AsyncIterator[tuple[H2App, H2App]]:
@@ -270,4 +274,31 @@ async def test_a_ping_before_the_first_request_is_answered_at_once(relayed: Any,
     writer.write(conn.data_to_send())
     await _read(reader, conn, writer, {sid})
     assert apps[0].requests[-1][b":path"] == b"/after-ping" and relayed.proxy.h2.relayed == 0
+    writer.close()
+
+
+async def test_streams_opened_after_the_goaway_are_counted_as_resets(relayed: Any) -> None:
+    """A client that keeps a stream open after the relay's GOAWAY and opens streams anyway gets each
+    refused, and past 200 a second GOAWAY ENHANCE_YOUR_CALM: refusing costs a decode each, so no flood."""
+    encoder = Encoder()
+
+    def headers(sid: int, host: bytes, end: bool) -> bytes:
+        block = encoder.encode([(b":method", b"GET"), (b":scheme", b"http"), (b":authority", host),
+                                (b":path", b"/")])
+        return frames.frame(frames.HEADERS, frames.END_HEADERS | (frames.END_STREAM if end else 0), sid, block)
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", relayed.port)
+    writer.write(PREFACE + frames.frame(frames.SETTINGS, 0, 0) + headers(1, b"web.test", end=False))
+    await until(lambda: relayed.proxy.h2.relayed == 1, 5, "the connection relayed")
+    writer.write(headers(3, b"other.test", end=True)
+                 + b"".join(headers(sid, b"web.test", end=True) for sid in range(5, 1005, 2)))
+    data = b""
+    async with asyncio.timeout(5):
+        while chunk := await reader.read(65536):
+            data += chunk
+    found, _ = frames.scan_frames(data, 0, 1 << 24, True)
+    codes = [int.from_bytes(data[at + 13:at + 17], "big") for t, _, _, at, _ in found if t == frames.GOAWAY]
+    assert codes == [frames.NO_ERROR, frames.ENHANCE_YOUR_CALM]
+    refused = [sid for t, _, sid, _, _ in found if t == frames.RST_STREAM]
+    assert 150 < len(refused) <= 210
     writer.close()
