@@ -58,6 +58,7 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 # and HPACK table no larger than the relay's own bounds
 CLIENT_CAPS = {f.ENABLE_PUSH: 0, f.MAX_FRAME_SIZE: MAX_FRAME_BYTES, f.HEADER_TABLE_SIZE: TABLE_BYTES}
 WAIT_BYTES = 65536  # what a connection may send before its first request and still be relayed
+WAIT_READS = 16  # ... in at most this many reads (each one is planned over all of it again)
 _clock = time.monotonic
 
 
@@ -229,9 +230,8 @@ class Relay(asyncio.Protocol):
         assert self.raw is not None
         self.raw.append(data)
         whole = b"".join(self.raw)
-        route = plan(self.side, whole)
-        if route is WAIT and len(whole) <= WAIT_BYTES:
-            self.raw = [whole]
+        route = plan(self.side, whole)  # over all of it again: a few reads (WAIT_READS) at most
+        if route is WAIT and len(whole) <= WAIT_BYTES and len(self.raw) <= WAIT_READS:
             return
         if isinstance(route, str) or route is None:
             self._to_full_stack(whole)

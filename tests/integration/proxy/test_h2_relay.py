@@ -302,3 +302,22 @@ async def test_streams_opened_after_the_goaway_are_counted_as_resets(relayed: An
     refused = [sid for t, _, sid, _, _ in found if t == frames.RST_STREAM]
     assert 150 < len(refused) <= 210
     writer.close()
+
+
+async def test_a_client_trickling_before_its_first_request_goes_to_the_full_stack(relayed: Any,
+                                                                                  apps: tuple[H2App, H2App]) -> None:
+    """The relay plans over all it has read at each read: a client sending many small reads before its
+    first request is handed to the full stack after 16, not planned over again for ever."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", relayed.port)
+    writer.write(PREFACE + frames.frame(frames.SETTINGS, 0, 0))
+    for _ in range(40):  # reads, unless the kernel joins some: well over 16 either way
+        await writer.drain()
+        await asyncio.sleep(0.01)
+        writer.write(frames.window_update(0, 1))
+    conn = _client()
+    conn.data_to_send()  # its preface and SETTINGS went raw, above
+    sid = _get(conn, b"web.test", b"/late")
+    writer.write(conn.data_to_send())
+    await _read(reader, conn, writer, {sid})
+    assert apps[0].requests[-1][b":path"] == b"/late" and relayed.proxy.h2.relayed == 0
+    writer.close()
