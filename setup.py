@@ -34,7 +34,9 @@ if os.environ.get("KEDAHTTP_COMPILE", "1") != "0":
     ext_modules = mypycify(COMPILED, opt_level="3", debug_level="0", group_name="kedahttp.proxy.native")
     # the head rewriting in C (kedahttp/proxy/heads.py picks it, or http1.py's where it is missing)
     ext_modules += cythonize(
-        [Extension("kedahttp.proxy._heads", ["kedahttp/proxy/_heads.pyx"], extra_compile_args=["-O2"])],
+        [Extension("kedahttp.proxy._heads", ["kedahttp/proxy/_heads.pyx"], extra_compile_args=["-O2"]),
+         # the HTTP/2 relay's frame-header scan (kedahttp/proxy/h2/relay.py picks it, or h2/frames.py's)
+         Extension("kedahttp.proxy._frames", ["kedahttp/proxy/_frames.pyx"], extra_compile_args=["-O2"])],
         compiler_directives={"language_level": "3"},
         quiet=True,
     )

@@ -4,7 +4,10 @@ The app is nginx (one worker) answering every call with a fixed gRPC reply and `
 trailer, so the app costs little and the proxies are what is measured; h2load (nghttp2-client) sends
 the calls: 10 connections with 10 concurrent streams each. Two shapes: every stream to one app, and the
 streams of each connection spread over 10 apps (10 path prefixes, 10 upstream ports), which is what an
-ingress multiplexing many hosts onto one connection to us looks like. As in proxy_throughput, the proxy
+ingress multiplexing many hosts onto one connection to us looks like. kedahttp runs twice: as configured
+by default (the full HTTP/2 stack on both legs) and with H2_RELAY on (kedahttp_relay: connections whose
+streams go to one app are relayed frame by frame; h2load's connections in the many-apps shape carry
+several apps from their first read, so those stay on the full stack). As in proxy_throughput, the proxy
 under test gets core 0 and h2load and the app core 1; rounds interleave the proxies; medians reported.
 """
 
@@ -84,7 +87,7 @@ def run(quick: bool) -> dict[str, Any]:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         ups = [_free_port() for _ in range(APPS)]
-        ref, k1 = _free_port(), _free_port()
+        ref, k1, kr = _free_port(), _free_port(), _free_port()
         app_root = tmp / "app-files"
         app_root.mkdir()
         (app_root / "reply.bin").write_bytes(REPLY)
@@ -108,21 +111,23 @@ def run(quick: bool) -> dict[str, Any]:
     protocol: h2c
 """ for i, p in enumerate(ups)))
         procs.append(_kedahttp(tmp, "kedahttp1", routes, k1, workers=1))
-        for port in (*ups, ref, k1):
+        procs.append(_kedahttp(tmp, "kedahttp_relay", routes, kr, workers=1, KEDAHTTP_H2_RELAY="true"))
+        for port in (*ups, ref, k1, kr):
             _wait_port(port)
         time.sleep(0.5)
         pin = (os.cpu_count() or 1) >= 2 and TASKSET is not None
         load_cpu = "1" if pin else None
         nginx_pids = _children(procs[1].pid)
         k1_pids = [procs[2].pid]
+        kr_pids = [procs[3].pid]
         if TASKSET is not None and pin:
             for pid in [*_children(procs[0].pid), procs[0].pid]:
                 subprocess.run([TASKSET, "-pc", "1", str(pid)], capture_output=True, check=False)
-            for pid in [*nginx_pids, procs[1].pid, *k1_pids]:
+            for pid in [*nginx_pids, procs[1].pid, *k1_pids, *kr_pids]:
                 subprocess.run([TASKSET, "-pc", "0", str(pid)], capture_output=True, check=False)
         one_app = ["/svc0.Echo/Unary"]
         many_apps = [f"/svc{i}.Echo/Unary" for i in range(APPS)]
-        for port, paths in ((ups[0], one_app), (ref, many_apps), (k1, many_apps)):
+        for port, paths in ((ups[0], one_app), (ref, many_apps), (k1, many_apps), (kr, one_app)):
             h2load(port, paths, 1, load_cpu, tmp)  # warm up: connections, caches
         rounds = 2 if quick else 3
         shapes = {"one_app": one_app, "many_apps": many_apps}
@@ -132,19 +137,26 @@ def run(quick: bool) -> dict[str, Any]:
             for shape, paths in shapes.items():
                 runs.setdefault(f"nginx_{shape}", []).append(measured(ref, nginx_pids, paths, seconds, load_cpu, tmp))
                 runs.setdefault(f"kedahttp_{shape}", []).append(measured(k1, k1_pids, paths, seconds, load_cpu, tmp))
+                runs.setdefault(f"kedahttp_relay_{shape}", []).append(
+                    measured(kr, kr_pids, paths, seconds, load_cpu, tmp))
         res = {name: _summary(r) for name, r in runs.items()}
         single = {name: h2load(port, one_app, 2, load_cpu, tmp, connections=1, streams=1)
-                  for name, port in (("direct", ups[0]), ("nginx", ref), ("kedahttp", k1))}
+                  for name, port in (("direct", ups[0]), ("nginx", ref), ("kedahttp", k1), ("kedahttp_relay", kr))}
         figures: dict[str, Any] = {"pinned": pin, **res}
         for shape in shapes:
-            k, n = res[f"kedahttp_{shape}"], res[f"nginx_{shape}"]
-            figures[f"ratio_vs_nginx_{shape}"] = round(k["rps"] / n["rps"], 3)
-            figures[f"ratio_vs_nginx_cpu_per_request_{shape}"] = round(n["cpu_us_per_request"] / k["cpu_us_per_request"], 3)
-            figures[f"added_p50_ms_{shape}"] = {"nginx": round(n["p50_ms"] - res["direct"]["p50_ms"], 3),
-                                               "kedahttp": round(k["p50_ms"] - res["direct"]["p50_ms"], 3)}
+            n = res[f"nginx_{shape}"]
+            for kind in ("kedahttp", "kedahttp_relay"):
+                k = res[f"{kind}_{shape}"]
+                suffix = shape if kind == "kedahttp" else f"relay_{shape}"
+                figures[f"ratio_vs_nginx_{suffix}"] = round(k["rps"] / n["rps"], 3)
+                figures[f"ratio_vs_nginx_cpu_per_request_{suffix}"] = round(
+                    n["cpu_us_per_request"] / k["cpu_us_per_request"], 3)
+            figures[f"added_p50_ms_{shape}"] = {
+                name: round(res[f"{name}_{shape}"]["p50_ms"] - res["direct"]["p50_ms"], 3)
+                for name in ("nginx", "kedahttp", "kedahttp_relay")}
         figures["added_p50_ms_1_stream"] = {
-            "nginx": round(single["nginx"]["p50_ms"] - single["direct"]["p50_ms"], 3),
-            "kedahttp": round(single["kedahttp"]["p50_ms"] - single["direct"]["p50_ms"], 3)}
+            name: round(single[name]["p50_ms"] - single["direct"]["p50_ms"], 3)
+            for name in ("nginx", "kedahttp", "kedahttp_relay")}
         figures["shape"] = f"{CONNECTIONS} connections x {STREAMS} streams; many_apps: {APPS} apps per connection"
         return figures
     finally:

@@ -261,6 +261,9 @@ SPECS: tuple[Spec, ...] = (
          processes=("proxy", "dev")),
     Spec("h2_max_header_list_bytes", _positive_int, "65536", "HTTP/2: largest header list of a client's request",
          processes=("proxy", "dev")),
+    Spec("h2_relay", _boolean, "false",
+         "HTTP/2: relay a client connection whose streams go to one h2c app frame by frame (docs/http2.md)",
+         processes=("proxy", "dev")),
     # issue 14: the controller, and TLS between KEDA and the scaler
     Spec("controller_namespace", _text, "",
          "controller: namespace of its Lease and of the scaler; empty: the pod's own (service account), else default",
@@ -380,6 +383,7 @@ class Settings:
     # issue 16
     h2_max_concurrent_streams: int
     h2_max_header_list_bytes: int
+    h2_relay: bool
     # issue 14
     controller_namespace: str
     lease_duration_seconds: float

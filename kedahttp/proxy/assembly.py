@@ -151,7 +151,8 @@ class Proxy:
         self.dispatcher.observer = make_observer(settings.tracing)
         self.h2 = H2Side(self.dispatcher, cold_start_timeout_seconds=settings.cold_start_timeout_seconds,
                          max_held_requests=settings.max_held_requests,
-                         limits=Limits(settings.h2_max_concurrent_streams, settings.h2_max_header_list_bytes))
+                         limits=Limits(settings.h2_max_concurrent_streams, settings.h2_max_header_list_bytes),
+                         relay=settings.h2_relay)
         # the HTTP/2 side passes every change on to the dispatcher
         self.routes = RouteTable(self.h2, limits_from_settings(settings))
         self.h2.routes = self.routes

@@ -19,8 +19,9 @@ COMPILED_MODULES = (
     "kedahttp.proxy.server",
     "kedahttp.proxy.upstream",
 )
-# and with Cython: the head rewriting (http1.py's functions are used where it is missing)
-CYTHON_MODULES = ("kedahttp.proxy._heads",)
+# and with Cython: the head rewriting (http1.py's functions are used where it is missing) and the HTTP/2
+# relay's frame scan (h2/frames.py's)
+CYTHON_MODULES = ("kedahttp.proxy._heads", "kedahttp.proxy._frames")
 
 
 def _is_extension(path: str) -> bool:
@@ -31,15 +32,15 @@ def data_path() -> str:
     """"compiled" when every data-path module was loaded from an extension, "python" when none was,
     "mixed" otherwise (a partial build: the pieces still work together, but it is not what was built)."""
     compiled = [_is_extension(importlib.import_module(name).__file__ or "") for name in COMPILED_MODULES]
-    compiled.append(_heads_built())
+    compiled += [_built(name) for name in CYTHON_MODULES]
     if all(compiled):
         return "compiled"
     return "python" if not any(compiled) else "mixed"
 
 
-def _heads_built() -> bool:
+def _built(name: str) -> bool:
     try:
-        importlib.import_module("kedahttp.proxy._heads")
+        importlib.import_module(name)
     except ImportError:
         return False
     return True

@@ -100,9 +100,10 @@ class EchoApp:
         return b"late"
 
 
-def channel(target: str, authority: str | None = None) -> grpc.aio.Channel:
-    """One channel (one HTTP/2 connection) to ``target``, without transparent retries."""
-    options: list[tuple[str, Any]] = [("grpc.enable_retries", 0)]
+def channel(target: str, authority: str | None = None, retries: bool = False) -> grpc.aio.Channel:
+    """One channel (one HTTP/2 connection) to ``target``, without transparent retries unless ``retries``
+    (grpcio's default: a call the server did not process is sent again)."""
+    options: list[tuple[str, Any]] = [("grpc.enable_retries", int(retries))]
     if authority:
         options.append(("grpc.default_authority", authority))
     return grpc.aio.insecure_channel(target, options=options)

@@ -12,7 +12,7 @@ import pytest
 
 from kedahttp.proxy.sources import Backend
 from tests.harness.h2_upstream import H2App
-from tests.harness.proxy import RunningProxy, app_backend, recording_proxy, start_proxy
+from tests.harness.proxy import RunningProxy, app_backend, make_settings, recording_proxy, start_proxy
 from tests.harness.recorder import Recorder
 from tests.harness.static_source import StaticSource
 
@@ -41,12 +41,14 @@ async def stopping() -> AsyncIterator[list[RunningProxy]]:
         await p.stop()
 
 
-@pytest.fixture
-async def h2_proxy() -> AsyncIterator[tuple[RunningProxy, H2App]]:
-    """The proxy in front of an HTTP/2 app, as backend default/h2 (protocol h2c) on host h2.test."""
+@pytest.fixture(params=["full", "relay"])
+async def h2_proxy(request: pytest.FixtureRequest) -> AsyncIterator[tuple[RunningProxy, H2App]]:
+    """The proxy in front of an HTTP/2 app, as backend default/h2 (protocol h2c) on host h2.test; with the
+    full stack, and with the relay on (H2_RELAY), which takes the connections whose first requests go to
+    one h2c app: the attacks that send requests."""
     app = await H2App("h2").start()
     source = StaticSource([Backend("default/h2", ("h2.test",), protocol="h2c")], {"default/h2": [app.endpoint]})
-    running = await start_proxy(source)
+    running = await start_proxy(source, make_settings(h2_relay=request.param == "relay"))
     yield running, app
     await running.stop()
     await app.stop()

@@ -147,6 +147,8 @@ class H2Downstream(StreamEnd):
                     handler(event)
                     if self.lingering:
                         break
+            if not self.lingering:
+                self.dirty()  # what jh2 answered by itself (PING and SETTINGS acknowledgements) goes out too
             self.side.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from kedahttp.proxy.dispatch import Dispatcher
-from kedahttp.proxy.h2 import grpc, h1_leg
+from kedahttp.proxy.h2 import grpc, h1_leg, relay
 from kedahttp.proxy.h2.downstream import H2Downstream, Limits
 from kedahttp.proxy.h2.stream import Stream
 from kedahttp.proxy.h2.upstream import H2UpstreamPool
@@ -24,6 +24,8 @@ from kedahttp.proxy.routing import Route, RouteTable
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 IDLE_TIMEOUT_SECONDS = 75.0  # a client connection without a stream this long is closed (as HTTP/1.1 keep-alive)
+RELAY_MAX_AGE_SECONDS = 60.0  # a relayed connection is asked to go (GOAWAY) this long after it began, so
+# that a long-lived client spreads over the app's endpoints as they change (each connection has one)
 SWEEP_SECONDS = 1.0
 _clock = time.monotonic
 
@@ -40,13 +42,16 @@ def preface_offset(data: bytes) -> int:
 
 class H2Side:
     def __init__(self, dispatcher: Dispatcher, *, cold_start_timeout_seconds: float, max_held_requests: int,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, relay: bool = False) -> None:
         self.dispatcher = dispatcher
         self.routes: RouteTable = None  # type: ignore[assignment]  # set once the table exists
         self.cold_start_timeout_seconds = cold_start_timeout_seconds
         self.max_held_requests = max_held_requests
         self.limits = limits or Limits()
-        self.connections: set[H2Downstream] = set()
+        self.connections: set[Any] = set()  # H2Downstream, and relay.Relay (the same attributes used here)
+        self.relay = relay  # H2_RELAY: connections whose streams go to one h2c app are relayed (relay.py)
+        self.mixed: set[bytes] = set()  # clients seen sending streams for more than one app: full stack
+        self.relayed = 0  # client connections relayed (relay.py), for tests and docs
         self.holds: dict[str, HoldQueue[Stream]] = {}
         self.dirty: set[H2Downstream] = set()
         self.pool = H2UpstreamPool(self.flush, self._unreachable)
@@ -54,19 +59,34 @@ class H2Side:
         self.quiet: asyncio.Event | None = None  # set when the drain finds no stream left
         self.now = _clock()
         self.idle_timeout_seconds = IDLE_TIMEOUT_SECONDS
+        self.relay_max_age_seconds = RELAY_MAX_AGE_SECONDS
         self._sweeper: asyncio.TimerHandle | None = None
 
     # -- the hand-over from the HTTP/1.1 server ----------------------------------------------------
 
     def take_over(self, transport: Any, data: bytes, client_ip: bytes, trusted: bool = False) -> None:
         """A connection whose first request line was the HTTP/2 preface becomes an HTTP/2 connection;
-        ``trusted``: its peer is in TRUSTED_PROXIES (decided by the HTTP/1.1 side, once per connection)."""
-        conn = H2Downstream(self, client_ip, trusted)
+        ``trusted``: its peer is in TRUSTED_PROXIES (decided by the HTTP/1.1 side, once per connection).
+        The relay takes it if its first read shows streams it can carry (relay.plan), else the full stack."""
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._sweep)
+        data = PREFACE[:preface_offset(data)] + data
+        if self.relay and not self.draining and client_ip not in self.mixed:
+            route = relay.plan(self, data)
+            if route is not None:
+                conn = relay.Relay(self, client_ip, trusted)
+                transport.set_protocol(conn)
+                conn.start(transport, data, None if isinstance(route, str) else route)
+                return
+        self.full_stack(transport, data, client_ip, trusted)
+
+    def full_stack(self, transport: Any, data: bytes, client_ip: bytes, trusted: bool) -> None:
+        """The connection is served by jh2 (downstream.py); ``data``: what was read of it, preface first."""
+        conn = H2Downstream(self, client_ip, trusted)
         transport.set_protocol(conn)
         conn.connection_made(transport)
-        conn.data_received(PREFACE[:preface_offset(data)] + data)
+        transport.resume_reading()  # paused while the relay tried to reach the app
+        conn.data_received(data)
         if self.draining:
             conn.goaway()
             self.flush()
@@ -188,6 +208,13 @@ class H2Side:
         else:
             stream.answer(502)
 
+    def mixed_client(self, client_ip: bytes) -> None:
+        """A relayed client sent a stream for another app (an ingress, say): its next connections are
+        served by the full stack, which routes every stream on its own."""
+        if len(self.mixed) >= 4096:
+            self.mixed.clear()
+        self.mixed.add(client_ip)
+
     def held_count(self, key: str) -> int:
         queue = self.holds.get(key)
         return 0 if queue is None else len(queue)
@@ -208,7 +235,8 @@ class H2Side:
         runs while there is something to sweep."""
         now = self.now = _clock()
         for conn in list(self.connections):
-            if not conn.streams and now - conn.since >= self.idle_timeout_seconds:
+            idle = not conn.streams and now - conn.since >= self.idle_timeout_seconds
+            if idle or (isinstance(conn, relay.Relay) and now - conn.born >= self.relay_max_age_seconds):
                 conn.goaway()
         self.pool.sweep(now)
         self.flush()

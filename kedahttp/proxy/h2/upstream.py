@@ -114,6 +114,7 @@ class H2Upstream(StreamEnd):
             handler = handlers.get(type(event))
             if handler is not None:
                 handler(event)
+        self.dirty()  # what jh2 answered by itself (PING and SETTINGS acknowledgements) goes out too
         self.pool.side_flush()
 
     def connection_lost(self, exc: Exception | None) -> None:

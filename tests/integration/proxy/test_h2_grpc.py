@@ -36,9 +36,17 @@ async def app() -> AsyncIterator[EchoApp]:
     await server.stop()
 
 
+@pytest.fixture(params=["full", "relay"])
+def relay(request: Any) -> bool:
+    """Tests run with the full stack and with the relay on (H2_RELAY: it takes the connections whose
+    streams all go to one app with a ready endpoint, docs/http2.md; a cold app's go to the full stack)."""
+    return bool(request.param == "relay")
+
+
 @pytest.fixture
-async def proxied(app: EchoApp, proxy_factory: Any) -> Any:
-    return await proxy_factory(StaticSource([grpc_backend()], {"default/greeter": [app.endpoint]}))
+async def proxied(relay: bool, app: EchoApp, proxy_factory: Any, proxy_settings: Any) -> Any:
+    return await proxy_factory(StaticSource([grpc_backend()], {"default/greeter": [app.endpoint]}),
+                               proxy_settings(h2_relay=relay))
 
 
 @pytest.fixture
@@ -142,9 +150,10 @@ async def test_unknown_host_is_unimplemented(proxied: Any) -> None:
 
 # -- cold starts ----------------------------------------------------------------------------------------
 
-async def test_cold_app_call_is_held_and_answered_after_the_app_starts(proxy_factory: Any) -> None:
+async def test_cold_app_call_is_held_and_answered_after_the_app_starts(proxy_factory: Any, proxy_settings: Any,
+                                                                       relay: bool) -> None:
     source = StaticSource([grpc_backend()], {})
-    running = await proxy_factory(source)
+    running = await proxy_factory(source, proxy_settings(h2_relay=relay))
     ch = channel(f"127.0.0.1:{running.port}", HOST)
     call = asyncio.ensure_future(EchoClient(ch).unary(b"wake"))
     counters = running.counters("default/greeter")
@@ -161,9 +170,9 @@ async def test_cold_app_call_is_held_and_answered_after_the_app_starts(proxy_fac
         await app.stop()
 
 
-async def test_held_call_timing_out_gets_unavailable(proxy_factory: Any, proxy_settings: Any) -> None:
+async def test_held_call_timing_out_gets_unavailable(proxy_factory: Any, proxy_settings: Any, relay: bool) -> None:
     running = await proxy_factory(StaticSource([grpc_backend()], {}),
-                                  proxy_settings(cold_start_timeout_seconds=0.5))
+                                  proxy_settings(cold_start_timeout_seconds=0.5, h2_relay=relay))
     ch = channel(f"127.0.0.1:{running.port}", HOST)
     t0 = time.monotonic()
     with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -175,8 +184,9 @@ async def test_held_call_timing_out_gets_unavailable(proxy_factory: Any, proxy_s
     await ch.close()
 
 
-async def test_held_call_whose_deadline_passes_gets_deadline_exceeded(proxy_factory: Any) -> None:
-    running = await proxy_factory(StaticSource([grpc_backend()], {}))  # cold-start timeout 5 s
+async def test_held_call_whose_deadline_passes_gets_deadline_exceeded(proxy_factory: Any, proxy_settings: Any,
+                                                                      relay: bool) -> None:
+    running = await proxy_factory(StaticSource([grpc_backend()], {}), proxy_settings(h2_relay=relay))  # 5 s
     ch = channel(f"127.0.0.1:{running.port}", HOST)
     t0 = time.monotonic()
     with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -188,8 +198,9 @@ async def test_held_call_whose_deadline_passes_gets_deadline_exceeded(proxy_fact
     await ch.close()
 
 
-async def test_held_limit_answers_unavailable(proxy_factory: Any, proxy_settings: Any) -> None:
-    running = await proxy_factory(StaticSource([grpc_backend()], {}), proxy_settings(max_held_requests=2))
+async def test_held_limit_answers_unavailable(proxy_factory: Any, proxy_settings: Any, relay: bool) -> None:
+    running = await proxy_factory(StaticSource([grpc_backend()], {}),
+                                  proxy_settings(max_held_requests=2, h2_relay=relay))
     ch = channel(f"127.0.0.1:{running.port}", HOST)
     client = EchoClient(ch)
     held = [asyncio.ensure_future(client.unary(b"%d" % i)) for i in range(2)]

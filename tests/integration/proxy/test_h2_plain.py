@@ -44,13 +44,15 @@ async def h2app() -> AsyncIterator[H2App]:
     await app.stop()
 
 
-@pytest.fixture
-async def proxied(h2app: H2App, upstream: Any, proxy_factory: Any) -> Any:
-    """web.test: an h2c app; old.test: an HTTP/1.1 app (the proxy suite's aiohttp upstream)."""
+@pytest.fixture(params=["full", "relay"])
+async def proxied(request: Any, h2app: H2App, upstream: Any, proxy_factory: Any, proxy_settings: Any) -> Any:
+    """web.test: an h2c app; old.test: an HTTP/1.1 app (the proxy suite's aiohttp upstream). Each test
+    runs with the full stack and with the relay on (H2_RELAY, docs/http2.md)."""
     backends = [Backend("default/web", ("web.test",), protocol="h2c"),
                 Backend("default/old", ("old.test",))]
     return await proxy_factory(StaticSource(backends, {"default/web": [h2app.endpoint],
-                                                       "default/old": [upstream.endpoint]}))
+                                                       "default/old": [upstream.endpoint]}),
+                               proxy_settings(h2_relay=request.param == "relay"))
 
 
 async def run(*args: str, timeout: float = 30.0) -> tuple[int, str, str]:
@@ -190,6 +192,7 @@ async def test_drain_sends_goaway_and_lets_open_streams_finish(proxied: Any, h2a
     writer.close()
 
 
+@pytest.mark.parametrize("proxied", ["full"], indirect=True)  # the shared upstream pool: the full stack's
 async def test_idle_connections_are_closed_both_sides(proxied: Any, h2app: H2App) -> None:
     side = proxied.proxy.h2
     side.idle_timeout_seconds = 0.5
@@ -214,6 +217,7 @@ async def test_idle_connections_are_closed_both_sides(proxied: Any, h2app: H2App
     writer.close()
 
 
+@pytest.mark.parametrize("proxied", ["full"], indirect=True)  # relayed, the app's GOAWAY is the client's
 async def test_app_reset_reaches_the_client_and_app_goaway_moves_to_a_new_connection(
         proxied: Any, h2app: H2App) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", proxied.port)

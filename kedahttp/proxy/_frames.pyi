@@ -1,0 +1,3 @@
+from kedahttp.proxy.h2.frames import Frame
+
+def scan_frames(data: bytes, start: int, max_length: int, every: bool) -> tuple[list[Frame], int]: ...
