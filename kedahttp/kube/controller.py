@@ -16,6 +16,13 @@ event brings the fresh object. What the ScaledObject owns is found by its ``owne
 cluster the garbage collector deletes an HTTPApp's ScaledObject with it, and the controller deletes any
 owned ScaledObject whose HTTPApp is gone too (the fake API server of the tests has no garbage collector,
 and a cluster with a slow one loses nothing by it).
+
+``status.inFlight`` and ``status.active`` come from the scaler (``kube.live``): while leading, the
+controller asks it about every app once per ``status_interval_seconds`` and marks dirty only the apps
+whose answer changed, so an app's status is written at most once per interval on that account and never
+when nothing changed (idle apps: never). 10,000 apps that all change every round cost 10,000 writes per
+interval (167/s at the default 60 s). A scaler that cannot answer is logged once, and the statuses keep
+what they had.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kedahttp.kube import conditions, httpapp
+from kedahttp.kube import conditions, httpapp, live
 from kedahttp.kube.appspec import SpecError
 from kedahttp.kube.cluster import (
     ENDPOINT_SLICE,
@@ -59,6 +66,8 @@ class ControllerConfig:
     namespace: str | None  # None: every namespace
     scaler_address: str
     trigger_authentication: str  # ClusterTriggerAuthentication for TLS to the scaler, or ""
+    status_interval_seconds: float = 0.0  # how often the scaler is asked for in-flight and active; 0: never
+    scaler_tls: live.ScalerTls | None = None  # how the controller dials the scaler; None: plaintext
 
 
 class Controller:
@@ -79,6 +88,9 @@ class Controller:
         self.passes = 0  # reconcile passes done (tests wait on it)
         self._conflict_view: dict[str, httpapp.Conflict] = {}
         self._loop: asyncio.AbstractEventLoop | None = None  # set by run(); reconcile threads report to it
+        self.live: dict[str, live.Live] = {}  # the scaler's last answer per app
+        self.live_rounds = 0  # rounds the scaler answered (tests wait on it)
+        self._scaler_reachable = True
 
     # -- caches ------------------------------------------------------------------------------------------
 
@@ -156,6 +168,8 @@ class Controller:
             group.create_task(follow(self.cluster, self.config.namespace, watches, self.handle, self.timing),
                               name="kedahttp-controller-watch")
             group.create_task(self._work(), name="kedahttp-controller-reconcile")
+            if self.config.status_interval_seconds > 0:
+                group.create_task(self._ask_scaler(), name="kedahttp-controller-live")
 
     def leadership_changed(self, leading: bool) -> None:
         if leading:
@@ -181,6 +195,40 @@ class Controller:
                     if not isinstance(exc, Conflict | NotFound):
                         asyncio.get_running_loop().call_later(1.0, self._retry, key)
             self.passes += 1
+
+    async def _ask_scaler(self) -> None:
+        """Once per interval, while leading: what the scaler says about every app; the apps whose answer
+        changed are reconciled (and their status written)."""
+        client = live.ScalerClient(self.config.scaler_address, self.config.scaler_tls)
+        while True:
+            if self.synced and self.is_leader() and self.apps:
+                await self.ask_scaler_once(client)
+            await asyncio.sleep(self.config.status_interval_seconds)
+
+    async def ask_scaler_once(self, client: live.ScalerClient) -> None:
+        owned = {key: so for key, so in self.scaled_objects.items()
+                 if httpapp.is_owned_by(so, key.partition("/")[2])}
+        asked = live.queries(list(self.apps), list(self.scaled_objects.values()), owned)
+        try:
+            answers = await client.ask(asked)
+        except live.ScalerUnreachable as exc:
+            if self._scaler_reachable:
+                log.warning("scaler unreachable: status.inFlight and active left as they are",
+                            extra={"scaler_address": client.address, "error": str(exc)})
+            self._scaler_reachable = False
+            return
+        if not self._scaler_reachable:
+            log.info("scaler reachable again", extra={"scaler_address": client.address})
+        self._scaler_reachable = True
+        self.live_rounds += 1
+        for key in set(self.live) - set(self.apps):
+            del self.live[key]
+        changed = {key for key, answer in answers.items() if key in self.apps and self.live.get(key) != answer}
+        for key in changed:
+            self.live[key] = answers[key]
+        if changed:
+            self.dirty |= changed
+            self.wake.set()
 
     def _retry(self, key: str) -> None:
         self.dirty.add(key)
@@ -210,6 +258,7 @@ class Controller:
         namespace, _, name = key.partition("/")
         owned = self.scaled_objects.get(key)
         if obj is None:
+            self.live.pop(key, None)
             if owned is not None and httpapp.is_owned_by(owned, name):
                 self._delete_scaled_object(owned, "its HTTPApp is gone")
             return
@@ -223,8 +272,10 @@ class Controller:
         scaled_object, problem = self._scaled_object_for(app, key, name, owned)
         service_error, endpoints = self._service_state(app, namespace, service_name)
         conflict = self._conflict_view.get(key) if app is not None else None
+        now_live = self.live.get(key)
         seen = conditions.Observed(key, generation, spec_error, service_name, service_error, endpoints,
-                                   scaled_object, problem, str(conflict) if conflict else None)
+                                   scaled_object, problem, str(conflict) if conflict else None,
+                                   now_live.in_flight if now_live else None, now_live.active if now_live else None)
         old_status = obj.get("status") or {}
         new_status = conditions.status(seen, old_status, now_rfc3339())
         if new_status != old_status:
