@@ -87,6 +87,7 @@ class Controller:
         self.wake = asyncio.Event()
         self.passes = 0  # reconcile passes done (tests wait on it)
         self._conflict_view: dict[str, httpapp.Conflict] = {}
+        self._specs_changed = True  # an HTTPApp's spec moved since the conflicts were last computed
         self._loop: asyncio.AbstractEventLoop | None = None  # set by run(); reconcile threads report to it
         self.live: dict[str, live.Live] = {}  # the scaler's last answer per app
         self.live_rounds = 0  # rounds the scaler answered (tests wait on it)
@@ -102,6 +103,7 @@ class Controller:
                 self.dirty |= set(self.apps)
                 self.apps = {object_key(o): o for o in message.items}
                 self.dirty |= set(self.apps)
+                self._specs_changed = True
             elif kind is SCALED_OBJECT:
                 self.dirty |= self._apps_of_scaled_objects(self.scaled_objects.values())
                 self.scaled_objects = {object_key(o): o for o in message.items}
@@ -119,6 +121,7 @@ class Controller:
                     self.apps[key] = obj
                 self.dirty.add(key)
                 if old is None or deleted or old.get("spec") != obj.get("spec"):
+                    self._specs_changed = True  # a status write (ours, in-flight counts) does not count
                     # a host freed or taken may change the Routed of the apps that share it
                     hosts = _hosts(old) | _hosts(obj)
                     self.dirty |= {k for k, other in self.apps.items() if hosts & _hosts(other)}
@@ -182,8 +185,9 @@ class Controller:
             self.wake.clear()
             if not self.synced or not self.is_leader():
                 continue
-            if self.dirty:
-                self._conflict_view = self._conflicts()  # once per pass, not once per app
+            if self.dirty and self._specs_changed:
+                self._specs_changed = False
+                self._conflict_view = self._conflicts()  # once per pass that follows a spec change
             while self.dirty and self.is_leader():
                 key = min(self.dirty)
                 self.dirty.discard(key)

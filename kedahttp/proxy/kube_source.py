@@ -63,6 +63,7 @@ class ClusterRoutes:
         self._published_endpoints: dict[str, tuple[str, ...]] = {}
         self._conflicts: dict[str, Conflict] = {}  # app key -> the older app that keeps its host
         self.synced = False
+        self.changes = 0  # folds that recomputed routes (each checks every app for conflicts)
 
     # HTTPApps
 
@@ -81,7 +82,12 @@ class ClusterRoutes:
             self._apps.pop(key, None)
             self._problems.pop(key, None)
         else:
+            before = (self._apps.get(key), self._problems.get(key))
             self._set_app(obj)
+            if before != (None, None) and (self._apps.get(key), self._problems.get(key)) == before:
+                # only the status moved (the controller writes statuses, in-flight counts included):
+                # the route is as it was, and the conflict check over every app is not run again
+                return
         self._after_change({key})
 
     def _set_app(self, obj: Mapping[str, Any]) -> None:
@@ -127,6 +133,7 @@ class ClusterRoutes:
         return () if app is None else self._index.ready_endpoints(_service_key(app), app.service.port)
 
     def _after_change(self, keys: Iterable[str]) -> None:
+        self.changes += 1
         keys = set(keys)
         before = self._conflicts
         self._conflicts = conflicts(self._apps.values())

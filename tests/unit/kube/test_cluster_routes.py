@@ -179,3 +179,23 @@ def test_of_two_apps_claiming_one_host_and_prefix_the_older_is_routed(sink: Reco
     assert sink.take() == [("replace", ["default/api", "default/old"])]
     routes.app_changed("DELETED", old)  # the host is free: the younger app gets it
     assert sink.take() == [("remove", "default/old"), ("upsert", "default/new")]
+
+
+def test_a_status_write_changes_nothing_and_costs_no_recomputation(sink: RecordingSink) -> None:
+    """The controller writes statuses (in-flight counts every STATUS_INTERVAL_SECONDS): a proxy sees each
+    as a MODIFIED event and must not re-check every app's hosts for it."""
+    routes = ClusterRoutes(sink)
+    app = httpapp("a")
+    listed(routes, [app, httpapp("b")], [service("a")], [])
+    sink.take()
+    changes = routes.changes
+    routes.app_changed("MODIFIED", {**app, "status": {"inFlight": 3, "active": "True"}})
+    assert sink.take() == [] and routes.changes == changes
+    moved = httpapp("a", hosts=["c.example.com"])
+    routes.app_changed("MODIFIED", {**moved, "status": {"inFlight": 3}})  # a spec change still counts
+    assert routes.changes == changes + 1 and sink.take() == [("upsert", "default/a")]
+    bad = httpapp("a", prefixes=["api"])
+    routes.app_changed("MODIFIED", bad)
+    changes = routes.changes
+    routes.app_changed("MODIFIED", {**bad, "status": {"inFlight": 0}})  # still malformed, the same way
+    assert routes.changes == changes
