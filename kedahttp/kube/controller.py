@@ -88,6 +88,7 @@ class Controller:
         self.passes = 0  # reconcile passes done (tests wait on it)
         self._conflict_view: dict[str, httpapp.Conflict] = {}
         self._specs_changed = True  # an HTTPApp's spec moved since the conflicts were last computed
+        self._by_service: dict[str, set[str]] | None = None  # "namespace/service" -> apps naming it; None: stale
         self._loop: asyncio.AbstractEventLoop | None = None  # set by run(); reconcile threads report to it
         self.live: dict[str, live.Live] = {}  # the scaler's last answer per app
         self.live_rounds = 0  # rounds the scaler answered (tests wait on it)
@@ -104,6 +105,7 @@ class Controller:
                 self.apps = {object_key(o): o for o in message.items}
                 self.dirty |= set(self.apps)
                 self._specs_changed = True
+                self._by_service = None
             elif kind is SCALED_OBJECT:
                 self.dirty |= self._apps_of_scaled_objects(self.scaled_objects.values())
                 self.scaled_objects = {object_key(o): o for o in message.items}
@@ -122,6 +124,7 @@ class Controller:
                 self.dirty.add(key)
                 if old is None or deleted or old.get("spec") != obj.get("spec"):
                     self._specs_changed = True  # a status write (ours, in-flight counts) does not count
+                    self._by_service = None
                     # a host freed or taken may change the Routed of the apps that share it
                     hosts = _hosts(old) | _hosts(obj)
                     self.dirty |= {k for k, other in self.apps.items() if hosts & _hosts(other)}
@@ -137,12 +140,14 @@ class Controller:
         self.wake.set()
 
     def _apps_of_services(self, services: set[str]) -> set[str]:
-        out = set()
-        for key, obj in self.apps.items():
-            name = ((obj.get("spec") or {}).get("service") or {}).get("name")
-            if f"{key.partition('/')[0]}/{name}" in services:
-                out.add(key)
-        return out
+        """The apps behind these Services: a look-up per Service, since every Service and EndpointSlice
+        of the cluster comes by (the index is rebuilt after an HTTPApp's spec changed)."""
+        if self._by_service is None:
+            self._by_service = {}
+            for key, obj in self.apps.items():
+                name = ((obj.get("spec") or {}).get("service") or {}).get("name")
+                self._by_service.setdefault(f"{key.partition('/')[0]}/{name}", set()).add(key)
+        return {key for service in services for key in self._by_service.get(service, ())}
 
     def _apps_of_scaled_objects(self, objs: Any) -> set[str]:
         """Apps a ScaledObject may concern: the one that owns it, and any its trigger names."""

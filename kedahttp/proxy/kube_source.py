@@ -56,6 +56,7 @@ class ClusterRoutes:
     def __init__(self, sink: RouteSink) -> None:
         self._sink = sink
         self._apps: dict[str, HTTPApp] = {}
+        self._apps_of_service: dict[str, set[str]] = {}  # "namespace/service" -> keys of the apps naming it
         self._problems: dict[str, str] = {}  # app key -> what is wrong with it (logged once)
         self._index = EndpointIndex()
         self._listed: set[str] = set()
@@ -70,6 +71,7 @@ class ClusterRoutes:
     def apps_listed(self, items: Iterable[Mapping[str, Any]]) -> None:
         before = set(self._apps) | set(self._problems)
         self._apps.clear()
+        self._apps_of_service.clear()
         self._problems.clear()
         for obj in items:
             self._set_app(obj)
@@ -79,7 +81,7 @@ class ClusterRoutes:
     def app_changed(self, event_type: str, obj: Mapping[str, Any]) -> None:
         key = object_key(obj)
         if event_type == "DELETED":
-            self._apps.pop(key, None)
+            self._drop_app(key)
             self._problems.pop(key, None)
         else:
             before = (self._apps.get(key), self._problems.get(key))
@@ -95,15 +97,28 @@ class ClusterRoutes:
         try:
             app = parse_httpapp(obj)
             app_settings_of(app)  # a bad timeout or placeholder makes the app malformed, named
+            self._drop_app(key)
             self._apps[key] = app
+            self._apps_of_service.setdefault(_service_key(app), set()).add(key)
             self._problems.pop(key, None)
         except SpecError as exc:
-            self._apps.pop(key, None)
+            self._drop_app(key)
             if self._problems.get(key) != str(exc):
                 log.warning("httpapp skipped: malformed", extra={"httpapp": key, "error": str(exc)})
             self._problems[key] = str(exc)
 
-    # Services and their slices: only the apps behind a changed Service are recomputed
+    def _drop_app(self, key: str) -> None:
+        app = self._apps.pop(key, None)
+        if app is not None:
+            keys = self._apps_of_service.get(_service_key(app))
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._apps_of_service[_service_key(app)]
+
+    # Services and their slices: only the apps behind a changed Service are recomputed, found by the
+    # index, so the cluster's other Services and slices (watched too: see KubernetesSource) cost a dict
+    # look-up per event
 
     def services_listed(self, items: Iterable[Mapping[str, Any]]) -> None:
         self._services_changed(self._index.services_listed(items), SERVICE.plural)
@@ -120,7 +135,9 @@ class ClusterRoutes:
     def _services_changed(self, services: set[str], listed: str = "") -> None:
         if listed:
             self._listed.add(listed)
-        self._after_change(key for key, app in self._apps.items() if _service_key(app) in services)
+        keys = {key for service in services for key in self._apps_of_service.get(service, ())}
+        if keys or listed:
+            self._after_change(keys)
 
     # publishing
 

@@ -199,3 +199,29 @@ def test_a_status_write_changes_nothing_and_costs_no_recomputation(sink: Recordi
     changes = routes.changes
     routes.app_changed("MODIFIED", {**bad, "status": {"inFlight": 0}})  # still malformed, the same way
     assert routes.changes == changes
+
+
+def test_services_and_slices_no_app_names_cost_no_recomputation(sink: RecordingSink) -> None:
+    """The proxy watches every Service and EndpointSlice of the cluster; those of Services no HTTPApp
+    names are looked up and dropped, without a pass over the apps."""
+    routes = ClusterRoutes(sink)
+    listed(routes, [httpapp("a", service="web")], [service("web")], [])
+    sink.take()
+    changes = routes.changes
+    routes.service_changed("ADDED", service("other"))
+    routes.slice_changed("ADDED", eps("other-1", "other", ready=["10.0.0.9"]))
+    routes.slice_changed("ADDED", eps("web-9", "web", ready=["10.0.0.1"], ns="elsewhere"))  # same name, other namespace
+    assert routes.changes == changes and sink.take() == []
+    routes.slice_changed("ADDED", eps("web-1", "web", ready=["10.0.0.5"]))
+    assert routes.changes == changes + 1
+    assert sink.take() == [("endpoints", "default/a", ("10.0.0.5:8080",))]
+    # the index follows the app: moved to another Service, then deleted
+    routes.app_changed("MODIFIED", httpapp("a", service="other"))
+    assert sink.take() == [("endpoints", "default/a", ("10.0.0.9:8080",))]
+    changes = routes.changes
+    routes.slice_changed("MODIFIED", eps("web-1", "web", ready=["10.0.0.6"]))
+    assert routes.changes == changes
+    routes.app_changed("DELETED", httpapp("a", service="other"))
+    changes = routes.changes
+    routes.slice_changed("MODIFIED", eps("other-1", "other", ready=["10.0.0.8"]))
+    assert routes.changes == changes and sink.take() == [("remove", "default/a")]
