@@ -197,7 +197,15 @@ def _service_key(app: HTTPApp) -> str:
 
 
 class KubernetesSource:
-    """The ``RouteSource`` for ROUTES=kubernetes: namespace-scoped with WATCH_NAMESPACE, else cluster-wide."""
+    """The ``RouteSource`` for ROUTES=kubernetes: namespace-scoped with WATCH_NAMESPACE, else cluster-wide.
+
+    Every Service and EndpointSlice in scope is watched, though only those HTTPApps name are used: the
+    API server cannot select them more narrowly (they are the user's, unlabelled by us; field selectors
+    match one name, not a set), a watch per namespace that has HTTPApps would mean a thread and a
+    connection per namespace and a re-list whenever the set changes, and an HTTPApp that names a Service
+    must find it at once, not after a new watch has listed it. The others cost a dict look-up per event
+    (``ClusterRoutes``' index).
+    """
 
     name = "kubernetes"
 
