@@ -211,7 +211,10 @@ class Controller:
         client = live.ScalerClient(self.config.scaler_address, self.config.scaler_tls)
         while True:
             if self.synced and self.is_leader() and self.apps:
-                await self.ask_scaler_once(client)
+                try:
+                    await self.ask_scaler_once(client)
+                except Exception:  # never the end of the controller: the statuses keep what they had
+                    log.exception("asking the scaler failed", extra={"scaler_address": client.address})
             await asyncio.sleep(self.config.status_interval_seconds)
 
     async def ask_scaler_once(self, client: live.ScalerClient) -> None:
@@ -230,7 +233,7 @@ class Controller:
             log.info("scaler reachable again", extra={"scaler_address": client.address})
         self._scaler_reachable = True
         self.live_rounds += 1
-        for key in set(self.live) - set(self.apps):
+        for key in set(self.live) - set(self.apps):  # apps deleted since (only this loop writes self.live)
             del self.live[key]
         changed = {key for key, answer in answers.items() if key in self.apps and self.live.get(key) != answer}
         for key in changed:
@@ -267,7 +270,6 @@ class Controller:
         namespace, _, name = key.partition("/")
         owned = self.scaled_objects.get(key)
         if obj is None:
-            self.live.pop(key, None)
             if owned is not None and httpapp.is_owned_by(owned, name):
                 self._delete_scaled_object(owned, "its HTTPApp is gone")
             return
