@@ -190,10 +190,10 @@ class Controller:
             self.wake.clear()
             if not self.synced or not self.is_leader():
                 continue
-            if self.dirty and self._specs_changed:
-                self._specs_changed = False
-                self._conflict_view = self._conflicts()  # once per pass that follows a spec change
             while self.dirty and self.is_leader():
+                if self._specs_changed:  # an app's hosts may have moved, before this pass or during it
+                    self._specs_changed = False
+                    self._conflict_view = self._conflicts()
                 key = min(self.dirty)
                 self.dirty.discard(key)
                 try:
