@@ -5,7 +5,9 @@ observedGeneration). ``lastTransitionTime`` moves only when a condition's status
 inputs give the same status and the controller writes only on a real change (its own write comes back
 as a watch event, and must not cause another). ``ScaledObjectReady`` is read from KEDA's own status on
 the ScaledObject: that is where a scaler's ``NOT_FOUND`` or ``INVALID_ARGUMENT`` message lands, so the
-HTTPApp shows why an app never wakes.
+HTTPApp shows why an app never wakes. ``inFlight`` and ``active`` come together from the scaler's last
+answer (the controller asks it at a bounded rate) and fall back to KEDA's Active condition before it has
+answered.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ class Observed:
     scaled_object: Mapping[str, Any] | None  # the ScaledObject that scales the app, if any
     scaled_object_problem: str | None = None  # e.g. a ScaledObject of the app's name the app does not own
     conflict: str | None = None  # an older HTTPApp serves one of its (host, path prefix) pairs
+    # What the scaler last said (kube/live.py): requests in flight and whether it counts the app active.
+    # None until it has answered; status.active then comes from KEDA's Active condition.
+    in_flight: int | None = None
+    scaler_active: bool | None = None
 
 
 def _condition(type_: str, ok: bool | None, reason: str, message: str) -> dict[str, Any]:
@@ -117,7 +123,11 @@ def status(seen: Observed, old_status: Mapping[str, Any] | None, now: str) -> di
         "conditions": merge(old_status.get("conditions"), conditions(seen), seen.generation, now),
         "readyReplicas": seen.ready_endpoints,
     }
-    if active is not None and active.get("status") in ("True", "False", "Unknown"):
+    if seen.in_flight is not None and seen.scaler_active is not None:
+        # one answer of the scaler for both columns, so they agree (KEDA's condition lags its last poll)
+        out["inFlight"] = seen.in_flight
+        out["active"] = "True" if seen.scaler_active else "False"
+    elif active is not None and active.get("status") in ("True", "False", "Unknown"):
         out["active"] = str(active["status"])
     if so is not None:
         out["scaledObject"] = str((so.get("metadata") or {}).get("name") or "")

@@ -16,6 +16,13 @@ event brings the fresh object. What the ScaledObject owns is found by its ``owne
 cluster the garbage collector deletes an HTTPApp's ScaledObject with it, and the controller deletes any
 owned ScaledObject whose HTTPApp is gone too (the fake API server of the tests has no garbage collector,
 and a cluster with a slow one loses nothing by it).
+
+``status.inFlight`` and ``status.active`` come from the scaler (``kube.live``): while leading, the
+controller asks it about every app once per ``status_interval_seconds`` and marks dirty only the apps
+whose answer changed, so an app's status is written at most once per interval on that account and never
+when nothing changed (idle apps: never). 10,000 apps that all change every round cost 10,000 writes per
+interval (167/s at the default 60 s). A scaler that cannot answer is logged once, and the statuses keep
+what they had.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kedahttp.kube import conditions, httpapp
+from kedahttp.kube import conditions, httpapp, live
 from kedahttp.kube.appspec import SpecError
 from kedahttp.kube.cluster import (
     ENDPOINT_SLICE,
@@ -59,6 +66,8 @@ class ControllerConfig:
     namespace: str | None  # None: every namespace
     scaler_address: str
     trigger_authentication: str  # ClusterTriggerAuthentication for TLS to the scaler, or ""
+    status_interval_seconds: float = 0.0  # how often the scaler is asked for in-flight and active; 0: never
+    scaler_tls: live.ScalerTls | None = None  # how the controller dials the scaler; None: plaintext
 
 
 class Controller:
@@ -78,7 +87,12 @@ class Controller:
         self.wake = asyncio.Event()
         self.passes = 0  # reconcile passes done (tests wait on it)
         self._conflict_view: dict[str, httpapp.Conflict] = {}
+        self._specs_changed = True  # an HTTPApp's spec moved since the conflicts were last computed
+        self._by_service: dict[str, set[str]] | None = None  # "namespace/service" -> apps naming it; None: stale
         self._loop: asyncio.AbstractEventLoop | None = None  # set by run(); reconcile threads report to it
+        self.live: dict[str, live.Live] = {}  # the scaler's last answer per app
+        self.live_rounds = 0  # rounds the scaler answered (tests wait on it)
+        self._scaler_reachable = True
 
     # -- caches ------------------------------------------------------------------------------------------
 
@@ -90,6 +104,8 @@ class Controller:
                 self.dirty |= set(self.apps)
                 self.apps = {object_key(o): o for o in message.items}
                 self.dirty |= set(self.apps)
+                self._specs_changed = True
+                self._by_service = None
             elif kind is SCALED_OBJECT:
                 self.dirty |= self._apps_of_scaled_objects(self.scaled_objects.values())
                 self.scaled_objects = {object_key(o): o for o in message.items}
@@ -107,6 +123,8 @@ class Controller:
                     self.apps[key] = obj
                 self.dirty.add(key)
                 if old is None or deleted or old.get("spec") != obj.get("spec"):
+                    self._specs_changed = True  # a status write (ours, in-flight counts) does not count
+                    self._by_service = None
                     # a host freed or taken may change the Routed of the apps that share it
                     hosts = _hosts(old) | _hosts(obj)
                     self.dirty |= {k for k, other in self.apps.items() if hosts & _hosts(other)}
@@ -122,12 +140,14 @@ class Controller:
         self.wake.set()
 
     def _apps_of_services(self, services: set[str]) -> set[str]:
-        out = set()
-        for key, obj in self.apps.items():
-            name = ((obj.get("spec") or {}).get("service") or {}).get("name")
-            if f"{key.partition('/')[0]}/{name}" in services:
-                out.add(key)
-        return out
+        """The apps behind these Services: a look-up per Service, since every Service and EndpointSlice
+        of the cluster comes by (the index is rebuilt after an HTTPApp's spec changed)."""
+        if self._by_service is None:
+            self._by_service = {}
+            for key, obj in self.apps.items():
+                name = ((obj.get("spec") or {}).get("service") or {}).get("name")
+                self._by_service.setdefault(f"{key.partition('/')[0]}/{name}", set()).add(key)
+        return {key for service in services for key in self._by_service.get(service, ())}
 
     def _apps_of_scaled_objects(self, objs: Any) -> set[str]:
         """Apps a ScaledObject may concern: the one that owns it, and any its trigger names."""
@@ -156,6 +176,8 @@ class Controller:
             group.create_task(follow(self.cluster, self.config.namespace, watches, self.handle, self.timing),
                               name="kedahttp-controller-watch")
             group.create_task(self._work(), name="kedahttp-controller-reconcile")
+            if self.config.status_interval_seconds > 0:
+                group.create_task(self._ask_scaler(), name="kedahttp-controller-live")
 
     def leadership_changed(self, leading: bool) -> None:
         if leading:
@@ -168,9 +190,10 @@ class Controller:
             self.wake.clear()
             if not self.synced or not self.is_leader():
                 continue
-            if self.dirty:
-                self._conflict_view = self._conflicts()  # once per pass, not once per app
             while self.dirty and self.is_leader():
+                if self._specs_changed:  # an app's hosts may have moved, before this pass or during it
+                    self._specs_changed = False
+                    self._conflict_view = self._conflicts()
                 key = min(self.dirty)
                 self.dirty.discard(key)
                 try:
@@ -181,6 +204,43 @@ class Controller:
                     if not isinstance(exc, Conflict | NotFound):
                         asyncio.get_running_loop().call_later(1.0, self._retry, key)
             self.passes += 1
+
+    async def _ask_scaler(self) -> None:
+        """Once per interval, while leading: what the scaler says about every app; the apps whose answer
+        changed are reconciled (and their status written)."""
+        client = live.ScalerClient(self.config.scaler_address, self.config.scaler_tls)
+        while True:
+            if self.synced and self.is_leader() and self.apps:
+                try:
+                    await self.ask_scaler_once(client)
+                except Exception:  # never the end of the controller: the statuses keep what they had
+                    log.exception("asking the scaler failed", extra={"scaler_address": client.address})
+            await asyncio.sleep(self.config.status_interval_seconds)
+
+    async def ask_scaler_once(self, client: live.ScalerClient) -> None:
+        owned = {key: so for key, so in self.scaled_objects.items()
+                 if httpapp.is_owned_by(so, key.partition("/")[2])}
+        asked = live.queries(list(self.apps), list(self.scaled_objects.values()), owned)
+        try:
+            answers = await client.ask(asked)
+        except live.ScalerUnreachable as exc:
+            if self._scaler_reachable:
+                log.warning("scaler unreachable: status.inFlight and active left as they are",
+                            extra={"scaler_address": client.address, "error": str(exc)})
+            self._scaler_reachable = False
+            return
+        if not self._scaler_reachable:
+            log.info("scaler reachable again", extra={"scaler_address": client.address})
+        self._scaler_reachable = True
+        self.live_rounds += 1
+        for key in set(self.live) - set(self.apps):  # apps deleted since (only this loop writes self.live)
+            del self.live[key]
+        changed = {key for key, answer in answers.items() if key in self.apps and self.live.get(key) != answer}
+        for key in changed:
+            self.live[key] = answers[key]
+        if changed:
+            self.dirty |= changed
+            self.wake.set()
 
     def _retry(self, key: str) -> None:
         self.dirty.add(key)
@@ -223,8 +283,10 @@ class Controller:
         scaled_object, problem = self._scaled_object_for(app, key, name, owned)
         service_error, endpoints = self._service_state(app, namespace, service_name)
         conflict = self._conflict_view.get(key) if app is not None else None
+        now_live = self.live.get(key)
         seen = conditions.Observed(key, generation, spec_error, service_name, service_error, endpoints,
-                                   scaled_object, problem, str(conflict) if conflict else None)
+                                   scaled_object, problem, str(conflict) if conflict else None,
+                                   now_live.in_flight if now_live else None, now_live.active if now_live else None)
         old_status = obj.get("status") or {}
         new_status = conditions.status(seen, old_status, now_rfc3339())
         if new_status != old_status:

@@ -26,6 +26,7 @@ from kedahttp.kube.apps_api import add_routes, check_admin_exposure
 from kedahttp.kube.cluster import Cluster
 from kedahttp.kube.controller import Controller, ControllerConfig
 from kedahttp.kube.leader import LeaderElector
+from kedahttp.kube.live import scaler_tls
 from kedahttp.process import lifecycle, logs
 from kedahttp.process.buildinfo import register_process_metrics
 from kedahttp.process.health import HealthServer
@@ -75,6 +76,8 @@ class ControllerComponent(BaseComponent):
             namespace=self.settings.watch_namespace or None,
             scaler_address=scaler_address(self.settings, self.namespace),
             trigger_authentication=self.settings.scaler_trigger_authentication,
+            status_interval_seconds=self.settings.status_interval_seconds,
+            scaler_tls=scaler_tls(self.settings),
         )
         controller = Controller(self._cluster, config, is_leader=lambda: elector.is_leader)
         elector = LeaderElector(self._cluster, self.namespace, LEASE_NAME, self.identity,
@@ -135,6 +138,7 @@ def main(settings: Settings) -> int:
     logs.configure(settings.log_format, settings.log_level, settings.secret_values())
     log.info("starting controller", extra={"settings": settings.redacted(), "pid": os.getpid()})
     check_admin_exposure(settings)
+    scaler_tls(settings)  # TLS files for the scaler that do not go together: stop at start, naming them
     cluster = Cluster.from_environment()  # no configuration: stop at start with the reason
     controller = ControllerComponent(settings, cluster)
     components = [controller, ControllerMetrics(settings.metrics_addr, controller), ControllerAdmin(settings, cluster)]

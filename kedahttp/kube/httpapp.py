@@ -385,12 +385,18 @@ def build_scaled_object(app: HTTPApp, scaler_address: str, trigger_authenticatio
     }
 
 
-def names_backend(scaled_object: Mapping[str, Any], app_key: str) -> bool:
-    """Whether a ScaledObject's kedahttp trigger names this app (``backend``, else its own namespace/name)."""
+def kedahttp_triggers(scaled_object: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(backend, metadata) of each kedahttp trigger of a ScaledObject; the backend is the trigger's
+    ``backend``, else the ScaledObject's own namespace/name (as the scaler reads it)."""
+    out = []
     for trigger in (scaled_object.get("spec") or {}).get("triggers") or []:
-        if trigger.get("type") not in (TRIGGER_TYPE, LEGACY_TRIGGER_TYPE):
+        if not isinstance(trigger, Mapping) or trigger.get("type") not in (TRIGGER_TYPE, LEGACY_TRIGGER_TYPE):
             continue
         metadata = trigger.get("metadata") or {}
-        if metadata.get(BACKEND_KEY, object_key(scaled_object)) == app_key:
-            return True
-    return False
+        out.append((str(metadata.get(BACKEND_KEY, object_key(scaled_object))), metadata))
+    return out
+
+
+def names_backend(scaled_object: Mapping[str, Any], app_key: str) -> bool:
+    """Whether a ScaledObject's kedahttp trigger names this app (``backend``, else its own namespace/name)."""
+    return any(backend == app_key for backend, _ in kedahttp_triggers(scaled_object))

@@ -33,6 +33,11 @@ KEDA_KEYS: Final = (SCALER_ADDRESS_KEY, "caCert", "tlsClientCert", "tlsClientKey
 # What the scaler accepts in trigger metadata; any other key is refused naming the closest of these.
 KNOWN_KEYS: Final = (*SCALER_KEYS, *KEDA_KEYS)
 
+# The metrics a trigger serves, by the name GetMetricSpec gives them (KEDA prefixes them with "sN-" for the
+# HPA); the controller asks for the concurrency one to show an app's in-flight requests (kube/live.py).
+CONCURRENCY_METRIC: Final = "concurrency"
+REQUEST_RATE_METRIC: Final = "requestrate"
+
 # What the scaler assumes for a key the trigger leaves out (targetConcurrency only when no
 # targetRequestRate is given either); an HTTPApp's spec.scaling and the apps API default to the same.
 DEFAULT_TARGET_CONCURRENCY: Final = 100.0

@@ -281,6 +281,18 @@ SPECS: tuple[Spec, ...] = (
     Spec("scaler_trigger_authentication", _text, "",
          "controller: ClusterTriggerAuthentication its ScaledObjects use for the scaler's TLS; empty: none",
          processes=("controller",), metavar="NAME"),
+    Spec("status_interval_seconds", _non_negative_float, "60",
+         "controller: how often it asks the scaler for every app's in-flight requests and activity "
+         "(status.inFlight, status.active); an app's status is written at most once per interval, only on "
+         "change; 0: never asks", processes=("controller",)),
+    Spec("scaler_ca_file", _text, "",
+         "controller: PEM CA of the scaler's certificate; set: it asks the scaler over TLS; empty: plaintext",
+         processes=("controller",), metavar="FILE"),
+    Spec("scaler_client_cert_file", _text, "",
+         "controller: PEM client certificate it shows the scaler (mTLS); empty: none", processes=("controller",),
+         metavar="FILE"),
+    Spec("scaler_client_key_file", _text, "", "controller: PEM private key of that certificate",
+         processes=("controller",), metavar="FILE"),
     # issue 15: the data path's timeouts, forwarded headers, waiting page and access log
     Spec("trusted_proxies", parse_networks, "",
          "CIDRs whose X-Forwarded-*/Forwarded headers are kept and appended to; empty trusts nobody",
@@ -391,6 +403,10 @@ class Settings:
     scaler_tls_key_file: str
     scaler_tls_client_ca_file: str
     scaler_trigger_authentication: str
+    status_interval_seconds: float
+    scaler_ca_file: str
+    scaler_client_cert_file: str
+    scaler_client_key_file: str
     # issue 15
     trusted_proxies: tuple[Network, ...]
     upstream_connect_timeout_seconds: float

@@ -56,6 +56,7 @@ class ClusterRoutes:
     def __init__(self, sink: RouteSink) -> None:
         self._sink = sink
         self._apps: dict[str, HTTPApp] = {}
+        self._apps_of_service: dict[str, set[str]] = {}  # "namespace/service" -> keys of the apps naming it
         self._problems: dict[str, str] = {}  # app key -> what is wrong with it (logged once)
         self._index = EndpointIndex()
         self._listed: set[str] = set()
@@ -63,12 +64,14 @@ class ClusterRoutes:
         self._published_endpoints: dict[str, tuple[str, ...]] = {}
         self._conflicts: dict[str, Conflict] = {}  # app key -> the older app that keeps its host
         self.synced = False
+        self.changes = 0  # folds that recomputed routes (each checks every app for conflicts)
 
     # HTTPApps
 
     def apps_listed(self, items: Iterable[Mapping[str, Any]]) -> None:
         before = set(self._apps) | set(self._problems)
         self._apps.clear()
+        self._apps_of_service.clear()
         self._problems.clear()
         for obj in items:
             self._set_app(obj)
@@ -78,10 +81,15 @@ class ClusterRoutes:
     def app_changed(self, event_type: str, obj: Mapping[str, Any]) -> None:
         key = object_key(obj)
         if event_type == "DELETED":
-            self._apps.pop(key, None)
+            self._drop_app(key)
             self._problems.pop(key, None)
         else:
+            before = (self._apps.get(key), self._problems.get(key))
             self._set_app(obj)
+            if before != (None, None) and (self._apps.get(key), self._problems.get(key)) == before:
+                # only the status moved (the controller writes statuses, in-flight counts included):
+                # the route is as it was, and the conflict check over every app is not run again
+                return
         self._after_change({key})
 
     def _set_app(self, obj: Mapping[str, Any]) -> None:
@@ -89,15 +97,28 @@ class ClusterRoutes:
         try:
             app = parse_httpapp(obj)
             app_settings_of(app)  # a bad timeout or placeholder makes the app malformed, named
+            self._drop_app(key)
             self._apps[key] = app
+            self._apps_of_service.setdefault(_service_key(app), set()).add(key)
             self._problems.pop(key, None)
         except SpecError as exc:
-            self._apps.pop(key, None)
+            self._drop_app(key)
             if self._problems.get(key) != str(exc):
                 log.warning("httpapp skipped: malformed", extra={"httpapp": key, "error": str(exc)})
             self._problems[key] = str(exc)
 
-    # Services and their slices: only the apps behind a changed Service are recomputed
+    def _drop_app(self, key: str) -> None:
+        app = self._apps.pop(key, None)
+        if app is not None:
+            keys = self._apps_of_service.get(_service_key(app))
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._apps_of_service[_service_key(app)]
+
+    # Services and their slices: only the apps behind a changed Service are recomputed, found by the
+    # index, so the cluster's other Services and slices (watched too: see KubernetesSource) cost a dict
+    # look-up per event
 
     def services_listed(self, items: Iterable[Mapping[str, Any]]) -> None:
         self._services_changed(self._index.services_listed(items), SERVICE.plural)
@@ -114,7 +135,9 @@ class ClusterRoutes:
     def _services_changed(self, services: set[str], listed: str = "") -> None:
         if listed:
             self._listed.add(listed)
-        self._after_change(key for key, app in self._apps.items() if _service_key(app) in services)
+        keys = {key for service in services for key in self._apps_of_service.get(service, ())}
+        if keys or listed:
+            self._after_change(keys)
 
     # publishing
 
@@ -127,6 +150,7 @@ class ClusterRoutes:
         return () if app is None else self._index.ready_endpoints(_service_key(app), app.service.port)
 
     def _after_change(self, keys: Iterable[str]) -> None:
+        self.changes += 1
         keys = set(keys)
         before = self._conflicts
         self._conflicts = conflicts(self._apps.values())
@@ -173,7 +197,15 @@ def _service_key(app: HTTPApp) -> str:
 
 
 class KubernetesSource:
-    """The ``RouteSource`` for ROUTES=kubernetes: namespace-scoped with WATCH_NAMESPACE, else cluster-wide."""
+    """The ``RouteSource`` for ROUTES=kubernetes: namespace-scoped with WATCH_NAMESPACE, else cluster-wide.
+
+    Every Service and EndpointSlice in scope is watched, though only those HTTPApps name are used: the
+    API server cannot select them more narrowly (they are the user's, unlabelled by us; field selectors
+    match one name, not a set), a watch per namespace that has HTTPApps would mean a thread and a
+    connection per namespace and a re-list whenever the set changes, and an HTTPApp that names a Service
+    must find it at once, not after a new watch has listed it. The others cost a dict look-up per event
+    (``ClusterRoutes``' index).
+    """
 
     name = "kubernetes"
 

@@ -27,6 +27,7 @@ from kedahttp.activity.bus import MAX_WINDOW_SECONDS
 from kedahttp.kube.trigger import (
     ACTIVITY_WINDOW_KEY,
     BACKEND_KEY,
+    CONCURRENCY_METRIC,
     DEFAULT_ACTIVITY_WINDOW_SECONDS,
     DEFAULT_RATE_WINDOW_SECONDS,
     DEFAULT_TARGET_CONCURRENCY,
@@ -34,12 +35,13 @@ from kedahttp.kube.trigger import (
     KEEP_ALIVE_KEY,
     KNOWN_KEYS,
     RATE_WINDOW_KEY,
+    REQUEST_RATE_METRIC,
     TARGET_CONCURRENCY_KEY,
     TARGET_REQUEST_RATE_KEY,
 )
 
-CONCURRENCY: Final = "concurrency"
-REQUEST_RATE: Final = "requestrate"
+CONCURRENCY: Final = CONCURRENCY_METRIC
+REQUEST_RATE: Final = REQUEST_RATE_METRIC
 METRIC_NAMES: Final = (CONCURRENCY, REQUEST_RATE)
 
 METRIC_NAME_KEY: Final = "metricName"  # of GetMetricsRequest, not metadata

@@ -35,7 +35,9 @@ def test_printer_columns_read_fields_the_schema_has(install: Build) -> None:
     version = crd(install)["spec"]["versions"][0]
     schema = version["schema"]["openAPIV3Schema"]
     names = {c["name"] for c in version["additionalPrinterColumns"]}
-    assert {"Hosts", "Ready", "Replicas", "Active", "Age"} <= names
+    assert {"Hosts", "Ready", "Replicas", "Active", "In-Flight", "Age"} <= names
+    in_flight = next(c for c in version["additionalPrinterColumns"] if c["name"] == "In-Flight")
+    assert (in_flight["jsonPath"], in_flight["type"]) == (".status.inFlight", "integer")  # what the controller writes
     for column in version["additionalPrinterColumns"]:
         path = column["jsonPath"].lstrip(".").split("[")[0].split(".")
         node = schema if path[0] != "metadata" else None

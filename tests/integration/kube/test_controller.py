@@ -1,11 +1,14 @@
 """The HTTPApp controller against the fake API server, through the real client: statuses in the standard
 shape, the ScaledObject it owns (created, changed with the app's targets so its generation moves, deleted
 with the app), the user's own ScaledObject found by the backend it names, KEDA's verdict surfaced; and
-Lease leader election between two real ``kedahttp controller`` processes, one of them SIGKILLed."""
+Lease leader election between two real ``kedahttp controller`` processes, one of them SIGKILLed; and
+``status.inFlight``/``active`` asked from a real scaler (fed by a simulated proxy over real Redis),
+plaintext and mTLS, written only when they change, left alone while the scaler is unreachable."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -18,12 +21,17 @@ from typing import Any
 import pytest
 
 from kedahttp.kube.cluster import Cluster
+from kedahttp.kube.controller import Controller
 from kedahttp.kube.controller_main import LEASE_NAME, ControllerComponent, ControllerMetrics
+from kedahttp.kube.live import ScalerClient, ScalerTlsError, scaler_tls
 from kedahttp.process.settings import load, parse_address
+from tests.harness.certs import make_ca, make_signed
 from tests.harness.fake_apiserver import FakeApiServer
 from tests.harness.kube_objects import eps, httpapp, service
-from tests.harness.schemas import SCHEMAS, validate_scaled_object
+from tests.harness.scaler import FakeProxy, running_scaler, steady
+from tests.harness.schemas import SCHEMAS, validate_httpapp, validate_scaled_object
 from tests.harness.scrape import parse, scrape
+from tests.harness.servers import RedisServer, free_port
 from tests.harness.waiting import until
 
 pytestmark = pytest.mark.timeout(90)
@@ -313,3 +321,158 @@ async def test_metrics_say_which_replica_leads_and_what_runs(apiserver: FakeApiS
                     await server.close()
     finally:
         second.close()
+
+
+# -- status.inFlight and active, from the scaler ------------------------------------------------------------
+
+APP = "default/hello"
+
+
+def live_status(apiserver: FakeApiServer, name: str = "hello") -> tuple[Any, Any]:
+    status = (apiserver.get("HTTPApp", "default", name) or {}).get("status") or {}
+    return status.get("inFlight"), status.get("active")
+
+
+def status_writes(apiserver: FakeApiServer, name: str = "hello") -> int:
+    return len(apiserver.requests_for("PUT", f"/httpapps/{name}/status"))
+
+
+@contextlib.asynccontextmanager
+async def reporting_proxy(url: str, in_flight: int) -> AsyncIterator[FakeProxy]:
+    proxy = FakeProxy.on(url)
+    proxy.routed = frozenset({APP})
+    await proxy.start()
+    proxy.keep_reporting(steady(APP, in_flight=in_flight))
+    try:
+        yield proxy
+    finally:
+        await proxy.close()
+
+
+async def settled(controller: Controller) -> None:
+    """Until the reconcile worker has nothing left to do (the round's writes are done)."""
+    passes = controller.passes
+    controller.wake.set()
+    await until(lambda: controller.passes > passes and not controller.dirty, what="a reconcile pass")
+
+
+async def test_in_flight_comes_from_the_scaler_and_is_written_only_when_it_changes(
+    apiserver: FakeApiServer, cluster: Cluster, redis_server: RedisServer,
+) -> None:
+    apiserver.put(service("hello"))
+    apiserver.put(httpapp("hello", scaling=SCALING))
+    async with reporting_proxy(redis_server.url, in_flight=3) as proxy, running_scaler(redis_server.url) as scaler:
+        await until(lambda: scaler.state.aggregator.metrics(APP, time.time()).concurrency == 3.0, 10,
+                    "a full window of reports")
+        # rounds driven by the test (interval 0: no rounds of its own), so each one is counted exactly
+        async with running_controller(cluster, scaler_address=scaler.target, status_interval_seconds="0") as component:
+            controller = component.controller
+            assert controller is not None
+            await until(lambda: status_of(apiserver, "ServiceReady") == "True", what="reconciled")
+            assert live_status(apiserver) == (None, None)  # the scaler not asked yet; KEDA has said nothing
+            client = ScalerClient(scaler.target)
+
+            await controller.ask_scaler_once(client)
+            await until(lambda: live_status(apiserver) == (3, "True"), what="inFlight 3, active")
+            app = apiserver.get("HTTPApp", "default", "hello")
+            assert app is not None
+            validate_httpapp(app)  # the CRD's schema takes the field
+            # asked as KEDA asks: the ScaledObject's own name and its trigger's metadata
+            writes = status_writes(apiserver)
+
+            for _ in range(3):  # the same answer: nothing written
+                await controller.ask_scaler_once(client)
+                await settled(controller)
+            assert status_writes(apiserver) == writes
+            assert controller.live_rounds == 4
+
+            # the load drops: one round, one write
+            await proxy.stop_reporting()
+            proxy.keep_reporting(steady(APP, in_flight=1))
+            await until(lambda: scaler.state.aggregator.metrics(APP, time.time()).concurrency == 1.0, 10,
+                        "the window at 1")
+            await controller.ask_scaler_once(client)
+            await until(lambda: live_status(apiserver) == (1, "True"), what="inFlight 1")
+            await settled(controller)
+            assert status_writes(apiserver) == writes + 1
+
+            # KEDA's Active condition does not contradict the scaler's answer once the scaler has given one
+            keda_reports(apiserver, "hello", ready=True, active=False)
+            await until(lambda: status_of(apiserver, "Ready") == "True", what="Ready")
+            assert live_status(apiserver) == (1, "True")
+
+
+async def test_the_controller_asks_by_itself_at_its_interval(
+    apiserver: FakeApiServer, cluster: Cluster, redis_server: RedisServer,
+) -> None:
+    apiserver.put(service("hello"))
+    apiserver.put(httpapp("hello"))  # no scaling block and no ScaledObject yet: asked by the bare backend
+    async with reporting_proxy(redis_server.url, in_flight=2), running_scaler(redis_server.url) as scaler:
+        await until(lambda: scaler.state.aggregator.metrics(APP, time.time()).concurrency == 2.0, 10, "reports")
+        async with running_controller(cluster, scaler_address=scaler.target, status_interval_seconds="0.2") as component:
+            await until(lambda: live_status(apiserver) == (2, "True"), what="inFlight 2 without a ScaledObject")
+            assert component.controller is not None
+            rounds = component.controller.live_rounds
+            await until(lambda: component.controller.live_rounds >= rounds + 3,  # type: ignore[union-attr]
+                        what="three more rounds")
+        # a follower (not leading) never asks: covered by is_leader in the loop; the leader asked by itself
+
+
+async def test_an_unreachable_scaler_is_logged_once_and_the_status_left_alone(
+    apiserver: FakeApiServer, cluster: Cluster, caplog: pytest.LogCaptureFixture,
+) -> None:
+    apiserver.put(service("hello"))
+    apiserver.put(httpapp("hello", scaling=SCALING))
+    address = f"127.0.0.1:{free_port()}"  # nothing listens
+    async with running_controller(cluster, scaler_address=address, status_interval_seconds="0") as component:
+        controller = component.controller
+        assert controller is not None
+        await until(lambda: status_of(apiserver, "ServiceReady") == "True", what="reconciled")
+        before = apiserver.get("HTTPApp", "default", "hello")
+        writes = status_writes(apiserver)
+        with caplog.at_level(logging.INFO, logger="kedahttp.kube.controller"):
+            for _ in range(3):
+                await controller.ask_scaler_once(ScalerClient(address, timeout_seconds=1.0))
+        unreachable = [r for r in caplog.records if r.getMessage().startswith("scaler unreachable")]
+        assert len(unreachable) == 1, [r.getMessage() for r in caplog.records]
+        assert controller.live_rounds == 0 and not controller.live
+        await settled(controller)
+        assert status_writes(apiserver) == writes
+        assert apiserver.get("HTTPApp", "default", "hello") == before  # conditions untouched, no inFlight
+
+
+async def test_in_flight_over_mtls(apiserver: FakeApiServer, cluster: Cluster, redis_server: RedisServer,
+                                   tmp_path: Path) -> None:
+    ca = make_ca(tmp_path)
+    server = make_signed(ca, tmp_path, "server")  # names 127.0.0.1 too
+    client = make_signed(ca, tmp_path, "controller", dns="kedahttp-controller", client=True)
+    apiserver.put(service("hello"))
+    apiserver.put(httpapp("hello", scaling=SCALING))
+    async with reporting_proxy(redis_server.url, in_flight=4), running_scaler(
+        redis_server.url, scaler_tls_cert_file=str(server.cert), scaler_tls_key_file=str(server.key),
+        scaler_tls_client_ca_file=str(ca.cert),
+    ) as scaler:
+        await until(lambda: scaler.state.aggregator.metrics(APP, time.time()).concurrency == 4.0, 10, "reports")
+        # without a client certificate the scaler refuses the controller: nothing is written
+        async with running_controller(cluster, scaler_address=scaler.target, status_interval_seconds="0",
+                                      scaler_ca_file=str(ca.cert)) as component:
+            assert component.controller is not None
+            await until(lambda: status_of(apiserver, "ServiceReady") == "True", what="reconciled")
+            await component.controller.ask_scaler_once(ScalerClient(scaler.target, component.controller.config.scaler_tls))
+            assert component.controller.live_rounds == 0 and live_status(apiserver)[0] is None
+        async with running_controller(cluster, scaler_address=scaler.target, status_interval_seconds="0.2",
+                                      scaler_ca_file=str(ca.cert), scaler_client_cert_file=str(client.cert),
+                                      scaler_client_key_file=str(client.key)):
+            await until(lambda: live_status(apiserver) == (4, "True"), what="inFlight 4 over mTLS")
+
+
+def test_tls_settings_for_the_scaler_must_go_together(tmp_path: Path) -> None:
+    def tls(**flags: str) -> object:
+        return scaler_tls(load(flags, environ={}, component="controller"))
+
+    assert tls() is None
+    assert tls(scaler_ca_file="/ca.crt") is not None
+    with pytest.raises(ScalerTlsError, match="KEDAHTTP_SCALER_CLIENT_KEY_FILE"):
+        tls(scaler_ca_file="/ca.crt", scaler_client_cert_file="/tls.crt")
+    with pytest.raises(ScalerTlsError, match="KEDAHTTP_SCALER_CA_FILE"):
+        tls(scaler_client_cert_file="/tls.crt", scaler_client_key_file="/tls.key")

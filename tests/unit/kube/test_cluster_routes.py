@@ -179,3 +179,49 @@ def test_of_two_apps_claiming_one_host_and_prefix_the_older_is_routed(sink: Reco
     assert sink.take() == [("replace", ["default/api", "default/old"])]
     routes.app_changed("DELETED", old)  # the host is free: the younger app gets it
     assert sink.take() == [("remove", "default/old"), ("upsert", "default/new")]
+
+
+def test_a_status_write_changes_nothing_and_costs_no_recomputation(sink: RecordingSink) -> None:
+    """The controller writes statuses (in-flight counts every STATUS_INTERVAL_SECONDS): a proxy sees each
+    as a MODIFIED event and must not re-check every app's hosts for it."""
+    routes = ClusterRoutes(sink)
+    app = httpapp("a")
+    listed(routes, [app, httpapp("b")], [service("a")], [])
+    sink.take()
+    changes = routes.changes
+    routes.app_changed("MODIFIED", {**app, "status": {"inFlight": 3, "active": "True"}})
+    assert sink.take() == [] and routes.changes == changes
+    moved = httpapp("a", hosts=["c.example.com"])
+    routes.app_changed("MODIFIED", {**moved, "status": {"inFlight": 3}})  # a spec change still counts
+    assert routes.changes == changes + 1 and sink.take() == [("upsert", "default/a")]
+    bad = httpapp("a", prefixes=["api"])
+    routes.app_changed("MODIFIED", bad)
+    changes = routes.changes
+    routes.app_changed("MODIFIED", {**bad, "status": {"inFlight": 0}})  # still malformed, the same way
+    assert routes.changes == changes
+
+
+def test_services_and_slices_no_app_names_cost_no_recomputation(sink: RecordingSink) -> None:
+    """The proxy watches every Service and EndpointSlice of the cluster; those of Services no HTTPApp
+    names are looked up and dropped, without a pass over the apps."""
+    routes = ClusterRoutes(sink)
+    listed(routes, [httpapp("a", service="web")], [service("web")], [])
+    sink.take()
+    changes = routes.changes
+    routes.service_changed("ADDED", service("other"))
+    routes.slice_changed("ADDED", eps("other-1", "other", ready=["10.0.0.9"]))
+    routes.slice_changed("ADDED", eps("web-9", "web", ready=["10.0.0.1"], ns="elsewhere"))  # same name, other namespace
+    assert routes.changes == changes and sink.take() == []
+    routes.slice_changed("ADDED", eps("web-1", "web", ready=["10.0.0.5"]))
+    assert routes.changes == changes + 1
+    assert sink.take() == [("endpoints", "default/a", ("10.0.0.5:8080",))]
+    # the index follows the app: moved to another Service, then deleted
+    routes.app_changed("MODIFIED", httpapp("a", service="other"))
+    assert sink.take() == [("endpoints", "default/a", ("10.0.0.9:8080",))]
+    changes = routes.changes
+    routes.slice_changed("MODIFIED", eps("web-1", "web", ready=["10.0.0.6"]))
+    assert routes.changes == changes
+    routes.app_changed("DELETED", httpapp("a", service="other"))
+    changes = routes.changes
+    routes.slice_changed("MODIFIED", eps("other-1", "other", ready=["10.0.0.8"]))
+    assert routes.changes == changes and sink.take() == [("remove", "default/a")]
