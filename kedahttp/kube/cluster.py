@@ -43,6 +43,7 @@ ENDPOINT_SLICE = Kind("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices
 SCALED_OBJECT = Kind("ScaledObject", "keda.sh", "v1alpha1", "scaledobjects")
 HTTPAPP = Kind("HTTPApp", "kedahttp.dev", "v1alpha1", "httpapps")
 LEASE = Kind("Lease", "coordination.k8s.io", "v1", "leases")
+CONFIG_MAP = Kind("ConfigMap", "", "v1", "configmaps")
 
 
 class ClusterError(Exception):
@@ -257,6 +258,11 @@ def _ops_table(api_client: Any) -> dict[Kind, _Ops]:
             partial(custom.list_cluster_custom_object, *ours, HTTPAPP.plural),
             replace_status=lambda namespace, name, body, **kw: custom.replace_namespaced_custom_object_status(
                 *ours, namespace, HTTPAPP.plural, name, body, **kw),
+        ),
+        CONFIG_MAP: _Ops(
+            core.create_namespaced_config_map, swap(core.read_namespaced_config_map),
+            swap(core.delete_namespaced_config_map), core.list_namespaced_config_map,
+            core.list_config_map_for_all_namespaces,
         ),
         LEASE: _Ops(
             coordination.create_namespaced_lease, swap(coordination.read_namespaced_lease),

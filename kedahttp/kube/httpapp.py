@@ -10,6 +10,7 @@ the ScaledObject's ``generation``, which is what makes KEDA rebuild the HPA (ked
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,9 @@ API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "HTTPApp"
 # Label on what the controller writes: not app.kubernetes.io/managed-by, which Helm sets to "Helm".
 OWNED_LABEL = "kedahttp.dev/httpapp"
+# Label a ConfigMap must carry for the proxy to read it as a waiting-page template: the proxy watches these
+# alone, never every ConfigMap of the cluster (value free; "true" by convention).
+WAITING_PAGE_LABEL = "kedahttp.dev/waiting-page"
 WINDOW_LIMIT_SECONDS = 600
 MAX_REPLICAS_LIMIT = 2**31 - 1
 
@@ -51,6 +55,34 @@ MAX_REPLICAS_LIMIT = 2**31 - 1
 class ServiceRef:
     name: str
     port: int | str  # the Service port's number or name
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigMapKeyRef:
+    """One key of a ConfigMap in the app's own namespace (``spec.coldStart.templateConfigMap``)."""
+
+    name: str
+    key: str
+
+
+# a ConfigMap's name is a DNS-1123 subdomain; its keys what Kubernetes allows in ``data``
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_CONFIG_MAP_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+
+
+def _config_map_key_ref(field: str, value: object) -> ConfigMapKeyRef | None:
+    if value is None:
+        return None
+    ref = _mapping(field, value)
+    unknown = set(ref) - {"name", "key"}
+    if unknown:
+        raise SpecError(field, f"unknown field(s) {', '.join(sorted(map(str, unknown)))}; known: key, name")
+    name, key = ref.get("name"), ref.get("key")
+    if not isinstance(name, str) or len(name) > 253 or not _SUBDOMAIN.fullmatch(name):
+        raise SpecError(f"{field}.name", f"must be the name of a ConfigMap in the app's namespace (got {name!r})")
+    if not isinstance(key, str) or len(key) > 253 or not _CONFIG_MAP_KEY.fullmatch(key):
+        raise SpecError(f"{field}.key", f"must be a key of that ConfigMap: letters, digits, '-', '_', '.' (got {key!r})")
+    return ConfigMapKeyRef(name, key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +113,7 @@ class HTTPApp:
     # values with the routes file's rules (proxy/app_settings.py), so both sources accept the same things
     timeouts: tuple[tuple[str, Any], ...] = ()
     placeholder: str = ""
+    template_config_map: ConfigMapKeyRef | None = None  # the waiting page's template (the proxy reads it)
     scaling: Scaling | None = None
     uid: str = ""
     generation: int = 0
@@ -217,6 +250,8 @@ def parse_httpapp(obj: Mapping[str, Any]) -> HTTPApp:
         protocol=_protocol(spec.get("protocol")),
         timeouts=tuple(sorted(_mapping("spec.timeouts", spec.get("timeouts")).items())),
         placeholder=placeholder,
+        template_config_map=_config_map_key_ref("spec.coldStart.templateConfigMap",
+                                                cold_start.get("templateConfigMap")),
         scaling=_scaling(spec.get("scaling"), name),
         uid=str(m.get("uid") or ""),
         generation=int(m.get("generation") or 0),
@@ -236,6 +271,8 @@ def to_object(app: HTTPApp) -> dict[str, Any]:
         cold_start["timeoutSeconds"] = app.cold_start_timeout_seconds
     if app.placeholder:
         cold_start["placeholder"] = app.placeholder
+    if app.template_config_map is not None:
+        cold_start["templateConfigMap"] = {"name": app.template_config_map.name, "key": app.template_config_map.key}
     if cold_start:
         spec["coldStart"] = cold_start
     if app.timeouts:

@@ -302,7 +302,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("upstream_response_header_timeout_seconds", _positive_float, "60",
          "request sent -> response status line; past it the client gets 504", processes=("proxy", "dev")),
     Spec("upstream_idle_timeout_seconds", _positive_float, "60",
-         "longest pause between two reads of a response body; past it the response is cut",
+         "longest pause either way: between two reads of a response body, or the app taking none of a "
+         "request body; past it 504 (no response yet) or the response is cut",
          processes=("proxy", "dev")),
     Spec("upstream_total_timeout_seconds", _non_negative_float, "0",
          "cap on a whole non-streaming response (Content-Length framed); 0: no cap", processes=("proxy", "dev")),

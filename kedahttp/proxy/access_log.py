@@ -8,7 +8,9 @@ stdout never stalls the event loop. The buffer is bounded: past ``MAX_PENDING`` 
 ones are dropped and counted (``dropped``), never queued without limit.
 
 Lines go to stdout (the process's own logs go to stderr), one object each:
-``{"ts", "backend", "client", "method", "path", "status", "duration_ms", "cold"}``.
+``{"ts", "backend", "client", "method", "path", "status", "duration_ms", "cold"}``. No header is logged,
+and ``path`` stops before the query string: queries carry tokens (``?access_token=``, signed URLs) and a
+log must never hold a secret.
 """
 
 from __future__ import annotations
@@ -32,11 +34,12 @@ Entry = tuple[float, str, bytes, bytes, int, float, bool]
 
 
 def format_entry(entry: Entry) -> str:
-    """One JSON line (without the newline). Method and path are read from the request line of the head."""
+    """One JSON line (without the newline). Method and path (without its query) are read from the request
+    line of the head."""
     at, backend, client, head, status, duration, cold = entry
     request_line = head[:head.find(b"\r\n")] if head else b""
     method, _, rest = request_line.partition(b" ")
-    path = rest.rpartition(b" ")[0] if b" " in rest else rest
+    path = (rest.rpartition(b" ")[0] if b" " in rest else rest).partition(b"?")[0]
     return json.dumps({
         "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z",
         "backend": backend,

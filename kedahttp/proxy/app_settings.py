@@ -8,7 +8,9 @@ so ``parse_app_settings`` reads that shape for both:
     timeouts:
       connectSeconds: 5            # opening a connection to the app
       responseHeaderSeconds: 60    # request sent -> status line; past it: 504
-      idleSeconds: 60              # between two reads of a response body; past it the response is cut
+      idleSeconds: 60              # the longest pause either way: between two reads of a response body
+                                   # (then the response is cut), or the app taking none of a request body
+                                   # (then 504, or a cut if a response began)
       totalSeconds: 300            # a whole non-streaming response; 0: no cap
       tunnelIdleSeconds: 600       # a WebSocket/Upgrade tunnel with no byte either way is closed
     coldStart:

@@ -13,7 +13,9 @@ two seconds at most and a 1 s one by 0.2 s.
 
 What counts as idle: the response-header timeout runs from the moment the request was fully sent until
 the status line; the idle timeout from the upstream's last byte of the response body, except while the
-client is not reading (the proxy then stops reading the upstream on purpose); the total cap from the
+client is not reading (the proxy then stops reading the upstream on purpose), and, the other way, from
+the last byte of the request body the upstream took while more waits for it (an app that stops reading
+an upload: the proxy's write buffer to it stays full); the total cap from the
 request being sent to the end of a response framed by Content-Length (chunked and read-until-close
 responses are streams and never capped); a tunnel from the last byte in either direction. Pure.
 """
@@ -26,10 +28,11 @@ from kedahttp.proxy.app_settings import AppLimits
 
 MIN_SWEEP_SECONDS: Final = 0.05
 
-NOT_DUE, RESPONSE_HEADER, BODY_IDLE, TOTAL, TUNNEL_IDLE = range(5)
+NOT_DUE, RESPONSE_HEADER, BODY_IDLE, TOTAL, TUNNEL_IDLE, UPLOAD_IDLE = range(6)
 REASONS: Final = {
     RESPONSE_HEADER: "no response header within the response-header timeout",
     BODY_IDLE: "response body stalled past the idle timeout",
+    UPLOAD_IDLE: "upstream stopped reading the request body past the idle timeout",
     TOTAL: "response not complete within the total timeout",
     TUNNEL_IDLE: "tunnel idle past its timeout",
 }
@@ -41,12 +44,16 @@ def sweep_interval(shortest_timeout_seconds: float, ceiling_seconds: float) -> f
 
 
 def overdue(limits: AppLimits, now: float, slack: float, *, sent_at: float, req_done: bool, resp_started: bool,
-            streaming: bool, last_read: float, reading_paused: bool) -> int:
+            streaming: bool, last_read: float, reading_paused: bool, last_taken: float = 0.0) -> int:
     """Which timeout a forwarded exchange (request sent, response not complete) has passed, or NOT_DUE.
 
     ``sent_at``: when the sweep first saw the request out in full (0 before); ``last_read``:
-    the upstream's last byte on the coarse clock; ``slack``: how early a coarse stamp may be.
+    the upstream's last byte on the coarse clock; ``last_taken``: while request bytes wait for the
+    upstream, when it last took one (coarse clock; 0: nothing waits); ``slack``: how early a coarse
+    stamp may be.
     """
+    if last_taken and now - last_taken >= limits.idle_timeout_seconds + slack:
+        return UPLOAD_IDLE
     total = limits.total_timeout_seconds
     if not resp_started:
         if req_done and sent_at and now - sent_at >= limits.response_header_timeout_seconds:

@@ -112,7 +112,13 @@ class UpstreamSide:
     def reading_resumed(self, now: float) -> None:
         """Reading paused on purpose (the client was not reading) is over: idle time counts from ``now``."""
     def release(self) -> None: ...
+    def upload_taken_at(self, now: float) -> float:
+        """While request bytes wait for the upstream: when it last took one (coarse clock); 0.0 when none wait.
+        Asked by the sweep only (deadlines.py), never per request."""
+        raise NotImplementedError
     def tunnel_to(self, transport: Any) -> None: ...
+    def reset_on_close(self) -> None:
+        """Closing this connection will reset it (RST), not wait to hand over what is still unsent."""
     def abort(self) -> None: ...
 
 
@@ -446,6 +452,10 @@ class Exchange:
         a 504, the answer it would have had)."""
         if self.state != SENT:
             return
+        if self.up is not None:
+            # given up on: reset, so neither the app nor our kernel keeps the connection (an app that stopped
+            # reading would otherwise hold an orphaned socket and its full send buffer)
+            self.up.reset_on_close()
         if self.counters is not None:
             self.counters.upstream_timeouts += 1
         self.upstream_error(reason, 504)

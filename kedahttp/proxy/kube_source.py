@@ -1,4 +1,5 @@
-"""Routes and readiness from the cluster (ROUTES=kubernetes): HTTPApps, the Services they name, and their EndpointSlices.
+"""Routes and readiness from the cluster (ROUTES=kubernetes): HTTPApps, the Services they name, their EndpointSlices,
+and the ConfigMaps that hold waiting-page templates.
 
 A thin adapter: ``kedahttp.kube.watching.follow`` lists and watches the three kinds; ``ClusterRoutes``
 folds what they say into the sink with the fewest calls. An HTTPApp is a backend from the watch event
@@ -8,31 +9,42 @@ read is logged once and left out; it never affects another app's routes. Of two 
 (host, path prefix) the older keeps it (``kube.httpapp.conflicts``, the controller's rule too). The proxy only reads: the
 controller owns every write (statuses, ScaledObjects).
 
+An app's ``spec.coldStart.templateConfigMap`` names a key of a ConfigMap in its namespace; only ConfigMaps
+labelled ``kedahttp.dev/waiting-page`` are watched (one watch, whatever the number of apps, and the proxy
+never holds the cluster's other ConfigMaps). The template is checked as the routes file's are and travels
+in the app's Backend, so a change to the ConfigMap reaches the route like any other change of the app.
+A template that is missing or unusable leaves the app on the built-in page, with one warning naming the
+app and the problem (and one line when it is usable again); it never makes the app unroutable.
+
 The Service-annotation routes of earlier versions are gone: one source of truth per app.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kedahttp.kube.appspec import SpecError
-from kedahttp.kube.cluster import ENDPOINT_SLICE, HTTPAPP, SERVICE, Cluster
+from kedahttp.kube.cluster import CONFIG_MAP, ENDPOINT_SLICE, HTTPAPP, SERVICE, Cluster
 from kedahttp.kube.endpoints import SERVICE_NAME_LABEL, EndpointIndex, object_key
-from kedahttp.kube.httpapp import Conflict, HTTPApp, conflicts, parse_httpapp
+from kedahttp.kube.httpapp import WAITING_PAGE_LABEL, Conflict, HTTPApp, conflicts, parse_httpapp
 from kedahttp.kube.watching import Changed, Listed, WatchSpec, WatchTiming, follow
 from kedahttp.process.settings import Settings
 from kedahttp.proxy.app_settings import AppSettings, AppSettingsError, parse_app_settings
 from kedahttp.proxy.sources import Backend, RouteSink
+from kedahttp.proxy.waiting_page import PageTemplate, TemplateError
+
+KINDS = 4  # HTTPApps, Services, EndpointSlices, ConfigMaps: all listed once before the first state goes out
 
 log = logging.getLogger("kedahttp.kube_source")
 
 
 def app_settings_of(app: HTTPApp) -> AppSettings:
     """The app's timeouts and placeholder, checked as the routes file's are; raises SpecError naming the
-    field (a template is a routes-file feature: an HTTPApp's waiting page is the built-in one)."""
+    field. The template comes from a ConfigMap (``template_text``), set by ClusterRoutes."""
     try:
         return parse_app_settings(dict(app.timeouts) if app.timeouts else None,
                                   {"placeholder": app.placeholder} if app.placeholder else None)
@@ -40,10 +52,34 @@ def app_settings_of(app: HTTPApp) -> AppSettings:
         raise SpecError(f"spec.{exc.field}", exc.reason) from exc
 
 
-def backend_of(app: HTTPApp, service_protocol: str = "http1") -> Backend:
-    """The route of an app; its protocol is the HTTPApp's own, else what its Service port declares."""
+def backend_of(app: HTTPApp, service_protocol: str = "http1", page_template: str | None = None) -> Backend:
+    """The route of an app; its protocol is the HTTPApp's own, else what its Service port declares;
+    ``page_template`` is its waiting page's template text, already checked (None: the built-in page)."""
+    settings = app_settings_of(app)
+    if page_template is not None:
+        settings = dataclasses.replace(settings, page_template=page_template)
     return Backend(app.key, app.hosts, app.path_prefixes, app.cold_start_timeout_seconds,
-                   protocol=app.protocol or service_protocol, settings=app_settings_of(app))
+                   protocol=app.protocol or service_protocol, settings=settings)
+
+
+def template_from(config_map: Mapping[str, Any] | None, where: str, key: str) -> str:
+    """The waiting-page template in ``key`` of a ConfigMap (its ``data`` and ``binaryData`` as stored), checked;
+    raises TemplateError saying what is wrong, naming ``where`` (the ConfigMap) and the key."""
+    if config_map is None:
+        raise TemplateError(f"ConfigMap {where} not found, or it lacks the label {WAITING_PAGE_LABEL}")
+    data = config_map.get("data") or {}
+    if key not in data:
+        if key in (config_map.get("binaryData") or {}):
+            raise TemplateError(f"ConfigMap {where} key {key!r} is binaryData; a template must be text (data)")
+        raise TemplateError(f"ConfigMap {where} has no key {key!r} (keys: {', '.join(sorted(data)) or 'none'})")
+    text = data[key]
+    if not isinstance(text, str):
+        raise TemplateError(f"ConfigMap {where} key {key!r} is not text")
+    try:
+        PageTemplate(text)
+    except TemplateError as exc:
+        raise TemplateError(f"ConfigMap {where} key {key!r}: {exc}") from exc
+    return text
 
 
 class ClusterRoutes:
@@ -63,6 +99,9 @@ class ClusterRoutes:
         self._published: dict[str, Backend] = {}
         self._published_endpoints: dict[str, tuple[str, ...]] = {}
         self._conflicts: dict[str, Conflict] = {}  # app key -> the older app that keeps its host
+        # "namespace/name" -> the data and binaryData of a ConfigMap labelled WAITING_PAGE_LABEL
+        self._config_maps: dict[str, Mapping[str, Any]] = {}
+        self._page_problems: dict[str, str] = {}  # app key -> why its template is not used (logged once)
         self.synced = False
         self.changes = 0  # folds that recomputed routes (each checks every app for conflicts)
 
@@ -83,6 +122,7 @@ class ClusterRoutes:
         if event_type == "DELETED":
             self._drop_app(key)
             self._problems.pop(key, None)
+            self._page_problems.pop(key, None)
         else:
             before = (self._apps.get(key), self._problems.get(key))
             self._set_app(obj)
@@ -115,6 +155,51 @@ class ClusterRoutes:
                 keys.discard(key)
                 if not keys:
                     del self._apps_of_service[_service_key(app)]
+
+    # ConfigMaps with waiting-page templates: only the apps that name a changed one are recomputed
+
+    def config_maps_listed(self, items: Iterable[Mapping[str, Any]]) -> None:
+        before = set(self._config_maps)
+        self._config_maps = {object_key(obj): _template_data(obj) for obj in items}
+        self._listed.add(CONFIG_MAP.plural)
+        self._config_maps_changed(before | set(self._config_maps))
+
+    def config_map_changed(self, event_type: str, obj: Mapping[str, Any]) -> None:
+        key = object_key(obj)
+        if event_type == "DELETED":
+            self._config_maps.pop(key, None)
+        else:
+            self._config_maps[key] = _template_data(obj)
+        self._config_maps_changed({key})
+
+    def _config_maps_changed(self, keys: set[str]) -> None:
+        self._after_change(key for key, app in self._apps.items()
+                           if app.template_config_map is not None
+                           and f"{app.namespace}/{app.template_config_map.name}" in keys)
+
+    def _page_template(self, app: HTTPApp) -> str | None:
+        """The app's template text from its ConfigMap, or None (the built-in page); a problem is logged once."""
+        ref = app.template_config_map
+        if ref is None:
+            self._page_problems.pop(app.key, None)
+            return None
+        where = f"{app.namespace}/{ref.name}"
+        try:
+            text: str | None = template_from(self._config_maps.get(where), where, ref.key)
+            problem = ""
+        except TemplateError as exc:
+            text, problem = None, str(exc)
+        before = self._page_problems.get(app.key, "")
+        if problem != before:
+            if problem:
+                self._page_problems[app.key] = problem
+                log.warning("waiting page template unusable: the app gets the built-in page",
+                            extra={"httpapp": app.key, "configmap": where, "key": ref.key, "error": problem})
+            else:
+                del self._page_problems[app.key]
+                log.info("waiting page template usable again", extra={"httpapp": app.key, "configmap": where,
+                                                                       "key": ref.key})
+        return text
 
     # Services and their slices: only the apps behind a changed Service are recomputed, found by the
     # index, so the cluster's other Services and slices (watched too: see KubernetesSource) cost a dict
@@ -159,7 +244,7 @@ class ClusterRoutes:
             for key in set(self._conflicts) - set(before):
                 log.warning("httpapp skipped: its host is taken", extra={"httpapp": key, "error": str(self._conflicts[key])})
         if not self.synced:
-            if len(self._listed) < 3:
+            if len(self._listed) < KINDS:
                 return
             self.synced = True
             routed = {key: self._backend(app) for key, app in self._apps.items() if key not in self._conflicts}
@@ -172,7 +257,7 @@ class ClusterRoutes:
             self._reconcile(key)
 
     def _backend(self, app: HTTPApp) -> Backend:
-        return backend_of(app, self._index.protocol(_service_key(app), app.service.port))
+        return backend_of(app, self._index.protocol(_service_key(app), app.service.port), self._page_template(app))
 
     def _reconcile(self, key: str) -> None:
         app = self._apps.get(key) if key not in self._conflicts else None
@@ -194,6 +279,14 @@ class ClusterRoutes:
 
 def _service_key(app: HTTPApp) -> str:
     return f"{app.namespace}/{app.service.name}"
+
+
+def _template_data(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What the proxy keeps of a ConfigMap: its data, and the names of its binary keys (for the error)."""
+    data = obj.get("data")
+    binary = obj.get("binaryData")
+    return {"data": dict(data) if isinstance(data, Mapping) else {},
+            "binaryData": dict.fromkeys(binary) if isinstance(binary, Mapping) else {}}
 
 
 class KubernetesSource:
@@ -230,6 +323,7 @@ class KubernetesSource:
             HTTPAPP: (routes.apps_listed, routes.app_changed),
             SERVICE: (routes.services_listed, routes.service_changed),
             ENDPOINT_SLICE: (routes.slices_listed, routes.slice_changed),
+            CONFIG_MAP: (routes.config_maps_listed, routes.config_map_changed),
         }
 
         def handle(message: Listed | Changed) -> None:
@@ -242,8 +336,9 @@ class KubernetesSource:
                 self.synced.set()
                 log.info("routes synced from the cluster", extra={"backends": routes.backend_count})
 
-        watches = [WatchSpec(HTTPAPP), WatchSpec(SERVICE), WatchSpec(ENDPOINT_SLICE, SERVICE_NAME_LABEL)]
-        log.info("watching httpapps, services and endpoint slices",
+        watches = [WatchSpec(HTTPAPP), WatchSpec(SERVICE), WatchSpec(ENDPOINT_SLICE, SERVICE_NAME_LABEL),
+                   WatchSpec(CONFIG_MAP, WAITING_PAGE_LABEL)]
+        log.info("watching httpapps, services, endpoint slices and waiting-page configmaps",
                  extra={"namespace": self.namespace or "all namespaces"})
         try:
             await follow(cluster, self.namespace, watches, handle, self._timing)

@@ -431,7 +431,8 @@ class ClientConnection(asyncio.Protocol, ClientSide):
             ex.sent_at = now  # the first sweep to see it sent in full: no clock read per request
         due = overdue(route.limits, now, slack, sent_at=ex.sent_at, req_done=ex.req_done,
                       resp_started=ex.resp_started, streaming=ex.resp_body != http1.LENGTH,
-                      last_read=up.last_read, reading_paused=self.write_paused)
+                      last_read=up.last_read, reading_paused=self.write_paused,
+                      last_taken=up.upload_taken_at(now))
         if due != NOT_DUE:
             ex.timed_out(REASONS[due])
 

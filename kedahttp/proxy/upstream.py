@@ -10,6 +10,8 @@ new ones as owned tasks; the exchange decides what a failure means (retry or 502
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import time
 from typing import Any, Final
 
@@ -28,6 +30,29 @@ MAX_IDLE_PER_ENDPOINT: Final = 256
 MAX_RESPONSE_HEAD_BYTES: Final = 256 * 1024  # an upstream head still incomplete past this is a 502
 
 
+# Linux's struct tcp_info: tcpi_bytes_acked, the bytes of our stream the peer's TCP has acknowledged (it
+# moves only as the app reads and its receive window opens; a zero-window probe's answer does not move it)
+_TCP_INFO: Final = getattr(socket, "TCP_INFO", 0)
+_TCP_INFO_BYTES: Final = 136
+_BYTES_ACKED_OFFSET: Final = 120
+_LINGER_RESET: Final = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets the connection
+
+
+def _bytes_taken(transport: Any) -> int:
+    """How far the upstream has taken our bytes: TCP's bytes acknowledged where the kernel tells (Linux),
+    else minus the bytes still in the transport's buffer (it shrinks as the peer takes them)."""
+    if _TCP_INFO:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_BYTES)
+            except OSError:
+                info = b""
+            if len(info) >= _BYTES_ACKED_OFFSET + 8:
+                return int(struct.unpack_from("=Q", info, _BYTES_ACKED_OFFSET)[0])
+    return -int(transport.get_write_buffer_size())
+
+
 class _HeadDone(Exception):
     """Stops the parser after the head of a response that has no body (a response to HEAD)."""
 
@@ -44,7 +69,7 @@ class _Unrequested(Exception):
 class UpstreamConnection(asyncio.Protocol, UpstreamSide):
     __slots__ = (
         "endpoint", "ex", "got_bytes", "idle_since", "in_head", "last_read", "open", "parser", "pending", "pool",
-        "reused", "transport", "tunnel",
+        "reused", "taken", "taken_at", "transport", "tunnel",
     )
 
     def __init__(self, pool: UpstreamPool, endpoint: str) -> None:
@@ -61,6 +86,10 @@ class UpstreamConnection(asyncio.Protocol, UpstreamSide):
         self.idle_since = 0.0
         self.last_read = 0.0  # when the last byte arrived, on the pool's coarse clock (for the idle timeouts)
         self.tunnel: Any = None  # the client transport once upgraded
+        # the upload idle timeout (deadlines.py), kept by the sweep alone: how far the upstream had taken our
+        # bytes (_bytes_taken) when it last moved, and when that was on the coarse clock (0: nothing waits)
+        self.taken = 0
+        self.taken_at = 0.0
 
     # -- binding -----------------------------------------------------------------------------------
 
@@ -69,6 +98,7 @@ class UpstreamConnection(asyncio.Protocol, UpstreamSide):
         self.got_bytes = False
         self.in_head = True
         self.pending = b""
+        self.taken_at = 0.0  # an upload stall is this exchange's own, never one left by the last
 
     def release(self) -> None:
         """The response is complete and the request was sent in full: back to the pool."""
@@ -79,9 +109,28 @@ class UpstreamConnection(asyncio.Protocol, UpstreamSide):
     def reading_resumed(self, now: float) -> None:
         self.last_read = now
 
+    def upload_taken_at(self, now: float) -> float:
+        transport = self.transport
+        if transport is None or not transport.get_write_buffer_size():
+            self.taken_at = 0.0  # everything handed to the kernel: the upstream is keeping up
+            return 0.0
+        taken = _bytes_taken(transport)
+        if not self.taken_at or taken != self.taken:
+            self.taken = taken
+            self.taken_at = now
+        return self.taken_at
+
     def tunnel_to(self, transport: Any) -> None:
         """Upgraded: from now on what the upstream sends goes to ``transport`` (the client's) untouched."""
         self.tunnel = transport
+
+    def reset_on_close(self) -> None:
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            except OSError:
+                pass  # closed already
 
     def abort(self) -> None:
         self.ex = None

@@ -29,6 +29,7 @@ import yaml
 RESOURCES: dict[str, tuple[str, str]] = {
     "deployments.apps": ("/apis/apps/v1", "Deployment"),
     "services": ("/api/v1", "Service"),
+    "configmaps": ("/api/v1", "ConfigMap"),
     "endpointslices.discovery.k8s.io": ("/apis/discovery.k8s.io/v1", "EndpointSlice"),
     "scaledobjects.keda.sh": ("/apis/keda.sh/v1alpha1", "ScaledObject"),
     "httpapps.kedahttp.dev": ("/apis/kedahttp.dev/v1alpha1", "HTTPApp"),

@@ -43,19 +43,26 @@ class RecordingSink:
 
 def httpapp(name: str, hosts: Sequence[str] = (), ns: str = "default", prefixes: Sequence[str] | None = None,
             cold: float | None = None, service: str | None = None, port: int | str = 80,
-            scaling: dict[str, Any] | None = None) -> dict[str, Any]:
+            scaling: dict[str, Any] | None = None, cold_start: dict[str, Any] | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "hosts": list(hosts) or [f"{name}.example.com"],
         "service": {"name": service or name, "port": port},
     }
     if prefixes is not None:
         spec["pathPrefixes"] = list(prefixes)
-    if cold is not None:
-        spec["coldStart"] = {"timeoutSeconds": cold}
+    if cold is not None or cold_start:
+        spec["coldStart"] = ({"timeoutSeconds": cold} if cold is not None else {}) | (cold_start or {})
     if scaling is not None:
         spec["scaling"] = scaling
     return {"apiVersion": "kedahttp.dev/v1alpha1", "kind": "HTTPApp",
             "metadata": {"name": name, "namespace": ns}, "spec": spec}
+
+
+def config_map(name: str, data: dict[str, str], ns: str = "default", labelled: bool = True) -> dict[str, Any]:
+    """A ConfigMap; ``labelled``: with the label that makes the proxy read it as a waiting-page template."""
+    labels = {"kedahttp.dev/waiting-page": "true"} if labelled else {}
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": ns, "labels": labels}, "data": data}
 
 
 def service(name: str, ns: str = "default", ports: list[dict[str, Any]] | None = None) -> dict[str, Any]:

@@ -72,6 +72,14 @@ def test_the_schema_accepts_what_the_code_writes_and_refuses_typos() -> None:
     app = make_httpapp("a", scaling={"targetConcurrency": 5, "minReplicas": 0, "maxReplicas": 3})
     validate_httpapp(app)
     validate_httpapp(httpapp.to_object(httpapp.parse_httpapp(app)))
+    paged = make_httpapp("a", cold_start={"placeholder": "page",
+                                          "templateConfigMap": {"name": "pages", "key": "wait.html"}})
+    validate_httpapp(paged)
+    validate_httpapp(httpapp.to_object(httpapp.parse_httpapp(paged)))
+    for bad in ({"name": "pages"}, {"name": "Pages", "key": "k"}, {"name": "pages", "key": "a/b"}):
+        wrong = make_httpapp("a", cold_start={"templateConfigMap": bad})
+        with pytest.raises(jsonschema.ValidationError):
+            validate_httpapp(wrong)
     typo = make_httpapp("a")
     typo["spec"]["scaling"] = {"targetConcurency": 5}
     with pytest.raises(jsonschema.ValidationError):

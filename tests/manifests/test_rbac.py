@@ -74,7 +74,8 @@ def test_the_derivation_finds_what_the_contract_requires(derived: tuple[set[Perm
     needed, _ = derived
     reads = {
         Permission(g, r, v)
-        for g, r in (("kedahttp.dev", "httpapps"), ("", "services"), ("discovery.k8s.io", "endpointslices"))
+        for g, r in (("kedahttp.dev", "httpapps"), ("", "services"), ("discovery.k8s.io", "endpointslices"),
+                     ("", "configmaps"))  # the waiting-page templates
         for v in ("list", "watch")
     }
     assert reads <= needed, f"not derived: {sorted(map(str, reads - needed))}"

@@ -19,6 +19,7 @@ from tests.harness.fake_apiserver import FakeApiServer
 from tests.harness.kube_objects import RecordingSink, eps, httpapp, service
 from tests.harness.waiting import until
 
+WATCHES = 4  # HTTPApps, Services, EndpointSlices, waiting-page ConfigMaps
 WAIT_SECONDS = 10.0  # a bound so a broken build fails instead of hanging; never a latency assertion
 
 
@@ -95,7 +96,7 @@ async def test_a_dropped_watch_resumes_from_its_resource_version(apiserver: Fake
     app(apiserver, "a")
     sink = RecordingSink()
     async with running(make_source(cluster), sink):
-        await until(lambda: apiserver.watch_count() == 3, WAIT_SECONDS, "all watches open")
+        await until(lambda: apiserver.watch_count() == WATCHES, WAIT_SECONDS, "all watches open")
         app(apiserver, "b")
         await until(lambda: "default/b" in sink.backends, WAIT_SECONDS, "service b")
         seen_rv = apiserver.get("Service", "default", "b")["metadata"]["resourceVersion"]  # type: ignore[index]
@@ -117,7 +118,7 @@ async def test_bookmarks_move_the_resume_point(apiserver: FakeApiServer, cluster
     app(apiserver, "a")
     sink = RecordingSink()
     async with running(make_source(cluster), sink):
-        await until(lambda: apiserver.watch_count() == 3, WAIT_SECONDS, "all watches open")
+        await until(lambda: apiserver.watch_count() == WATCHES, WAIT_SECONDS, "all watches open")
         marked = str(apiserver.bookmark())
         # written before the cut, so the client reads it before it sees the connection end
         await until(lambda: ("/api/v1/services", "BOOKMARK") in apiserver.sent, WAIT_SECONDS, "the bookmark sent")
@@ -135,7 +136,7 @@ async def test_gone_lists_again_and_catches_up(apiserver: FakeApiServer, cluster
     apiserver.put(slice_obj("b-1", "b", ready=["10.0.0.2"]))
     sink = RecordingSink()
     async with running(make_source(cluster), sink):
-        await until(lambda: apiserver.watch_count() == 3, WAIT_SECONDS, "all watches open")
+        await until(lambda: apiserver.watch_count() == WATCHES, WAIT_SECONDS, "all watches open")
         sink.take()
         # Keep the watcher out while things change, then forget that history.
         apiserver.fail("GET", "HTTPApp", 503, "apiserver restarting", times=1000)
@@ -193,11 +194,11 @@ async def test_namespace_scoped_from_kubeconfig(
         assert sink.endpoints == {"team/a": ("10.0.3.1:8080",)}
     paths = {r.path for r in apiserver.requests}
     assert paths == {"/api/v1/namespaces/team/services", "/apis/discovery.k8s.io/v1/namespaces/team/endpointslices",
-                     "/apis/kedahttp.dev/v1alpha1/namespaces/team/httpapps"}
+                     "/apis/kedahttp.dev/v1alpha1/namespaces/team/httpapps", "/api/v1/namespaces/team/configmaps"}
 
 
 async def test_cancelling_the_source_closes_its_watches(apiserver: FakeApiServer, cluster: Cluster) -> None:
     sink = RecordingSink()
     async with running(make_source(cluster), sink):
-        await until(lambda: apiserver.watch_count() == 3, WAIT_SECONDS, "three watches")
+        await until(lambda: apiserver.watch_count() == WATCHES, WAIT_SECONDS, "every watch open")
     await until(lambda: apiserver.watch_count() == 0, WAIT_SECONDS, "watches closed")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from kedahttp.kube.endpoints import parse_slice
 from kedahttp.proxy.kube_source import ClusterRoutes
 from kedahttp.proxy.sources import Backend
-from tests.harness.kube_objects import RecordingSink, eps, httpapp, service
+from tests.harness.kube_objects import RecordingSink, config_map, eps, httpapp, service
 
 
 @pytest.fixture
@@ -15,19 +17,21 @@ def sink() -> RecordingSink:
     return RecordingSink()
 
 
-def listed(routes: ClusterRoutes, apps: list, services: list, slices: list) -> None:
+def listed(routes: ClusterRoutes, apps: list, services: list, slices: list, config_maps: list | None = None) -> None:
     routes.apps_listed(apps)
     routes.services_listed(services)
     routes.slices_listed(slices)
+    routes.config_maps_listed(config_maps or [])
 
 
-def test_nothing_reaches_the_sink_until_all_three_kinds_are_listed(sink: RecordingSink) -> None:
+def test_nothing_reaches_the_sink_until_all_four_kinds_are_listed(sink: RecordingSink) -> None:
     routes = ClusterRoutes(sink)
     routes.apps_listed([httpapp("a"), httpapp("b")])
     routes.app_changed("ADDED", httpapp("c"))
     routes.services_listed([service("a"), service("b")])
-    assert sink.take() == []
     routes.slices_listed([eps("a-1", "a", ready=["10.0.0.1", "10.0.0.2"]), eps("b-1", "b")])
+    assert sink.take() == []
+    routes.config_maps_listed([])
     assert routes.synced
     assert sink.take() == [
         ("replace", ["default/a", "default/b", "default/c"]),
@@ -225,3 +229,57 @@ def test_services_and_slices_no_app_names_cost_no_recomputation(sink: RecordingS
     changes = routes.changes
     routes.slice_changed("MODIFIED", eps("other-1", "other", ready=["10.0.0.8"]))
     assert routes.changes == changes and sink.take() == [("remove", "default/a")]
+
+PAGE = {"placeholder": "page", "templateConfigMap": {"name": "pages", "key": "wait.html"}}
+
+
+def test_a_waiting_page_template_comes_from_its_configmap_and_follows_its_changes(
+        sink: RecordingSink, caplog: pytest.LogCaptureFixture) -> None:
+    routes = ClusterRoutes(sink)
+    with caplog.at_level(logging.INFO, logger="kedahttp.kube_source"):
+        listed(routes, [httpapp("a", cold_start=PAGE), httpapp("b")], [], [],
+               [config_map("pages", {"wait.html": "<p>$app waking</p>"})])
+        assert sink.backends["default/a"].settings.page_template == "<p>$app waking</p>"
+        assert sink.backends["default/a"].settings.placeholder == "page"
+        assert sink.backends["default/b"].settings.page_template is None
+        sink.take()
+        routes.config_map_changed("MODIFIED", config_map("pages", {"wait.html": "<p>$app, $waited_seconds s</p>"}))
+        assert sink.take() == [("upsert", "default/a")]  # only the app that names it
+        assert sink.backends["default/a"].settings.page_template == "<p>$app, $waited_seconds s</p>"
+        routes.config_map_changed("MODIFIED", config_map("other", {"wait.html": "x"}))
+        assert sink.take() == []
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize(("config_maps", "problem"), [
+    ([], "ConfigMap default/pages not found, or it lacks the label kedahttp.dev/waiting-page"),
+    ([config_map("pages", {"other.html": "x"})], "ConfigMap default/pages has no key 'wait.html' (keys: other.html)"),
+    ([config_map("pages", {"wait.html": "<p>$user</p>"})], "unknown placeholder(s) $user"),
+    ([config_map("pages", {"wait.html": "<p>5$</p>"})], "a '$' that is not a placeholder"),
+    ([config_map("pages", {"wait.html": "x"}, ns="elsewhere")], "ConfigMap default/pages not found"),
+])
+def test_a_missing_or_bad_template_leaves_the_built_in_page_and_says_why_once(
+        sink: RecordingSink, caplog: pytest.LogCaptureFixture, config_maps: list, problem: str) -> None:
+    routes = ClusterRoutes(sink)
+    with caplog.at_level(logging.INFO, logger="kedahttp.kube_source"):
+        listed(routes, [httpapp("a", cold_start=PAGE)], [], [], config_maps)
+        routes.app_changed("MODIFIED", httpapp("a", cold_start=PAGE, prefixes=["/x"]))  # recomputed: no new line
+    backend = sink.backends["default/a"]  # still routed, with the built-in page
+    assert backend.settings.placeholder == "page" and backend.settings.page_template is None
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert getattr(warnings[0], "httpapp", "") == "default/a"
+    assert problem in getattr(warnings[0], "error", "")
+    # fixed: the template is used, and one line says so
+    with caplog.at_level(logging.INFO, logger="kedahttp.kube_source"):
+        routes.config_map_changed("ADDED", config_map("pages", {"wait.html": "<p>$app</p>"}))
+    assert sink.backends["default/a"].settings.page_template == "<p>$app</p>"
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.INFO][-1] == \
+        "waiting page template usable again"
+
+
+def test_a_template_removed_from_its_configmap_falls_back(sink: RecordingSink) -> None:
+    routes = ClusterRoutes(sink)
+    listed(routes, [httpapp("a", cold_start=PAGE)], [], [], [config_map("pages", {"wait.html": "<p>$app</p>"})])
+    routes.config_map_changed("DELETED", config_map("pages", {"wait.html": "<p>$app</p>"}))
+    assert sink.backends["default/a"].settings.page_template is None

@@ -9,6 +9,7 @@ from kedahttp.proxy.deadlines import (
     NOT_DUE,
     RESPONSE_HEADER,
     TOTAL,
+    UPLOAD_IDLE,
     overdue,
     sweep_interval,
     tunnel_overdue,
@@ -38,6 +39,14 @@ def test_idle_counts_from_the_last_byte_and_never_while_the_client_is_not_readin
     assert due(resp_started=True, last_read=96.8) == BODY_IDLE
     assert due(resp_started=True, last_read=50.0, reading_paused=True) == NOT_DUE
     assert due(resp_started=True, last_read=99.0, sent_at=1.0) == NOT_DUE  # a long response still flowing
+
+
+def test_an_upload_the_upstream_stopped_taking_runs_out_the_idle_timeout_either_side_of_the_answer() -> None:
+    assert due(req_done=False, sent_at=0.0, last_taken=97.0) == NOT_DUE  # within the slack
+    assert due(req_done=False, sent_at=0.0, last_taken=96.8) == UPLOAD_IDLE  # no answer yet: 504
+    assert due(req_done=False, resp_started=True, last_read=99.9, last_taken=96.8) == UPLOAD_IDLE  # a cut
+    assert due(req_done=False, sent_at=0.0, last_taken=0.0) == NOT_DUE  # nothing waits for the upstream
+    assert due(req_done=False, sent_at=0.0, last_taken=99.0) == NOT_DUE  # it took a byte a second ago
 
 
 def test_total_caps_length_framed_responses_only() -> None:

@@ -61,6 +61,11 @@ def test_an_httpapps_timeouts_and_placeholder_reach_its_route() -> None:
     ({"timeouts": {"idleSeconds": -1}}, "spec.timeouts.idleSeconds"),
     ({"timeouts": {"idelSeconds": 5}}, "spec.timeouts"),
     ({"coldStart": {"placeholder": "spinner"}}, "spec.coldStart.placeholder"),
+    ({"coldStart": {"templateConfigMap": {"name": "Pages", "key": "a"}}}, "spec.coldStart.templateConfigMap.name"),
+    ({"coldStart": {"templateConfigMap": {"name": "pages"}}}, "spec.coldStart.templateConfigMap.key"),
+    ({"coldStart": {"templateConfigMap": {"name": "p", "key": "a/b"}}}, "spec.coldStart.templateConfigMap.key"),
+    ({"coldStart": {"templateConfigMap": {"name": "p", "key": "a", "ns": "x"}}}, "spec.coldStart.templateConfigMap"),
+    ({"coldStart": {"templateConfigMap": "pages"}}, "spec.coldStart.templateConfigMap"),
 ])
 def test_a_bad_httpapp_timeout_or_placeholder_is_named(spec: dict[str, Any], field: str) -> None:
     from kedahttp.proxy.kube_source import app_settings_of
@@ -68,3 +73,12 @@ def test_a_bad_httpapp_timeout_or_placeholder_is_named(spec: dict[str, Any], fie
     with pytest.raises(SpecError) as caught:
         app_settings_of(parse_httpapp(app(**spec)))
     assert caught.value.field == field
+
+
+def test_a_template_configmap_reference_survives_the_round_trip() -> None:
+    from kedahttp.kube.httpapp import ConfigMapKeyRef, to_object
+
+    parsed = parse_httpapp(app(coldStart={"placeholder": "page",
+                                          "templateConfigMap": {"name": "pages.v1", "key": "wait.html"}}))
+    assert parsed.template_config_map == ConfigMapKeyRef("pages.v1", "wait.html")
+    assert parse_httpapp(to_object(parsed)) == parsed
