@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -251,7 +252,8 @@ def test_the_server_certificate_follows_the_namespace(namespace: str, tmp_path: 
     with_tls = root / "overlays" / f"in-{namespace}-tls"
     for directory, body in (
         (moved_install, {"namespace": namespace, "resources": ["../redis"]}),
-        (with_tls, {"resources": [f"../in-{namespace}"], "components": ["../../components/tls-cert-manager"]}),
+        (with_tls, {"resources": [f"../in-{namespace}"],
+                    "components": [os.path.relpath(root / "components" / "tls-cert-manager", with_tls)]}),
     ):
         directory.mkdir()
         (directory / "kustomization.yaml").write_text(yaml.safe_dump(
