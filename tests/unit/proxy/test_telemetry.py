@@ -208,3 +208,18 @@ def test_promtool_accepts_the_text_of_odd_names() -> None:
     check = subprocess.run([promtool(), "check", "metrics"], input=text, capture_output=True, check=False)
     assert check.returncode == 0, check.stdout + check.stderr
     assert len(values(text.decode(), "kedahttp_proxy_cold_start_wait_seconds_count")) == len(keys)
+
+
+def test_prepare_writes_the_layout_once_the_apps_have_settled() -> None:
+    backends = {"ns/a": BackendCounters("ns/a")}
+    exposition = ProxyExposition(lambda: snapshot(backends))
+    assert not exposition.prepare()  # new apps: look once more before writing
+    assert exposition.prepare()  # the same apps a second time: written now
+    assert not exposition.prepare()  # nothing changed since
+    backends["ns/b"] = BackendCounters("ns/b")
+    assert not exposition.prepare()
+    backends["ns/c"] = BackendCounters("ns/c")
+    assert not exposition.prepare()  # still changing
+    assert exposition.prepare()
+    backends["ns/b"].start(1.0)
+    assert values(exposition.render().decode(), "kedahttp_proxy_in_flight_requests", app="b") == [1]
