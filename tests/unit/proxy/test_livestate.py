@@ -52,14 +52,31 @@ def test_idle_rows_carry_times_not_ages_so_they_stay_unchanged() -> None:
     row = model.row("ns/a")
     assert row is not None and row[6] == 50_000 and row[7] == 75_000  # last request, scale-down at
     version = model.version
+    rates = []
     for t in (50.25, 50.5, 60.0):
         model.update(Samples.of([sample(ready=1, started=1)]), t)
+        rates.append(model.row("ns/a")[5])  # type: ignore[index]
+    assert row[5] > rates[1] > rates[2] == 0.0 and row[5] >= rates[0] >= rates[1]  # decays between requests, to 0
     assert model.row("ns/a")[6:] == row[6:]  # type: ignore[index]
     assert model.version > version  # only because the rate decayed to zero
     model.update(Samples.of([sample(ready=1, started=1)]), 61.0)
     settled = model.version
     model.update(Samples.of([sample(ready=1, started=1)]), 62.0)
     assert model.version == settled
+
+
+def test_apps_keep_their_state_when_the_set_of_apps_changes_around_them() -> None:
+    model = new_model()
+    model.update(Samples.of([sample("ns/a", ready=1), sample("ns/b", held=1, started=1), sample("ns/c")]), 1.0)
+    assert model.summary()["counts"] == {COLD: 1, WAKING: 1, WARM: 1}
+    # the same figures in another order, one app gone and another come: as many apps as before
+    model.update(Samples.of([sample("ns/d", ready=1), sample("ns/c"), sample("ns/a", ready=1)]), 1.25)
+    assert model.summary()["counts"] == {COLD: 1, WAKING: 0, WARM: 2}
+    assert model.keys == ["ns/a", "ns/c", "ns/d"] and model.row("ns/b") is None
+    assert [state(model, key) for key in model.keys] == [WARM, COLD, WARM]
+    model.update(Samples.of([sample("ns/d", ready=1), sample("ns/c", held=1, started=1), sample("ns/a", ready=1)]),
+                 1.5)
+    assert state(model, "ns/c") == WAKING and model.summary()["counts"] == {COLD: 0, WAKING: 1, WARM: 2}
 
 
 def test_request_rate_follows_the_started_counter() -> None:
