@@ -15,11 +15,16 @@ leaves them (2xx, 4xx and 5xx answers, cold starts and their waits). Figures:
   the proxy process's CPU share, and what each viewer receives per second. Bound set here: a tick under
   25 ms (10 % of one core at 4 ticks a second) and at most 4 event batches a second per viewer, whatever
   the traffic. Viewers are curl processes, so their reading costs the proxy nothing it would not pay.
+
+Also counted: the interpreter's full garbage collections over the whole run and the longest of them. A
+full collection walks every object the proxy keeps for its 10,000 apps and holds the event loop meanwhile;
+one that lands during a scrape or a tick adds its pause to that figure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import os
 import random
@@ -169,6 +174,26 @@ async def live_figures(proxy: Proxy, viewers: int, seconds: float, rng: random.R
     }
 
 
+class FullCollections:
+    """Pauses of the garbage collector's full (generation 2) collections, while installed."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._t0 = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.pauses.append((time.perf_counter() - self._t0) * 1000)
+
+    def figures(self) -> dict[str, Any]:
+        return {"gc_full_collections": len(self.pauses),
+                "gc_full_pause_ms_max": round(max(self.pauses, default=0.0), 1)}
+
+
 async def main(quick: bool) -> dict[str, Any]:
     settings = settings_mod.load({}, environ={
         "KEDAHTTP_BUS": f"memory://bench-observe-{next(_buses)}", "KEDAHTTP_PROXY_ADDR": "127.0.0.1:0",
@@ -180,6 +205,8 @@ async def main(quick: bool) -> dict[str, Any]:
     for component in proxy.components:
         await component.start()
     rng = random.Random(18)
+    collections = FullCollections()
+    gc.callbacks.append(collections)
     try:
         seed(proxy, rng)
         figures: dict[str, Any] = {"apps": APPS, "data_path": compiled.data_path(), "nice": os.nice(0),
@@ -188,8 +215,9 @@ async def main(quick: bool) -> dict[str, Any]:
         for viewers in (1, 10):
             figures[f"live_{viewers}_viewers"] = await live_figures(proxy, viewers, 3.0 if quick else 15.0, rng)
         figures["load_average_at_end"] = round(os.getloadavg()[0], 2)
-        return figures
+        return {**figures, **collections.figures()}
     finally:
+        gc.callbacks.remove(collections)
         for component in reversed(proxy.components):
             await component.close()
 

@@ -82,9 +82,10 @@ PUBLISHER = (
 
 def app_labels(keys: list[str]) -> tuple[list[str], list[str]]:
     """The ``namespace`` and ``app`` label of each key: ``namespace/name`` -> (namespace, name); a key
-    without a namespace (a routes file) -> ("", key)."""
-    parts = [key.partition("/") for key in keys]
-    return [ns if sep else "" for ns, sep, _ in parts], [name if sep else ns for ns, sep, name in parts]
+    without a namespace (a routes file) -> ("", key). (No list of 10,000 tuples is kept meanwhile: it
+    would be enough new objects to set off a full garbage collection.)"""
+    return ([key.partition("/")[0] if "/" in key else "" for key in keys],
+            [key.partition("/")[2] if "/" in key else key for key in keys])
 
 
 def _escape(text: str) -> str:
