@@ -174,16 +174,25 @@ class _Histogram:
     """One per-app histogram family, kept as the text of blocks of ``HISTOGRAM_BLOCK`` apps: a scrape
     compares every app's buckets and sum with what its block was written from (C-level) and rewrites only
     the blocks where one moved. Histograms are the costly families to write (a cumulative sum per app), and
-    the cold-start wait moves only when a held request is released."""
+    the cold-start wait moves only when a held request is released. A new layout keeps the blocks of the
+    apps it shares, in the same places, with the one before (``kept`` apps from the start)."""
 
-    def __init__(self, shape: Shape, picks: list[int], buckets: str, total: str, layout: _Layout) -> None:
+    def __init__(self, shape: Shape, picks: list[int], buckets: str, total: str, layout: _Layout,
+                 before: _Histogram | None = None, kept: int = 0) -> None:
         self.picks = picks
         self.fields = (buckets, total)
         n = len(layout.keys)
-        self.formats = _blocks(shape, layout.apps, layout.namespaces, HISTOGRAM_BLOCK)
-        self.texts = [b""] * len(self.formats)
-        self.counts: list[int] = [-1] * n  # per app, the count and sum its block was last written from
-        self.sums: list[float] = [-1.0] * n
+        blocks = kept // HISTOGRAM_BLOCK if before is not None else 0
+        start = blocks * HISTOGRAM_BLOCK
+        formats: list[bytes] = before.formats[:blocks] if before is not None else []
+        self.formats: list[bytes] = formats + _blocks(shape, layout.apps[start:], layout.namespaces[start:], HISTOGRAM_BLOCK)
+        texts: list[bytes] = before.texts[:blocks] if before is not None else []
+        self.texts: list[bytes] = texts + [b""] * (len(self.formats) - blocks)
+        # per app, the count and sum its block was last written from
+        counts: list[int] = before.counts[:start] if before is not None else []
+        sums: list[float] = before.sums[:start] if before is not None else []
+        self.counts: list[int] = counts + [-1] * (n - start)
+        self.sums: list[float] = sums + [-1.0] * (n - start)
 
     def pieces(self, counters: list[Any], get: Callable[..., Callable[[Any], Any]]) -> list[bytes]:
         buckets = list(map(get(self.fields[0]), counters))
@@ -206,16 +215,21 @@ class _Layout:
     route added or removed makes a new one); the requests format also depends on which status classes
     each app has answered, and is remade when an app answers a new one."""
 
-    def __init__(self, keys: list[str], latency_histogram: bool) -> None:
+    def __init__(self, keys: list[str], latency_histogram: bool, before: _Layout | None = None) -> None:
         self.keys = keys
         namespaces, apps = app_labels(keys)
         self.apps = _labelled("app", apps, ",")
         self.namespaces = _labelled("namespace", namespaces, "}")
         self.gauges = [_format(_gauge_shape(name), self.apps, self.namespaces) for _, name in GAUGES]
-        self.waits = _Histogram(_histogram_shape("kedahttp_proxy_cold_start_wait_seconds", WAIT_LES), WAIT_PICKS,
-                                "cold_wait_buckets", "cold_wait_sum", self)
-        self.durations = _Histogram(_histogram_shape("kedahttp_proxy_request_duration_seconds", DURATION_LES),
-                                    DURATION_PICKS, "duration_buckets", "duration_sum", self) if latency_histogram else None
+        # the apps at the start that the layout before had in the same places (a route added at the end
+        # keeps every histogram block but the last)
+        kept = next(itertools.compress(itertools.count(), map(operator.ne, keys, before.keys)),
+                    min(len(keys), len(before.keys))) if before is not None else 0
+        self.waits: _Histogram = _Histogram(_histogram_shape("kedahttp_proxy_cold_start_wait_seconds", WAIT_LES), WAIT_PICKS,
+                                "cold_wait_buckets", "cold_wait_sum", self, before.waits if before else None, kept)
+        self.durations: _Histogram | None = None if not latency_histogram else _Histogram(
+            _histogram_shape("kedahttp_proxy_request_duration_seconds", DURATION_LES), DURATION_PICKS,
+            "duration_buckets", "duration_sum", self, before.durations if before else None, kept)
         self.answered = b""
         self.requests = b""
 
@@ -275,7 +289,7 @@ class ProxyExposition:
         layout = self._layout
         keys = list(backends)
         if keys != layout.keys:
-            layout = self._layout = _Layout(keys, self.latency_histogram)
+            layout = self._layout = _Layout(keys, self.latency_histogram, layout)
         counters = list(backends.values())
         # live BackendCounters in one process, dicts summed from the workers' snapshots with WORKERS > 1
         get = operator.itemgetter if counters and isinstance(counters[0], dict) else operator.attrgetter
