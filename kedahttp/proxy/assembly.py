@@ -39,7 +39,7 @@ from kedahttp.proxy.reporter import Publisher, Reporter, instance_id
 from kedahttp.proxy.routing import RouteTable
 from kedahttp.proxy.server import ProxyServer
 from kedahttp.proxy.sources import Backend, RouteSink, RouteSource
-from kedahttp.proxy.telemetry import MetricsServer, Snapshot, publisher_stats
+from kedahttp.proxy.telemetry import PREPARE_SECONDS, MetricsServer, Snapshot, publisher_stats
 from kedahttp.proxy.tracing import make_observer
 from kedahttp.proxy.upstream import UpstreamPool
 
@@ -169,7 +169,8 @@ class Proxy:
         if self.access_log is not None:
             components.append(self.access_log)
         if serve_metrics:
-            self.metrics = MetricsServer(settings.metrics_addr, self.metrics_snapshot, settings.metrics_app_latency)
+            self.metrics = MetricsServer(settings.metrics_addr, self.metrics_snapshot, settings.metrics_app_latency,
+                                         prepare_seconds=PREPARE_SECONDS)
             components.append(self.metrics)
         if serve_admin:
             if is_served(settings.admin_token, settings.admin_addr):

