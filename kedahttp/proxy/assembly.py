@@ -19,6 +19,7 @@ from typing import Any
 from kedahttp.activity.bus import Transport, open_transport
 from kedahttp.activity.publisher import ActivityPublisher
 from kedahttp.kube.cluster import Cluster
+from kedahttp.process.gcfreeze import FreezeWhenSettled
 from kedahttp.process.lifecycle import BaseComponent, Component
 from kedahttp.process.settings import Settings
 from kedahttp.process.tasks import TaskOwner
@@ -130,7 +131,7 @@ class Proxy:
 
     def __init__(self, settings: Settings, source: RouteSource, publisher: Publisher, *,
                  serve_admin: bool = True, serve_metrics: bool = True, reuse_port: bool = False,
-                 **options: Any) -> None:
+                 freeze_gc: bool = False, **options: Any) -> None:
         self.settings = settings
         self.counters = CounterRegistry(instance_id())
         self.reporter = Reporter(self.counters, publisher, settings.report_interval_seconds)
@@ -166,6 +167,8 @@ class Proxy:
         self.metrics: MetricsServer | None = None
         self.live: LivePage | None = None
         components: list[Component] = []
+        if freeze_gc:  # a process of its own (main, workers): see process/gcfreeze.py
+            components.append(FreezeWhenSettled(lambda: self.routes.rebuilds))
         if self.access_log is not None:
             components.append(self.access_log)
         if serve_metrics:

@@ -22,7 +22,7 @@ log = logging.getLogger("kedahttp.proxy")
 
 
 async def serve(settings: Settings, **options: Any) -> None:
-    proxy = build(settings, make_source(settings), **options)
+    proxy = build(settings, make_source(settings), freeze_gc=True, **options)
     await lifecycle.Lifecycle(
         proxy.components,
         shutdown_delay_seconds=settings.shutdown_delay_seconds,

@@ -96,6 +96,7 @@ class RouteTable:
         self._wild: dict[str, list[tuple[bytes, Route]]] = {}  # suffix (".apps.example.com") -> entries
         self._wild_suffixes: list[str] = []  # longest first
         self._cache: dict[bytes, tuple[list[tuple[bytes, Route]], ...]] = {}
+        self.rebuilds = 0  # changes of the set of routes (not of endpoints): when the table has settled
 
     # -- RouteSink ---------------------------------------------------------------------------------
 
@@ -187,6 +188,7 @@ class RouteTable:
             self.listener.route_removed(route)
 
     def _rebuild(self) -> None:
+        self.rebuilds += 1
         exact: dict[str, list[tuple[bytes, Route]]] = {}
         wild: dict[str, list[tuple[bytes, Route]]] = {}
         for route in self.routes.values():

@@ -81,7 +81,8 @@ class StatsSender(BaseComponent):
 
 
 async def _worker(settings: Settings, stats_port: int) -> None:
-    proxy = build(settings, make_source(settings), serve_admin=False, serve_metrics=False, reuse_port=True)
+    proxy = build(settings, make_source(settings), serve_admin=False, serve_metrics=False, reuse_port=True,
+                  freeze_gc=True)
     components = [StatsSender(stats_port, proxy.snapshot), *proxy.components]
     await lifecycle.Lifecycle(
         components,
