@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from kedahttp.activity.bus import Transport, open_transport
+from kedahttp.process.gcfreeze import FreezeWhenSettled
 from kedahttp.process.lifecycle import Component, Lifecycle, run
 from kedahttp.process.logs import configure
 from kedahttp.process.settings import Settings
@@ -42,8 +43,12 @@ def build_scaler(settings: Settings, transport: Transport | None = None,
 
 
 async def serve(settings: Settings) -> None:
+    components = build_scaler(settings)
+    state = next(c for c in components if isinstance(c, ScalerState))
+    # a process of its own: the per-backend windows, once their set settles, stay out of full collections
+    freezer = FreezeWhenSettled(lambda: state.aggregator.backends + state.keepalive.backends)
     lifecycle = Lifecycle(
-        build_scaler(settings),
+        [freezer, *components],
         shutdown_delay_seconds=settings.shutdown_delay_seconds,
         drain_timeout_seconds=settings.drain_timeout_seconds,
     )
