@@ -11,8 +11,11 @@ the size limit, a response with both Content-Length and Transfer-Encoding.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memchr, memcmp, memcpy
+
+from httptools import (HttpParserCallbackError, HttpParserError, HttpParserInvalidMethodError,
+                       HttpParserInvalidURLError, HttpParserUpgrade)
 
 from kedahttp.proxy import http1
 
@@ -23,6 +26,8 @@ cdef int _NO_BODY = http1.NO_BODY
 cdef int _LENGTH = http1.LENGTH
 cdef int _CHUNKED = http1.CHUNKED
 cdef int _UNTIL_CLOSE = http1.UNTIL_CLOSE
+cdef enum:
+    _STACK_HEAD = 8192  # a request head up to this size is written on the stack
 
 # request header names handled specially
 cdef enum:
@@ -122,84 +127,105 @@ cdef inline char* _put(char* out, const char* s, Py_ssize_t n) noexcept nogil:
     return out + n
 
 
-def rewrite_request(bytes method, bytes target, list headers, bytes client_ip, bint upgrade,
-                    bytes proto=b"http", bint trusted=False):
-    """http1.rewrite_request (same arguments, result and errors)."""
+cdef struct Field:
+    # one header line of a request head: offsets into the block that holds the head's bytes
+    Py_ssize_t name
+    Py_ssize_t n_name
+    Py_ssize_t value
+    Py_ssize_t n_value
+
+
+cdef inline bytes _slice(const char* block, Py_ssize_t at, Py_ssize_t n):
+    return PyBytes_FromStringAndSize(block + at, n)
+
+
+cdef object _rewrite_request(const char* block, const Field* fields, Py_ssize_t count, bytes method,
+                             bytes target, bytes client_ip, bint upgrade, bytes proto, bint trusted):
+    """http1.rewrite_request over a head held as ``fields`` of ``block``, or None where http1.py must
+    decide (the cases the module docstring lists)."""
     cdef Py_ssize_t n_target = PyBytes_GET_SIZE(target)
     if n_target == 0 or PyBytes_AS_STRING(target)[0] != b'/':
-        return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
-    cdef Py_ssize_t size = PyBytes_GET_SIZE(method) + n_target + 12, total
-    cdef object host = None, xff = None, xfp = None, xfh = None, upgrade_value = None
+        return None
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(method) + n_target + 12, total, i
+    # the index of the field holding each value that is used, or -1
+    cdef Py_ssize_t host = -1, xff = -1, xfp = -1, xfh = -1, upgrade_value = -1
     cdef bint expect_continue = False, has_length = False, chunked = False
     cdef int code, told = 0
     cdef const char* name
     cdef const char* value
     cdef Py_ssize_t n_name, n_value
-    cdef tuple item
-    cdef bytes name_obj, value_obj
     # First pass: classify, check, and measure what is passed on.
-    for item in headers:
-        name_obj = item[0]
-        value_obj = item[1]
-        name = PyBytes_AS_STRING(name_obj)
-        n_name = PyBytes_GET_SIZE(name_obj)
-        value = PyBytes_AS_STRING(value_obj)
-        n_value = PyBytes_GET_SIZE(value_obj)
+    for i in range(count):
+        name = block + fields[i].name
+        n_name = fields[i].n_name
+        value = block + fields[i].value
+        n_value = fields[i].n_value
         size += n_name + n_value + 4
         code = _request_code(name, n_name, trusted)
+        if code == H_OTHER or code == H_DROP or code == H_PROXY:
+            continue
         if code == H_CL:
             has_length = True
         elif code == H_HOST:
-            if host is not None:
-                return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
-            host = value_obj
+            if host >= 0:
+                return None
+            host = i
         elif code >= H_XFF:  # believed from a trusted peer only; from anyone else dropped (not written)
             if trusted:
                 # RFC 7239 (parsed to fill in what X-Forwarded-* leaves out) or several of one name (joined
                 # in order): the reference does those
                 if code == H_FWD or told & (1 << code):
-                    return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
+                    return None
                 told |= 1 << code
                 if n_value:
                     if code == H_XFF:
-                        xff = value_obj
+                        xff = i
                     elif code == H_XFP:
-                        xfp = value_obj
+                        xfp = i
                     else:
-                        xfh = value_obj
+                        xfh = i
         elif code == H_EXPECT:
             if _is(value, n_value, b"100-continue", 12):  # exactly, as http1.py
                 expect_continue = True
         elif code == H_UPGRADE:
-            upgrade_value = value_obj
+            upgrade_value = i
         elif code == H_CONNECTION:
             if not _only_kept_tokens(value, n_value):
-                return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
+                return None
         elif code == H_TE:
             _trim(&value, &n_value)
             if chunked or not _is(value, n_value, b"chunked", 7):
-                return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
+                return None
             chunked = True
     if size > _MAX_HEADER_BYTES:
-        return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
-    cdef bint upgrading = upgrade and upgrade_value is not None and PyBytes_GET_SIZE(upgrade_value) > 0
-    if host is None:
-        host = b""
+        return None
+    cdef bint upgrading = upgrade and upgrade_value >= 0 and fields[upgrade_value].n_value > 0
+    cdef bytes host_obj = _slice(block, fields[host].value, fields[host].n_value) if host >= 0 else b""
     # ``size`` already counts the request line and every header as received (what is passed on is no
     # more); the added lines are X-Forwarded-* (with the Host and a trusted peer's X-Forwarded-*), the
     # upgrade pair and the framing.
-    if xfp is None:
-        xfp = proto
-    if xfh is None:
-        xfh = host
-    total = size + PyBytes_GET_SIZE(client_ip) + PyBytes_GET_SIZE(xfp) + PyBytes_GET_SIZE(xfh) + 160  # 124 at most
-    if xff is not None:
-        total += PyBytes_GET_SIZE(xff)
+    cdef const char* xfp_s = PyBytes_AS_STRING(proto)
+    cdef Py_ssize_t n_xfp = PyBytes_GET_SIZE(proto)
+    if xfp >= 0:
+        xfp_s = block + fields[xfp].value
+        n_xfp = fields[xfp].n_value
+    cdef const char* xfh_s = PyBytes_AS_STRING(host_obj)
+    cdef Py_ssize_t n_xfh = PyBytes_GET_SIZE(host_obj)
+    if xfh >= 0:
+        xfh_s = block + fields[xfh].value
+        n_xfh = fields[xfh].n_value
+    total = size + PyBytes_GET_SIZE(client_ip) + n_xfp + n_xfh + 160  # 124 at most
+    if xff >= 0:
+        total += fields[xff].n_value
     if upgrading:
-        total += PyBytes_GET_SIZE(upgrade_value)
-    cdef char* buf = <char*>malloc(total)
-    if buf == NULL:
-        raise MemoryError()
+        total += fields[upgrade_value].n_value
+    # a head of a few KiB (nearly all) is written on the stack; bigger ones in a buffer of their own
+    cdef char stack[_STACK_HEAD]
+    cdef char* buf = stack
+    if total > _STACK_HEAD:
+        buf = <char*>malloc(total)
+        if buf == NULL:
+            raise MemoryError()
     cdef char* out = buf
     # Second pass: write.
     try:
@@ -207,43 +233,82 @@ def rewrite_request(bytes method, bytes target, list headers, bytes client_ip, b
         out = _put(out, b" ", 1)
         out = _put(out, PyBytes_AS_STRING(target), n_target)
         out = _put(out, b" HTTP/1.1\r\n", 11)
-        for item in headers:
-            name_obj = item[0]
-            value_obj = item[1]
-            name = PyBytes_AS_STRING(name_obj)
-            n_name = PyBytes_GET_SIZE(name_obj)
+        for i in range(count):
+            name = block + fields[i].name
+            n_name = fields[i].n_name
+            value = block + fields[i].value
+            n_value = fields[i].n_value
             code = _request_code(name, n_name, trusted)
             if code == H_EXPECT:
-                if _is(PyBytes_AS_STRING(value_obj), PyBytes_GET_SIZE(value_obj), b"100-continue", 12):
+                if _is(value, n_value, b"100-continue", 12):
                     continue
             elif not (code == H_OTHER or code == H_CL or code == H_HOST):
                 continue
             out = _put(out, name, n_name)
             out = _put(out, b": ", 2)
-            out = _put(out, PyBytes_AS_STRING(value_obj), PyBytes_GET_SIZE(value_obj))
+            out = _put(out, value, n_value)
             out = _put(out, b"\r\n", 2)
         out = _put(out, b"X-Forwarded-For: ", 17)
-        if xff is not None:
-            out = _put(out, PyBytes_AS_STRING(xff), PyBytes_GET_SIZE(xff))
+        if xff >= 0:
+            out = _put(out, block + fields[xff].value, fields[xff].n_value)
             out = _put(out, b", ", 2)
         out = _put(out, PyBytes_AS_STRING(client_ip), PyBytes_GET_SIZE(client_ip))
         out = _put(out, b"\r\nX-Forwarded-Proto: ", 21)
-        out = _put(out, PyBytes_AS_STRING(xfp), PyBytes_GET_SIZE(xfp))
-        if PyBytes_GET_SIZE(xfh):
+        out = _put(out, xfp_s, n_xfp)
+        if n_xfh:
             out = _put(out, b"\r\nX-Forwarded-Host: ", 20)
-            out = _put(out, PyBytes_AS_STRING(xfh), PyBytes_GET_SIZE(xfh))
+            out = _put(out, xfh_s, n_xfh)
         if upgrading:
             out = _put(out, b"\r\nConnection: upgrade\r\nUpgrade: ", 32)
-            out = _put(out, PyBytes_AS_STRING(upgrade_value), PyBytes_GET_SIZE(upgrade_value))
+            out = _put(out, block + fields[upgrade_value].value, fields[upgrade_value].n_value)
         if chunked:
             out = _put(out, b"\r\nTransfer-Encoding: chunked\r\n\r\n", 32)
         else:
             out = _put(out, b"\r\n\r\n", 4)
         head = PyBytes_FromStringAndSize(buf, out - buf)
     finally:
-        free(buf)
-    return (head, host, target, _CHUNKED if chunked else (_LENGTH if has_length else _NO_BODY),
+        if buf != stack:
+            free(buf)
+    return (head, host_obj, target, _CHUNKED if chunked else (_LENGTH if has_length else _NO_BODY),
             expect_continue, upgrading)
+
+
+def rewrite_request(bytes method, bytes target, list headers, bytes client_ip, bint upgrade,
+                    bytes proto=b"http", bint trusted=False):
+    """http1.rewrite_request (same arguments, result and errors), over a list of (name, value) pairs: the
+    form the tests compare with http1.py; RequestReader calls the same core on its own buffer."""
+    cdef Py_ssize_t count = len(headers), i, n = 0
+    cdef tuple item
+    cdef bytes name, value
+    for item in headers:
+        n += PyBytes_GET_SIZE(<bytes>item[0]) + PyBytes_GET_SIZE(<bytes>item[1])
+    cdef char* block = <char*>malloc(n + 1)
+    cdef Field* fields = <Field*>malloc((count + 1) * sizeof(Field))
+    if block == NULL or fields == NULL:
+        free(block)
+        free(fields)
+        raise MemoryError()
+    n = 0
+    try:
+        for i in range(count):
+            item = headers[i]
+            name = item[0]
+            value = item[1]
+            fields[i].name = n
+            fields[i].n_name = PyBytes_GET_SIZE(name)
+            memcpy(block + n, PyBytes_AS_STRING(name), fields[i].n_name)
+            n += fields[i].n_name
+            fields[i].value = n
+            fields[i].n_value = PyBytes_GET_SIZE(value)
+            memcpy(block + n, PyBytes_AS_STRING(value), fields[i].n_value)
+            n += fields[i].n_value
+        result = _rewrite_request(block, fields, count, method, target, client_ip, upgrade, proto, trusted)
+    finally:
+        free(block)
+        free(fields)
+    if result is None:
+        return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
+    return result
 
 
 cdef inline Py_ssize_t _find_crlf(const char* s, Py_ssize_t start, Py_ssize_t n) noexcept nogil:
@@ -385,3 +450,302 @@ def rewrite_response(int status, bytes head, bint bodiless, bint client_http10, 
         return PyBytes_FromStringAndSize(buf, out - buf), body, not keep_alive, until_close
     finally:
         free(buf)
+
+
+# -- the request parser ------------------------------------------------------------------------------
+
+cdef extern from "llhttp.h":
+    ctypedef struct llhttp_t:
+        void* data
+        unsigned char method
+        unsigned char http_major
+        unsigned char http_minor
+        unsigned char upgrade
+    ctypedef int (*llhttp_data_cb)(llhttp_t*, const char*, size_t) noexcept
+    ctypedef int (*llhttp_cb)(llhttp_t*) noexcept
+    ctypedef struct llhttp_settings_t:
+        llhttp_cb on_message_begin
+        llhttp_data_cb on_url
+        llhttp_data_cb on_header_field
+        llhttp_data_cb on_header_value
+        llhttp_cb on_headers_complete
+        llhttp_data_cb on_body
+        llhttp_cb on_message_complete
+    ctypedef enum llhttp_errno_t:
+        HPE_OK
+        HPE_PAUSED_UPGRADE
+        HPE_USER
+        HPE_CB_MESSAGE_BEGIN
+        HPE_CB_HEADERS_COMPLETE
+        HPE_CB_MESSAGE_COMPLETE
+        HPE_CB_CHUNK_HEADER
+        HPE_CB_CHUNK_COMPLETE
+        HPE_INVALID_METHOD
+        HPE_INVALID_URL
+    ctypedef enum llhttp_type_t:
+        HTTP_REQUEST
+    void llhttp_settings_init(llhttp_settings_t* settings)
+    void llhttp_init(llhttp_t* parser, llhttp_type_t kind, const llhttp_settings_t* settings)
+    llhttp_errno_t llhttp_execute(llhttp_t* parser, const char* data, size_t length)
+    int llhttp_should_keep_alive(const llhttp_t* parser)
+    void llhttp_resume_after_upgrade(llhttp_t* parser)
+    llhttp_errno_t llhttp_get_errno(const llhttp_t* parser)
+    const char* llhttp_get_error_reason(const llhttp_t* parser)
+    void llhttp_set_error_reason(llhttp_t* parser, const char* reason)
+    const char* llhttp_get_error_pos(const llhttp_t* parser)
+    const char* llhttp_method_name(unsigned char method)
+
+
+cdef llhttp_settings_t _settings  # the same callbacks for every reader (llhttp keeps a pointer to them)
+llhttp_settings_init(&_settings)
+_settings.on_message_begin = _cb_message_begin
+_settings.on_url = _cb_url
+_settings.on_header_field = _cb_header_field
+_settings.on_header_value = _cb_header_value
+_settings.on_headers_complete = _cb_headers_complete
+_settings.on_body = _cb_body
+_settings.on_message_complete = _cb_message_complete
+
+cdef list _method_names = [None] * 256  # llhttp's method numbers to names, made once each
+
+cdef enum:
+    _IDLE, _IN_NAME, _IN_VALUE  # where the head's parse is between header callbacks
+    _FIRST_BLOCK = 2048  # a reader's first buffer; it grows with the heads it is sent
+
+
+cdef class RequestReader:
+    """reader.RequestReader in C: llhttp's callbacks copy the request line's target and the header lines
+    into one buffer of the reader's (they may arrive over several reads) without a Python object per
+    header, and ``rewrite`` writes the upstream head from that buffer (the same core as rewrite_request).
+    Errors are httptools', raised as httptools raises them, so the server handles both readers alike."""
+
+    cdef llhttp_t parser
+    cdef object _on_message_begin, _on_headers_complete, _on_body, _on_message_complete
+    cdef object _last_error
+    cdef char* block  # the target, then each header's name and value, as received
+    cdef Py_ssize_t size, capacity
+    cdef Field* fields
+    cdef Py_ssize_t count, room
+    cdef Py_ssize_t target_end
+    cdef int state
+    cdef bint in_head
+    cdef readonly bint connection_header  # the head being parsed has a Connection header
+
+    def __cinit__(self, protocol):
+        llhttp_init(&self.parser, HTTP_REQUEST, &_settings)
+        self.parser.data = <void*>self
+        self._on_message_begin = protocol.on_message_begin
+        self._on_headers_complete = protocol.on_headers_complete
+        self._on_body = protocol.on_body
+        self._on_message_complete = protocol.on_message_complete
+
+    def __dealloc__(self):
+        free(self.block)
+        free(self.fields)
+
+    cdef int _append(self, const char* at, size_t length) except -1:
+        cdef Py_ssize_t need = self.size + <Py_ssize_t>length, capacity
+        cdef char* grown
+        if need > self.capacity:
+            capacity = max(_FIRST_BLOCK, self.capacity * 2, need)
+            grown = <char*>realloc(self.block, capacity)
+            if grown == NULL:
+                raise MemoryError()
+            self.block = grown
+            self.capacity = capacity
+        memcpy(self.block + self.size, at, length)
+        self.size = need
+        return 0
+
+    cdef int _new_field(self) except -1:
+        cdef Py_ssize_t room
+        cdef Field* grown
+        if self.count == self.room:
+            room = max(32, self.room * 2)
+            grown = <Field*>realloc(self.fields, room * sizeof(Field))
+            if grown == NULL:
+                raise MemoryError()
+            self.fields = grown
+            self.room = room
+        self.fields[self.count].name = self.size
+        self.fields[self.count].n_name = 0
+        self.fields[self.count].value = self.size
+        self.fields[self.count].n_value = 0
+        return 0
+
+    cdef inline void _end_field(self) noexcept:
+        cdef Field* f = &self.fields[self.count]
+        if f.n_name == 10 and _is(self.block + f.name, 10, b"connection", 10):
+            self.connection_header = True
+        self.count += 1
+
+    # -- what the server asks ----------------------------------------------------------------------
+
+    def feed_data(self, bytes data):
+        cdef const char* start = PyBytes_AS_STRING(data)
+        cdef llhttp_errno_t err = llhttp_execute(&self.parser, start, PyBytes_GET_SIZE(data))
+        if err == HPE_OK:
+            return
+        if err == HPE_PAUSED_UPGRADE and self.parser.upgrade == 1:
+            # as httptools: the parser is freed from the pause at once, the offset of the rest returned
+            offset = llhttp_get_error_pos(&self.parser) - start
+            llhttp_resume_after_upgrade(&self.parser)
+            raise HttpParserUpgrade(offset)
+        reason = (llhttp_get_error_reason(&self.parser) or b"").decode("latin-1")
+        if err in (HPE_CB_MESSAGE_BEGIN, HPE_CB_HEADERS_COMPLETE, HPE_CB_MESSAGE_COMPLETE, HPE_CB_CHUNK_HEADER,
+                   HPE_CB_CHUNK_COMPLETE, HPE_USER):
+            exc = HttpParserCallbackError(reason)
+            if self._last_error is not None:
+                exc.__context__ = self._last_error
+                self._last_error = None
+            raise exc
+        if err == HPE_INVALID_METHOD:
+            raise HttpParserInvalidMethodError(reason)
+        if err == HPE_INVALID_URL:
+            raise HttpParserInvalidURLError(reason)
+        raise HttpParserError(reason)
+
+    cdef bytes _method(self):
+        cdef unsigned char method = self.parser.method
+        name = _method_names[method]
+        if name is None:
+            name = _method_names[method] = <bytes>llhttp_method_name(method)
+        return name
+
+    def get_method(self):
+        return self._method()
+
+    def should_keep_alive(self):
+        return llhttp_should_keep_alive(&self.parser) != 0
+
+    def version(self):
+        """The request's HTTP version as 10 * major + minor (11 for HTTP/1.1)."""
+        return 10 * self.parser.http_major + self.parser.http_minor
+
+    def target(self):
+        return PyBytes_FromStringAndSize(self.block, self.target_end)
+
+    def headers(self):
+        cdef Py_ssize_t i
+        cdef const char* block = self.block
+        return [(_slice(block, self.fields[i].name, self.fields[i].n_name),
+                 _slice(block, self.fields[i].value, self.fields[i].n_value)) for i in range(self.count)]
+
+    def partial_head_bytes(self):
+        cdef Py_ssize_t i, n = self.target_end + 16
+        for i in range(self.count):
+            n += self.fields[i].n_name + self.fields[i].n_value + 4
+        return n
+
+    def rewrite(self, bytes client_ip, bytes proto, bint trusted):
+        cdef bytes method = self._method()
+        cdef bytes target = PyBytes_FromStringAndSize(self.block, self.target_end)
+        # llhttp sets upgrade for a request only with "Connection: upgrade" and an Upgrade header, or for
+        # CONNECT (refused before this)
+        cdef bint upgrade = self.connection_header and self.parser.upgrade
+        result = _rewrite_request(self.block, self.fields, self.count, method, target, client_ip, upgrade,
+                                  proto, trusted)
+        if result is None:
+            return _py_rewrite_request(method, target, self.headers(), client_ip, upgrade, proto, trusted)
+        return result
+
+
+cdef int _cb_message_begin(llhttp_t* parser) noexcept:
+    cdef RequestReader reader = <RequestReader>parser.data
+    reader.size = reader.count = reader.target_end = 0
+    reader.state = _IDLE
+    reader.in_head = True
+    reader.connection_header = False
+    if reader.capacity > 4 * _FIRST_BLOCK:  # a big head earlier: its buffer is not kept
+        free(reader.block)
+        reader.block = NULL
+        reader.capacity = 0
+    try:
+        reader._on_message_begin()
+    except BaseException as exc:
+        reader._last_error = exc
+        return -1
+    return 0
+
+
+cdef int _cb_url(llhttp_t* parser, const char* at, size_t length) noexcept:
+    cdef RequestReader reader = <RequestReader>parser.data
+    try:
+        reader._append(at, length)
+    except BaseException as exc:
+        llhttp_set_error_reason(parser, "`on_url` callback error")
+        reader._last_error = exc
+        return HPE_USER
+    reader.target_end = reader.size
+    return 0
+
+
+cdef int _cb_header_field(llhttp_t* parser, const char* at, size_t length) noexcept:
+    cdef RequestReader reader = <RequestReader>parser.data
+    if not reader.in_head:  # a trailer field after a chunked body: not passed on, not kept
+        return 0
+    try:
+        if reader.state != _IN_NAME:
+            if reader.state == _IN_VALUE:
+                reader._end_field()
+            reader._new_field()
+            reader.state = _IN_NAME
+        reader._append(at, length)
+    except BaseException as exc:
+        llhttp_set_error_reason(parser, "`on_header_field` callback error")
+        reader._last_error = exc
+        return HPE_USER
+    reader.fields[reader.count].n_name += length
+    return 0
+
+
+cdef int _cb_header_value(llhttp_t* parser, const char* at, size_t length) noexcept:
+    cdef RequestReader reader = <RequestReader>parser.data
+    if not reader.in_head:
+        return 0
+    if reader.state != _IN_VALUE:
+        reader.state = _IN_VALUE
+        reader.fields[reader.count].value = reader.size
+    try:
+        reader._append(at, length)
+    except BaseException as exc:
+        llhttp_set_error_reason(parser, "`on_header_value` callback error")
+        reader._last_error = exc
+        return HPE_USER
+    reader.fields[reader.count].n_value += length
+    return 0
+
+
+cdef int _cb_headers_complete(llhttp_t* parser) noexcept:
+    cdef RequestReader reader = <RequestReader>parser.data
+    if reader.state == _IN_VALUE:
+        reader._end_field()
+    reader.state = _IDLE
+    reader.in_head = False
+    try:
+        reader._on_headers_complete()
+    except BaseException as exc:
+        reader._last_error = exc
+        return -1
+    return 1 if parser.upgrade else 0
+
+
+cdef int _cb_body(llhttp_t* parser, const char* at, size_t length) noexcept:
+    cdef RequestReader reader = <RequestReader>parser.data
+    try:
+        reader._on_body(PyBytes_FromStringAndSize(at, length))
+    except BaseException as exc:
+        llhttp_set_error_reason(parser, "`on_body` callback error")
+        reader._last_error = exc
+        return HPE_USER
+    return 0
+
+
+cdef int _cb_message_complete(llhttp_t* parser) noexcept:
+    cdef RequestReader reader = <RequestReader>parser.data
+    try:
+        reader._on_message_complete()
+    except BaseException as exc:
+        reader._last_error = exc
+        return -1
+    return 0
