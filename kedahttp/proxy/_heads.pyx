@@ -10,6 +10,7 @@ from a trusted peer a ``Forwarded`` header or more than one X-Forwarded-For, -Pr
 the size limit, a response with both Content-Length and Transfer-Encoding.
 """
 
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memchr, memcmp, memcpy
@@ -20,6 +21,7 @@ from httptools import (HttpParserCallbackError, HttpParserError, HttpParserInval
 from kedahttp.proxy import http1
 
 cdef object _py_rewrite_request = http1.rewrite_request
+cdef object _BadRequest = http1.BadRequest
 cdef object _py_rewrite_response = http1.rewrite_response
 cdef Py_ssize_t _MAX_HEADER_BYTES = http1.MAX_HEADER_BYTES
 cdef int _NO_BODY = http1.NO_BODY
@@ -133,13 +135,14 @@ cdef struct Field:
     Py_ssize_t n_name
     Py_ssize_t value
     Py_ssize_t n_value
+    int code  # what _request_code says of the name (set by the first pass of _rewrite_request)
 
 
 cdef inline bytes _slice(const char* block, Py_ssize_t at, Py_ssize_t n):
     return PyBytes_FromStringAndSize(block + at, n)
 
 
-cdef object _rewrite_request(const char* block, const Field* fields, Py_ssize_t count, bytes method,
+cdef object _rewrite_request(const char* block, Field* fields, Py_ssize_t count, bytes method,
                              bytes target, bytes client_ip, bint upgrade, bytes proto, bint trusted):
     """http1.rewrite_request over a head held as ``fields`` of ``block``, or None where http1.py must
     decide (the cases the module docstring lists)."""
@@ -161,7 +164,7 @@ cdef object _rewrite_request(const char* block, const Field* fields, Py_ssize_t 
         value = block + fields[i].value
         n_value = fields[i].n_value
         size += n_name + n_value + 4
-        code = _request_code(name, n_name, trusted)
+        code = fields[i].code = _request_code(name, n_name, trusted)
         if code == H_OTHER or code == H_DROP or code == H_PROXY:
             continue
         if code == H_CL:
@@ -238,7 +241,7 @@ cdef object _rewrite_request(const char* block, const Field* fields, Py_ssize_t 
             n_name = fields[i].n_name
             value = block + fields[i].value
             n_value = fields[i].n_value
-            code = _request_code(name, n_name, trusted)
+            code = fields[i].code
             if code == H_EXPECT:
                 if _is(value, n_value, b"100-continue", 12):
                     continue
@@ -461,6 +464,7 @@ cdef extern from "llhttp.h":
         unsigned char http_major
         unsigned char http_minor
         unsigned char upgrade
+        unsigned short flags
     ctypedef int (*llhttp_data_cb)(llhttp_t*, const char*, size_t) noexcept
     ctypedef int (*llhttp_cb)(llhttp_t*) noexcept
     ctypedef struct llhttp_settings_t:
@@ -484,6 +488,11 @@ cdef extern from "llhttp.h":
         HPE_INVALID_URL
     ctypedef enum llhttp_type_t:
         HTTP_REQUEST
+    enum:
+        F_CHUNKED
+        F_CONTENT_LENGTH
+        F_TRANSFER_ENCODING
+        HTTP_CONNECT
     void llhttp_settings_init(llhttp_settings_t* settings)
     void llhttp_init(llhttp_t* parser, llhttp_type_t kind, const llhttp_settings_t* settings)
     llhttp_errno_t llhttp_execute(llhttp_t* parser, const char* data, size_t length)
@@ -513,6 +522,7 @@ cdef enum:
     _FIRST_BLOCK = 2048  # a reader's first buffer; it grows with the heads it is sent
 
 
+@cython.final
 cdef class RequestReader:
     """reader.RequestReader in C: llhttp's callbacks copy the request line's target and the header lines
     into one buffer of the reader's (they may arrive over several reads) without a Python object per
@@ -543,28 +553,30 @@ cdef class RequestReader:
         free(self.block)
         free(self.fields)
 
-    cdef int _append(self, const char* at, size_t length) except -1:
+    cdef inline int _append(self, const char* at, size_t length) noexcept:
+        """0, or -1 when out of memory."""
         cdef Py_ssize_t need = self.size + <Py_ssize_t>length, capacity
         cdef char* grown
         if need > self.capacity:
             capacity = max(_FIRST_BLOCK, self.capacity * 2, need)
             grown = <char*>realloc(self.block, capacity)
             if grown == NULL:
-                raise MemoryError()
+                return -1
             self.block = grown
             self.capacity = capacity
         memcpy(self.block + self.size, at, length)
         self.size = need
         return 0
 
-    cdef int _new_field(self) except -1:
+    cdef inline int _new_field(self) noexcept:
+        """0, or -1 when out of memory."""
         cdef Py_ssize_t room
         cdef Field* grown
         if self.count == self.room:
             room = max(32, self.room * 2)
             grown = <Field*>realloc(self.fields, room * sizeof(Field))
             if grown == NULL:
-                raise MemoryError()
+                return -1
             self.fields = grown
             self.room = room
         self.fields[self.count].name = self.size
@@ -637,17 +649,31 @@ cdef class RequestReader:
             n += self.fields[i].n_name + self.fields[i].n_value + 4
         return n
 
-    def rewrite(self, bytes client_ip, bytes proto, bint trusted):
+    def request(self, bytes client_ip, bytes proto, bint trusted):
+        """reader.RequestReader.request: the same checks in the same order, then the same rewriting."""
+        cdef llhttp_t* parser = &self.parser
+        if parser.method == HTTP_CONNECT:
+            raise _BadRequest(405, "CONNECT is not served")
+        cdef bint http10 = False
+        cdef int version = 10 * parser.http_major + parser.http_minor
+        if version != 11:
+            if version != 10:
+                raise _BadRequest(400 if version < 10 else 505, "HTTP version not served")
+            http10 = True
         cdef bytes method = self._method()
         cdef bytes target = PyBytes_FromStringAndSize(self.block, self.target_end)
         # llhttp sets upgrade for a request only with "Connection: upgrade" and an Upgrade header, or for
-        # CONNECT (refused before this)
-        cdef bint upgrade = self.connection_header and self.parser.upgrade
+        # CONNECT (refused above)
+        cdef bint upgrade = self.connection_header and parser.upgrade
         result = _rewrite_request(self.block, self.fields, self.count, method, target, client_ip, upgrade,
                                   proto, trusted)
         if result is None:
-            return _py_rewrite_request(method, target, self.headers(), client_ip, upgrade, proto, trusted)
-        return result
+            result = _py_rewrite_request(method, target, self.headers(), client_ip, upgrade, proto, trusted)
+        head, host, path, body, expect_continue, upgrading = <tuple>result
+        if not host and not http10:
+            raise _BadRequest(400, "missing Host")
+        return (method, llhttp_should_keep_alive(parser) != 0, http10, head, host, path, body, expect_continue,
+                upgrading)
 
 
 cdef int _cb_message_begin(llhttp_t* parser) noexcept:
@@ -668,14 +694,21 @@ cdef int _cb_message_begin(llhttp_t* parser) noexcept:
     return 0
 
 
+cdef int _out_of_memory(llhttp_t* parser) noexcept:
+    """A callback could not grow the reader's buffer: the parse stops with a MemoryError as its cause."""
+    cdef RequestReader reader = <RequestReader>parser.data
+    llhttp_set_error_reason(parser, "out of memory")
+    try:
+        reader._last_error = MemoryError()
+    except BaseException:
+        pass
+    return HPE_USER
+
+
 cdef int _cb_url(llhttp_t* parser, const char* at, size_t length) noexcept:
     cdef RequestReader reader = <RequestReader>parser.data
-    try:
-        reader._append(at, length)
-    except BaseException as exc:
-        llhttp_set_error_reason(parser, "`on_url` callback error")
-        reader._last_error = exc
-        return HPE_USER
+    if reader._append(at, length) < 0:
+        return _out_of_memory(parser)
     reader.target_end = reader.size
     return 0
 
@@ -684,17 +717,14 @@ cdef int _cb_header_field(llhttp_t* parser, const char* at, size_t length) noexc
     cdef RequestReader reader = <RequestReader>parser.data
     if not reader.in_head:  # a trailer field after a chunked body: not passed on, not kept
         return 0
-    try:
-        if reader.state != _IN_NAME:
-            if reader.state == _IN_VALUE:
-                reader._end_field()
-            reader._new_field()
-            reader.state = _IN_NAME
-        reader._append(at, length)
-    except BaseException as exc:
-        llhttp_set_error_reason(parser, "`on_header_field` callback error")
-        reader._last_error = exc
-        return HPE_USER
+    if reader.state != _IN_NAME:
+        if reader.state == _IN_VALUE:
+            reader._end_field()
+        if reader._new_field() < 0:
+            return _out_of_memory(parser)
+        reader.state = _IN_NAME
+    if reader._append(at, length) < 0:
+        return _out_of_memory(parser)
     reader.fields[reader.count].n_name += length
     return 0
 
@@ -706,12 +736,8 @@ cdef int _cb_header_value(llhttp_t* parser, const char* at, size_t length) noexc
     if reader.state != _IN_VALUE:
         reader.state = _IN_VALUE
         reader.fields[reader.count].value = reader.size
-    try:
-        reader._append(at, length)
-    except BaseException as exc:
-        llhttp_set_error_reason(parser, "`on_header_value` callback error")
-        reader._last_error = exc
-        return HPE_USER
+    if reader._append(at, length) < 0:
+        return _out_of_memory(parser)
     reader.fields[reader.count].n_value += length
     return 0
 
@@ -742,6 +768,9 @@ cdef int _cb_body(llhttp_t* parser, const char* at, size_t length) noexcept:
 
 
 cdef int _cb_message_complete(llhttp_t* parser) noexcept:
+    # only a request with a body: one without is complete with its head (reader.py)
+    if not parser.flags & (F_CONTENT_LENGTH | F_TRANSFER_ENCODING):
+        return 0
     cdef RequestReader reader = <RequestReader>parser.data
     try:
         reader._on_message_complete()

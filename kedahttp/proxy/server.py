@@ -214,26 +214,10 @@ class ClientConnection(asyncio.Protocol, ClientSide):
         parser = self.parser
         if parser is None:  # the connection is closing (a reply that ends it went out in this read)
             raise _Closing
-        method = parser.get_method()
-        if method == b"CONNECT":
-            raise BadRequest(405, "CONNECT is not served")
-        keep_alive = parser.should_keep_alive()
-        http10 = False
-        # llhttp keeps a request alive without a Connection header only for HTTP/1.1 (it accepts 0.9, 1.0,
-        # 1.1 and 2.0, and the others need "Connection: keep-alive"), so the common request skips asking
-        # for the version (httptools formats it as a string every time)
-        if parser.connection_header or not keep_alive:
-            version = parser.version()
-            if version != 11:
-                if version != 10:
-                    # llhttp reads a request line without a version as HTTP/0.9 with headers: malformed
-                    # either way; 2.0 is a version, just not ours
-                    raise BadRequest(400 if version < 10 else 505, "HTTP version not served")
-                http10 = True
+        # checked (CONNECT, the version, a missing Host: 405, 400, 505) and rewritten for the upstream
+        method, keep_alive, http10, head, host, path, body, expect_continue, upgrade = parser.request(
+            self.client_ip, b"http", self.trusted)
         server = self.server
-        head, host, path, body, expect_continue, upgrade = parser.rewrite(self.client_ip, b"http", self.trusted)
-        if not host and not http10:
-            raise BadRequest(400, "missing Host")
         route = server.routes.lookup(host, path)
         dispatcher = server.dispatcher
         ex = Exchange(self, dispatcher, method, head, body, expect_continue, upgrade, route, keep_alive, http10)
@@ -260,6 +244,7 @@ class ClientConnection(asyncio.Protocol, ClientSide):
             ex.request_body(body)
 
     def on_message_complete(self) -> None:
+        # only for a request with a body (the reader's rule): one without is done from its head on
         ex = self.reading
         if ex is not None and not ex.req_done:
             ex.request_done()
@@ -298,7 +283,7 @@ class ClientConnection(asyncio.Protocol, ClientSide):
                 self.transport.write(b"".join(wbuf))  # one write() beats a writev() of small pieces
             else:
                 self.transport.writelines(wbuf)
-            self.wbuf = []
+            wbuf.clear()  # the transport keeps the pieces, not the list: one list per connection
         if self.close_pending:
             self.close_pending = False
             self._close()
