@@ -142,10 +142,19 @@ cdef inline bytes _slice(const char* block, Py_ssize_t at, Py_ssize_t n):
     return PyBytes_FromStringAndSize(block + at, n)
 
 
+cdef struct Rewritten:
+    # what _rewrite_request tells besides the head
+    Py_ssize_t host  # the field holding the Host, or -1
+    int body
+    bint expect_continue
+    bint upgrading
+
+
 cdef object _rewrite_request(const char* block, Field* fields, Py_ssize_t count, bytes method,
-                             bytes target, bytes client_ip, bint upgrade, bytes proto, bint trusted):
-    """http1.rewrite_request over a head held as ``fields`` of ``block``, or None where http1.py must
-    decide (the cases the module docstring lists)."""
+                             bytes target, bytes client_ip, bint upgrade, bytes proto, bint trusted,
+                             Rewritten* told_out):
+    """http1.rewrite_request's head over a head held as ``fields`` of ``block`` (the rest in
+    ``told_out``), or None where http1.py must decide (the cases the module docstring lists)."""
     cdef Py_ssize_t n_target = PyBytes_GET_SIZE(target)
     if n_target == 0 or PyBytes_AS_STRING(target)[0] != b'/':
         return None
@@ -203,7 +212,6 @@ cdef object _rewrite_request(const char* block, Field* fields, Py_ssize_t count,
     if size > _MAX_HEADER_BYTES:
         return None
     cdef bint upgrading = upgrade and upgrade_value >= 0 and fields[upgrade_value].n_value > 0
-    cdef bytes host_obj = _slice(block, fields[host].value, fields[host].n_value) if host >= 0 else b""
     # ``size`` already counts the request line and every header as received (what is passed on is no
     # more); the added lines are X-Forwarded-* (with the Host and a trusted peer's X-Forwarded-*), the
     # upgrade pair and the framing.
@@ -212,8 +220,11 @@ cdef object _rewrite_request(const char* block, Field* fields, Py_ssize_t count,
     if xfp >= 0:
         xfp_s = block + fields[xfp].value
         n_xfp = fields[xfp].n_value
-    cdef const char* xfh_s = PyBytes_AS_STRING(host_obj)
-    cdef Py_ssize_t n_xfh = PyBytes_GET_SIZE(host_obj)
+    cdef const char* xfh_s = block
+    cdef Py_ssize_t n_xfh = 0
+    if host >= 0:
+        xfh_s = block + fields[host].value
+        n_xfh = fields[host].n_value
     if xfh >= 0:
         xfh_s = block + fields[xfh].value
         n_xfh = fields[xfh].n_value
@@ -272,8 +283,11 @@ cdef object _rewrite_request(const char* block, Field* fields, Py_ssize_t count,
     finally:
         if buf != stack:
             free(buf)
-    return (head, host_obj, target, _CHUNKED if chunked else (_LENGTH if has_length else _NO_BODY),
-            expect_continue, upgrading)
+    told_out.host = host
+    told_out.body = _CHUNKED if chunked else (_LENGTH if has_length else _NO_BODY)
+    told_out.expect_continue = expect_continue
+    told_out.upgrading = upgrading
+    return head
 
 
 def rewrite_request(bytes method, bytes target, list headers, bytes client_ip, bint upgrade,
@@ -281,6 +295,7 @@ def rewrite_request(bytes method, bytes target, list headers, bytes client_ip, b
     """http1.rewrite_request (same arguments, result and errors), over a list of (name, value) pairs: the
     form the tests compare with http1.py; RequestReader calls the same core on its own buffer."""
     cdef Py_ssize_t count = len(headers), i, n = 0
+    cdef Rewritten told
     cdef tuple item
     cdef bytes name, value
     for item in headers:
@@ -305,13 +320,15 @@ def rewrite_request(bytes method, bytes target, list headers, bytes client_ip, b
             fields[i].n_value = PyBytes_GET_SIZE(value)
             memcpy(block + n, PyBytes_AS_STRING(value), fields[i].n_value)
             n += fields[i].n_value
-        result = _rewrite_request(block, fields, count, method, target, client_ip, upgrade, proto, trusted)
+        head = _rewrite_request(block, fields, count, method, target, client_ip, upgrade, proto, trusted, &told)
+        if head is not None:  # (``told`` is filled in only then)
+            host = b"" if told.host < 0 else _slice(block, fields[told.host].value, fields[told.host].n_value)
     finally:
         free(block)
         free(fields)
-    if result is None:
+    if head is None:
         return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
-    return result
+    return (head, host, target, told.body, told.expect_continue, told.upgrading)
 
 
 cdef inline Py_ssize_t _find_crlf(const char* s, Py_ssize_t start, Py_ssize_t n) noexcept nogil:
@@ -532,6 +549,7 @@ cdef class RequestReader:
     cdef llhttp_t parser
     cdef object _on_message_begin, _on_headers_complete, _on_body, _on_message_complete
     cdef object _last_error
+    cdef bytes last_target, last_host
     cdef char* block  # the target, then each header's name and value, as received
     cdef Py_ssize_t size, capacity
     cdef Field* fields
@@ -661,19 +679,41 @@ cdef class RequestReader:
                 raise _BadRequest(400 if version < 10 else 505, "HTTP version not served")
             http10 = True
         cdef bytes method = self._method()
-        cdef bytes target = PyBytes_FromStringAndSize(self.block, self.target_end)
+        cdef bytes target = self._target()
         # llhttp sets upgrade for a request only with "Connection: upgrade" and an Upgrade header, or for
         # CONNECT (refused above)
         cdef bint upgrade = self.connection_header and parser.upgrade
-        result = _rewrite_request(self.block, self.fields, self.count, method, target, client_ip, upgrade,
-                                  proto, trusted)
-        if result is None:
-            result = _py_rewrite_request(method, target, self.headers(), client_ip, upgrade, proto, trusted)
-        head, host, path, body, expect_continue, upgrading = <tuple>result
+        cdef Rewritten told
+        head = _rewrite_request(self.block, self.fields, self.count, method, target, client_ip, upgrade, proto,
+                                trusted, &told)
+        if head is None:
+            head, host, target, body, expect_continue, upgrading = _py_rewrite_request(
+                method, target, self.headers(), client_ip, upgrade, proto, trusted)
+        else:
+            host = b"" if told.host < 0 else self._host(told.host)
+            body, expect_continue, upgrading = told.body, told.expect_continue, told.upgrading
         if not host and not http10:
             raise _BadRequest(400, "missing Host")
-        return (method, llhttp_should_keep_alive(parser) != 0, http10, head, host, path, body, expect_continue,
+        return (method, llhttp_should_keep_alive(parser) != 0, http10, head, host, target, body, expect_continue,
                 upgrading)
+
+    # The target and Host of a connection's requests are mostly those of the request before: the bytes
+    # made then serve again (no allocation, and the Host's hash, which routing takes, is already known).
+
+    cdef bytes _target(self):
+        cdef bytes last = self.last_target
+        cdef Py_ssize_t n = self.target_end
+        if last is None or PyBytes_GET_SIZE(last) != n or memcmp(PyBytes_AS_STRING(last), self.block, n) != 0:
+            last = self.last_target = PyBytes_FromStringAndSize(self.block, n)
+        return last
+
+    cdef bytes _host(self, Py_ssize_t i):
+        cdef bytes last = self.last_host
+        cdef const char* value = self.block + self.fields[i].value
+        cdef Py_ssize_t n = self.fields[i].n_value
+        if last is None or PyBytes_GET_SIZE(last) != n or memcmp(PyBytes_AS_STRING(last), value, n) != 0:
+            last = self.last_host = PyBytes_FromStringAndSize(value, n)
+        return last
 
 
 cdef int _cb_message_begin(llhttp_t* parser) noexcept:
