@@ -1,5 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
-"""The request and response head rewriting of http1.py, in C, for the shapes nearly every message has.
+"""The request and response head rewriting of http1.py, in C, for the shapes nearly every message has, and
+the request reader of reader.py, in C: llhttp (kedahttp/proxy/llhttp/) bound directly, its head rewritten
+from the reader's own buffer by the same core as ``rewrite_request`` (at the end of this file).
 
 ``rewrite_request`` and ``rewrite_response`` take and return exactly what the functions of the same name in
 http1.py do, and give the same result (tests/unit/proxy/test_heads.py checks it on generated heads). Each

@@ -19,7 +19,8 @@ COMPILED_MODULES = (
     "kedahttp.proxy.server",
     "kedahttp.proxy.upstream",
 )
-# and with Cython: the head rewriting (http1.py's functions are used where it is missing)
+# and with Cython: the head rewriting and the request reader over llhttp (http1.py's functions and reader.py's
+# reader are used where it is missing)
 CYTHON_MODULES = ("kedahttp.proxy._heads",)
 
 
