@@ -663,6 +663,20 @@ cdef class RequestReader:
         return [(_slice(block, self.fields[i].name, self.fields[i].n_name),
                  _slice(block, self.fields[i].value, self.fields[i].n_value)) for i in range(self.count)]
 
+    def trim(self):
+        """reader.RequestReader.trim: the buffer is freed (not within a head), to be made again by the next."""
+        if self.in_head:
+            return
+        free(self.block)
+        free(self.fields)
+        self.block = NULL
+        self.fields = NULL
+        self.size = self.capacity = self.count = self.room = self.target_end = 0
+
+    def buffer_bytes(self):
+        """What the reader holds for heads now (for the tests)."""
+        return self.capacity + self.room * sizeof(Field)
+
     def partial_head_bytes(self):
         cdef Py_ssize_t i, n = self.target_end + 16
         for i in range(self.count):

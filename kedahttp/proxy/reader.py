@@ -89,6 +89,13 @@ class RequestReader:
             raise BadRequest(400, "missing Host")
         return (method, parser.should_keep_alive(), http10, head, host, path, body, expect_continue, upgrading)
 
+    def trim(self) -> None:
+        """Gives back what the last head held (the connection is idle between requests); the C twin frees
+        its buffer, so an idle keep-alive connection costs no head buffer."""
+        if not self._in_head:
+            self._url = b""
+            self._headers = []
+
     # -- httptools callbacks -----------------------------------------------------------------------
 
     def on_message_begin(self) -> None:

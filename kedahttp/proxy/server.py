@@ -376,8 +376,11 @@ class ClientConnection(asyncio.Protocol, ClientSide):
             # ``since`` comes from the coarse clock, up to one sweep early: allow for it
             if now - self.since >= server.header_timeout_seconds + server.sweep_interval_seconds:
                 self.transport.abort()
-        elif not self.queue and self.upgraded is None and now - self.since >= server.keep_alive_timeout_seconds:
-            self.transport.close()
+        elif not self.queue and self.upgraded is None:
+            if now - self.since >= server.keep_alive_timeout_seconds:
+                self.transport.close()
+            elif self.parser is not None:
+                self.parser.trim()  # idle between requests: the reader's head buffer is given back
 
     def _check_upstream_timeouts(self, ex: Exchange, now: float) -> None:
         route = ex.route

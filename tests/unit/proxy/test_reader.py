@@ -161,3 +161,29 @@ def test_only_a_request_with_a_body_is_completed_apart_from_its_head(make: Any) 
                         b"POST /c HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi"])
     assert [e if isinstance(e, str) else e[0] for e in events] == [
         "begin", "head", "begin", "head", "complete", "begin", "head", "body", "complete", "read"]
+
+
+@pytest.mark.parametrize("make", [_heads.RequestReader, reader.RequestReader])
+def test_a_trimmed_reader_reads_on_as_before(make: Any) -> None:
+    first = b"GET /a HTTP/1.1\r\nHost: app.test\r\nAccept: */*\r\n\r\n"
+    second = b"POST /b HTTP/1.1\r\nHost: app.test\r\nContent-Length: 2\r\n\r\nhi"
+
+    def events(trim: bool) -> list[Any]:
+        rec = Recording(make)
+        for data in (first, second[:20], second[20:]):
+            rec.reader.feed_data(data)
+            if trim:  # idle between requests, as the server's sweep does; within a head it keeps all
+                rec.reader.trim()
+        return rec.events
+
+    assert events(True) == events(False)
+    heads = [e for e in events(True) if e[0] == "head"]
+    assert heads[1][3] == [(b"Host", b"app.test"), (b"Content-Length", b"2")]
+
+
+def test_an_idle_reader_holds_no_head_buffer() -> None:
+    rec = Recording(_heads.RequestReader)
+    rec.reader.feed_data(b"GET /a HTTP/1.1\r\nHost: app.test\r\n\r\n")
+    assert rec.reader.buffer_bytes() > 0
+    rec.reader.trim()
+    assert rec.reader.buffer_bytes() == 0
