@@ -57,7 +57,11 @@ def stale_modules() -> list[str]:
         if not _is_extension(loaded):
             continue
         stem = name.rpartition(".")[2]
-        source = Path(loaded).parent / (stem + (".pyx" if name in CYTHON_MODULES else ".py"))
-        if source.exists() and source.stat().st_mtime > Path(loaded).stat().st_mtime:
+        folder = Path(loaded).parent
+        if name in CYTHON_MODULES:  # the .pyx and the files it includes (_heads_reader.pxi)
+            sources = [folder / (stem + ".pyx"), *folder.glob(stem + "_*.pxi")]
+        else:
+            sources = [folder / (stem + ".py")]
+        if any(source.exists() and source.stat().st_mtime > Path(loaded).stat().st_mtime for source in sources):
             stale.append(name)
     return stale
