@@ -32,9 +32,14 @@ if os.environ.get("KEDAHTTP_COMPILE", "1") != "0":
     from setuptools import Extension
 
     ext_modules = mypycify(COMPILED, opt_level="3", debug_level="0", group_name="kedahttp.proxy.native")
-    # the head rewriting in C (kedahttp/proxy/heads.py picks it, or http1.py's where it is missing)
+    # the head rewriting and the request parser in C (kedahttp/proxy/heads.py picks them, or http1.py's and
+    # reader.py's where they are missing); the parser is llhttp, whose C sources are kept in
+    # kedahttp/proxy/llhttp/ (see SOURCE.md there) and built into the same extension
+    llhttp = "kedahttp/proxy/llhttp"
     ext_modules += cythonize(
-        [Extension("kedahttp.proxy._heads", ["kedahttp/proxy/_heads.pyx"], extra_compile_args=["-O2"]),
+        [Extension("kedahttp.proxy._heads",
+                   ["kedahttp/proxy/_heads.pyx", f"{llhttp}/llhttp.c", f"{llhttp}/api.c", f"{llhttp}/http.c"],
+                   include_dirs=[llhttp], extra_compile_args=["-O2", "-fvisibility=hidden"]),
          # the HTTP/2 relay's frame-header scan (kedahttp/proxy/h2/relay.py picks it, or h2/frames.py's)
          Extension("kedahttp.proxy._frames", ["kedahttp/proxy/_frames.pyx"], extra_compile_args=["-O2"])],
         compiler_directives={"language_level": "3"},

@@ -1,5 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
-"""The request and response head rewriting of http1.py, in C, for the shapes nearly every message has.
+"""The request and response head rewriting of http1.py, in C, for the shapes nearly every message has, and
+the request reader of reader.py, in C: llhttp (kedahttp/proxy/llhttp/) bound directly, its head rewritten
+from the reader's own buffer by the same core as ``rewrite_request`` (_heads_reader.pxi, included at the
+end of this file).
 
 ``rewrite_request`` and ``rewrite_response`` take and return exactly what the functions of the same name in
 http1.py do, and give the same result (tests/unit/proxy/test_heads.py checks it on generated heads). Each
@@ -10,19 +13,26 @@ from a trusted peer a ``Forwarded`` header or more than one X-Forwarded-For, -Pr
 the size limit, a response with both Content-Length and Transfer-Encoding.
 """
 
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memchr, memcmp, memcpy
+
+from httptools import (HttpParserCallbackError, HttpParserError, HttpParserInvalidMethodError,
+                       HttpParserInvalidURLError, HttpParserUpgrade)
 
 from kedahttp.proxy import http1
 
 cdef object _py_rewrite_request = http1.rewrite_request
+cdef object _BadRequest = http1.BadRequest
 cdef object _py_rewrite_response = http1.rewrite_response
 cdef Py_ssize_t _MAX_HEADER_BYTES = http1.MAX_HEADER_BYTES
 cdef int _NO_BODY = http1.NO_BODY
 cdef int _LENGTH = http1.LENGTH
 cdef int _CHUNKED = http1.CHUNKED
 cdef int _UNTIL_CLOSE = http1.UNTIL_CLOSE
+cdef enum:
+    _STACK_HEAD = 8192  # a request head up to this size is written on the stack
 
 # request header names handled specially
 cdef enum:
@@ -122,84 +132,117 @@ cdef inline char* _put(char* out, const char* s, Py_ssize_t n) noexcept nogil:
     return out + n
 
 
-def rewrite_request(bytes method, bytes target, list headers, bytes client_ip, bint upgrade,
-                    bytes proto=b"http", bint trusted=False):
-    """http1.rewrite_request (same arguments, result and errors)."""
+cdef struct Field:
+    # one header line of a request head: offsets into the block that holds the head's bytes
+    Py_ssize_t name
+    Py_ssize_t n_name
+    Py_ssize_t value
+    Py_ssize_t n_value
+    int code  # what _request_code says of the name (set by the first pass of _rewrite_request)
+
+
+cdef inline bytes _slice(const char* block, Py_ssize_t at, Py_ssize_t n):
+    return PyBytes_FromStringAndSize(block + at, n)
+
+
+cdef struct Rewritten:
+    # what _rewrite_request tells besides the head
+    Py_ssize_t host  # the field holding the Host, or -1
+    int body
+    bint expect_continue
+    bint upgrading
+
+
+cdef object _rewrite_request(const char* block, Field* fields, Py_ssize_t count, bytes method,
+                             bytes target, bytes client_ip, bint upgrade, bytes proto, bint trusted,
+                             Rewritten* told_out):
+    """http1.rewrite_request's head over a head held as ``fields`` of ``block`` (the rest in
+    ``told_out``), or None where http1.py must decide (the cases the module docstring lists)."""
     cdef Py_ssize_t n_target = PyBytes_GET_SIZE(target)
     if n_target == 0 or PyBytes_AS_STRING(target)[0] != b'/':
-        return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
-    cdef Py_ssize_t size = PyBytes_GET_SIZE(method) + n_target + 12, total
-    cdef object host = None, xff = None, xfp = None, xfh = None, upgrade_value = None
+        return None
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(method) + n_target + 12, total, i
+    # the index of the field holding each value that is used, or -1
+    cdef Py_ssize_t host = -1, xff = -1, xfp = -1, xfh = -1, upgrade_value = -1
     cdef bint expect_continue = False, has_length = False, chunked = False
     cdef int code, told = 0
     cdef const char* name
     cdef const char* value
     cdef Py_ssize_t n_name, n_value
-    cdef tuple item
-    cdef bytes name_obj, value_obj
     # First pass: classify, check, and measure what is passed on.
-    for item in headers:
-        name_obj = item[0]
-        value_obj = item[1]
-        name = PyBytes_AS_STRING(name_obj)
-        n_name = PyBytes_GET_SIZE(name_obj)
-        value = PyBytes_AS_STRING(value_obj)
-        n_value = PyBytes_GET_SIZE(value_obj)
+    for i in range(count):
+        name = block + fields[i].name
+        n_name = fields[i].n_name
+        value = block + fields[i].value
+        n_value = fields[i].n_value
         size += n_name + n_value + 4
-        code = _request_code(name, n_name, trusted)
+        code = fields[i].code = _request_code(name, n_name, trusted)
+        if code == H_OTHER or code == H_DROP or code == H_PROXY:
+            continue
         if code == H_CL:
             has_length = True
         elif code == H_HOST:
-            if host is not None:
-                return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
-            host = value_obj
+            if host >= 0:
+                return None
+            host = i
         elif code >= H_XFF:  # believed from a trusted peer only; from anyone else dropped (not written)
             if trusted:
                 # RFC 7239 (parsed to fill in what X-Forwarded-* leaves out) or several of one name (joined
                 # in order): the reference does those
                 if code == H_FWD or told & (1 << code):
-                    return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
+                    return None
                 told |= 1 << code
                 if n_value:
                     if code == H_XFF:
-                        xff = value_obj
+                        xff = i
                     elif code == H_XFP:
-                        xfp = value_obj
+                        xfp = i
                     else:
-                        xfh = value_obj
+                        xfh = i
         elif code == H_EXPECT:
             if _is(value, n_value, b"100-continue", 12):  # exactly, as http1.py
                 expect_continue = True
         elif code == H_UPGRADE:
-            upgrade_value = value_obj
+            upgrade_value = i
         elif code == H_CONNECTION:
             if not _only_kept_tokens(value, n_value):
-                return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
+                return None
         elif code == H_TE:
             _trim(&value, &n_value)
             if chunked or not _is(value, n_value, b"chunked", 7):
-                return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
+                return None
             chunked = True
     if size > _MAX_HEADER_BYTES:
-        return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
-    cdef bint upgrading = upgrade and upgrade_value is not None and PyBytes_GET_SIZE(upgrade_value) > 0
-    if host is None:
-        host = b""
+        return None
+    cdef bint upgrading = upgrade and upgrade_value >= 0 and fields[upgrade_value].n_value > 0
     # ``size`` already counts the request line and every header as received (what is passed on is no
     # more); the added lines are X-Forwarded-* (with the Host and a trusted peer's X-Forwarded-*), the
     # upgrade pair and the framing.
-    if xfp is None:
-        xfp = proto
-    if xfh is None:
-        xfh = host
-    total = size + PyBytes_GET_SIZE(client_ip) + PyBytes_GET_SIZE(xfp) + PyBytes_GET_SIZE(xfh) + 160  # 124 at most
-    if xff is not None:
-        total += PyBytes_GET_SIZE(xff)
+    cdef const char* xfp_s = PyBytes_AS_STRING(proto)
+    cdef Py_ssize_t n_xfp = PyBytes_GET_SIZE(proto)
+    if xfp >= 0:
+        xfp_s = block + fields[xfp].value
+        n_xfp = fields[xfp].n_value
+    cdef const char* xfh_s = block
+    cdef Py_ssize_t n_xfh = 0
+    if host >= 0:
+        xfh_s = block + fields[host].value
+        n_xfh = fields[host].n_value
+    if xfh >= 0:
+        xfh_s = block + fields[xfh].value
+        n_xfh = fields[xfh].n_value
+    total = size + PyBytes_GET_SIZE(client_ip) + n_xfp + n_xfh + 160  # 124 at most
+    if xff >= 0:
+        total += fields[xff].n_value
     if upgrading:
-        total += PyBytes_GET_SIZE(upgrade_value)
-    cdef char* buf = <char*>malloc(total)
-    if buf == NULL:
-        raise MemoryError()
+        total += fields[upgrade_value].n_value
+    # a head of a few KiB (nearly all) is written on the stack; bigger ones in a buffer of their own
+    cdef char stack[_STACK_HEAD]
+    cdef char* buf = stack
+    if total > _STACK_HEAD:
+        buf = <char*>malloc(total)
+        if buf == NULL:
+            raise MemoryError()
     cdef char* out = buf
     # Second pass: write.
     try:
@@ -207,43 +250,88 @@ def rewrite_request(bytes method, bytes target, list headers, bytes client_ip, b
         out = _put(out, b" ", 1)
         out = _put(out, PyBytes_AS_STRING(target), n_target)
         out = _put(out, b" HTTP/1.1\r\n", 11)
-        for item in headers:
-            name_obj = item[0]
-            value_obj = item[1]
-            name = PyBytes_AS_STRING(name_obj)
-            n_name = PyBytes_GET_SIZE(name_obj)
-            code = _request_code(name, n_name, trusted)
+        for i in range(count):
+            name = block + fields[i].name
+            n_name = fields[i].n_name
+            value = block + fields[i].value
+            n_value = fields[i].n_value
+            code = fields[i].code
             if code == H_EXPECT:
-                if _is(PyBytes_AS_STRING(value_obj), PyBytes_GET_SIZE(value_obj), b"100-continue", 12):
+                if _is(value, n_value, b"100-continue", 12):
                     continue
             elif not (code == H_OTHER or code == H_CL or code == H_HOST):
                 continue
             out = _put(out, name, n_name)
             out = _put(out, b": ", 2)
-            out = _put(out, PyBytes_AS_STRING(value_obj), PyBytes_GET_SIZE(value_obj))
+            out = _put(out, value, n_value)
             out = _put(out, b"\r\n", 2)
         out = _put(out, b"X-Forwarded-For: ", 17)
-        if xff is not None:
-            out = _put(out, PyBytes_AS_STRING(xff), PyBytes_GET_SIZE(xff))
+        if xff >= 0:
+            out = _put(out, block + fields[xff].value, fields[xff].n_value)
             out = _put(out, b", ", 2)
         out = _put(out, PyBytes_AS_STRING(client_ip), PyBytes_GET_SIZE(client_ip))
         out = _put(out, b"\r\nX-Forwarded-Proto: ", 21)
-        out = _put(out, PyBytes_AS_STRING(xfp), PyBytes_GET_SIZE(xfp))
-        if PyBytes_GET_SIZE(xfh):
+        out = _put(out, xfp_s, n_xfp)
+        if n_xfh:
             out = _put(out, b"\r\nX-Forwarded-Host: ", 20)
-            out = _put(out, PyBytes_AS_STRING(xfh), PyBytes_GET_SIZE(xfh))
+            out = _put(out, xfh_s, n_xfh)
         if upgrading:
             out = _put(out, b"\r\nConnection: upgrade\r\nUpgrade: ", 32)
-            out = _put(out, PyBytes_AS_STRING(upgrade_value), PyBytes_GET_SIZE(upgrade_value))
+            out = _put(out, block + fields[upgrade_value].value, fields[upgrade_value].n_value)
         if chunked:
             out = _put(out, b"\r\nTransfer-Encoding: chunked\r\n\r\n", 32)
         else:
             out = _put(out, b"\r\n\r\n", 4)
         head = PyBytes_FromStringAndSize(buf, out - buf)
     finally:
-        free(buf)
-    return (head, host, target, _CHUNKED if chunked else (_LENGTH if has_length else _NO_BODY),
-            expect_continue, upgrading)
+        if buf != stack:
+            free(buf)
+    told_out.host = host
+    told_out.body = _CHUNKED if chunked else (_LENGTH if has_length else _NO_BODY)
+    told_out.expect_continue = expect_continue
+    told_out.upgrading = upgrading
+    return head
+
+
+def rewrite_request(bytes method, bytes target, list headers, bytes client_ip, bint upgrade,
+                    bytes proto=b"http", bint trusted=False):
+    """http1.rewrite_request (same arguments, result and errors), over a list of (name, value) pairs: the
+    form the tests compare with http1.py; RequestReader calls the same core on its own buffer."""
+    cdef Py_ssize_t count = len(headers), i, n = 0
+    cdef Rewritten told
+    cdef tuple item
+    cdef bytes name, value
+    for item in headers:
+        n += PyBytes_GET_SIZE(<bytes>item[0]) + PyBytes_GET_SIZE(<bytes>item[1])
+    cdef char* block = <char*>malloc(n + 1)
+    cdef Field* fields = <Field*>malloc((count + 1) * sizeof(Field))
+    if block == NULL or fields == NULL:
+        free(block)
+        free(fields)
+        raise MemoryError()
+    n = 0
+    try:
+        for i in range(count):
+            item = headers[i]
+            name = item[0]
+            value = item[1]
+            fields[i].name = n
+            fields[i].n_name = PyBytes_GET_SIZE(name)
+            memcpy(block + n, PyBytes_AS_STRING(name), fields[i].n_name)
+            n += fields[i].n_name
+            fields[i].value = n
+            fields[i].n_value = PyBytes_GET_SIZE(value)
+            memcpy(block + n, PyBytes_AS_STRING(value), fields[i].n_value)
+            n += fields[i].n_value
+        head = _rewrite_request(block, fields, count, method, target, client_ip, upgrade, proto, trusted, &told)
+        if head is not None:  # (``told`` is filled in only then)
+            host = b"" if told.host < 0 else _slice(block, fields[told.host].value, fields[told.host].n_value)
+    finally:
+        free(block)
+        free(fields)
+    if head is None:
+        return _py_rewrite_request(method, target, headers, client_ip, upgrade, proto, trusted)
+    return (head, host, target, told.body, told.expect_continue, told.upgrading)
 
 
 cdef inline Py_ssize_t _find_crlf(const char* s, Py_ssize_t start, Py_ssize_t n) noexcept nogil:
@@ -385,3 +473,8 @@ def rewrite_response(int status, bytes head, bint bodiless, bint client_http10, 
         return PyBytes_FromStringAndSize(buf, out - buf), body, not keep_alive, until_close
     finally:
         free(buf)
+
+
+# -- the request parser: llhttp's callbacks into one buffer, read back by _rewrite_request -------------
+
+include "_heads_reader.pxi"

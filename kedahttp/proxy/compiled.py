@@ -19,8 +19,8 @@ COMPILED_MODULES = (
     "kedahttp.proxy.server",
     "kedahttp.proxy.upstream",
 )
-# and with Cython: the head rewriting (http1.py's functions are used where it is missing) and the HTTP/2
-# relay's frame scan (h2/frames.py's)
+# and with Cython: the head rewriting and the request reader over llhttp (http1.py's functions and reader.py's
+# reader are used where it is missing), and the HTTP/2 relay's frame scan (h2/frames.py's)
 CYTHON_MODULES = ("kedahttp.proxy._heads", "kedahttp.proxy._frames")
 
 
@@ -57,7 +57,11 @@ def stale_modules() -> list[str]:
         if not _is_extension(loaded):
             continue
         stem = name.rpartition(".")[2]
-        source = Path(loaded).parent / (stem + (".pyx" if name in CYTHON_MODULES else ".py"))
-        if source.exists() and source.stat().st_mtime > Path(loaded).stat().st_mtime:
+        folder = Path(loaded).parent
+        if name in CYTHON_MODULES:  # the .pyx and the files it includes (_heads_reader.pxi)
+            sources = [folder / (stem + ".pyx"), *folder.glob(stem + "_*.pxi")]
+        else:
+            sources = [folder / (stem + ".py")]
+        if any(source.exists() and source.stat().st_mtime > Path(loaded).stat().st_mtime for source in sources):
             stale.append(name)
     return stale

@@ -1,6 +1,7 @@
-"""The client side of the data path: an HTTP/1.1 server at the asyncio.Protocol level (uvloop + httptools).
+"""The client side of the data path: an HTTP/1.1 server at the asyncio.Protocol level (uvloop + llhttp).
 
-``ClientConnection`` parses requests with httptools (strict llhttp: it rejects CL+TE, duplicate
+``ClientConnection`` parses requests with llhttp (heads.RequestReader: our C binding, or httptools in plain
+Python; strict llhttp either way: it rejects CL+TE, duplicate
 Content-Length, bad chunk sizes, obs-fold and other smuggling vectors; we map those to 400 + close and an
 oversized header block to 431), keeps pipelined requests in order (one active exchange; later ones wait
 with reading paused), applies backpressure both ways, and batches its writes: everything produced while
@@ -34,7 +35,7 @@ from kedahttp.proxy.routing import RouteTable
 from kedahttp.proxy.upstream import UpstreamPool
 from kedahttp.proxy.waiting_page import accepts_html
 
-_rewrite_request: Final = heads.rewrite_request  # Final: a C static when compiled, not a dict lookup per call
+_RequestReader: Final = heads.RequestReader  # Final: a C static when compiled, not a dict lookup per call
 
 log = logging.getLogger("kedahttp.proxy.server")
 
@@ -59,24 +60,21 @@ class _Closing(Exception):
 
 class ClientConnection(asyncio.Protocol, ClientSide):
     __slots__ = (
-        "batching", "client_ip", "close_pending", "closing", "connection_header", "head_bytes", "headers", "in_head",
-        "linger", "lingering", "parser", "paused", "queue", "reading", "server", "since", "transport", "trusted",
-        "tunnel", "upgraded", "url", "wbuf", "write_paused",
+        "batching", "client_ip", "close_pending", "closing", "head_bytes", "in_head", "linger", "lingering", "parser",
+        "paused", "queue", "reading", "server", "since", "transport", "trusted", "tunnel", "upgraded", "wbuf",
+        "write_paused",
     )
 
     def __init__(self, server: ProxyServer) -> None:
         self.server = server
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
+        self.parser: heads.RequestReader | None = _RequestReader(self)
         self.client_ip = b"unknown"
         self.trusted = False  # the peer is in TRUSTED_PROXIES: its forwarded headers are believed
         # pipelined exchanges in order, the active one first; a list, not a deque: compiled, its
         # operations are C calls (a deque's are generic method calls), and it rarely holds more than two
         self.queue: list[Exchange] = []
         self.reading: Exchange | None = None  # the exchange whose request body the parser is reading
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.connection_header = False  # the request being parsed has a Connection header
         self.in_head = False
         self.head_bytes = 0
         self.since = 0.0  # when the current head began, or when the connection went idle
@@ -124,7 +122,8 @@ class ClientConnection(asyncio.Protocol, ClientSide):
                 if self.head_bytes >= 0:  # it began in an earlier read: all of this read is head
                     self.head_bytes += len(data)
                 else:  # it began in this read, after whatever came before it (rare: a split head)
-                    self.head_bytes = self._partial_head_bytes()
+                    # (what the parser handed over so far; the line in progress counts from the next read)
+                    self.head_bytes = parser.partial_head_bytes()
                 if self.head_bytes > http1.MAX_HEADER_BYTES:
                     self.bad_request(431)
         except httptools.HttpParserUpgrade as exc:
@@ -147,7 +146,7 @@ class ClientConnection(asyncio.Protocol, ClientSide):
                 self.bad_request(500)
         except httptools.HttpParserError as exc:
             h2 = self.server.h2
-            if h2 is not None and self.url == b"*" and not self.queue and str(exc).startswith("Pause on PRI"):
+            if h2 is not None and parser.target() == b"*" and not self.queue and str(exc).startswith("Pause on PRI"):
                 # the HTTP/2 connection preface: the connection is the HTTP/2 side's from here on
                 self.server.connections.discard(self)
                 self.parser = None
@@ -200,7 +199,7 @@ class ClientConnection(asyncio.Protocol, ClientSide):
                 up.reading_resumed(self.server.now)  # it was not read meanwhile: not idle time
                 up.transport.resume_reading()
 
-    # -- httptools callbacks -----------------------------------------------------------------------
+    # -- the request reader's callbacks ------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         # At the first byte of a request (llhttp calls this before the method is complete, where on_url
@@ -209,48 +208,16 @@ class ClientConnection(asyncio.Protocol, ClientSide):
         self.in_head = True
         self.head_bytes = -1  # began in the current read
         self.since = self.server.now
-        self.url = b""
-        self.connection_header = False
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url  # usually one piece: b"" + url is url itself
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-        if len(name) == 10 and name[0] | 32 == 99 and name.lower() == b"connection":  # 99: "c"
-            self.connection_header = True
 
     def on_headers_complete(self) -> None:
         self.in_head = False
         parser = self.parser
         if parser is None:  # the connection is closing (a reply that ends it went out in this read)
             raise _Closing
-        headers = self.headers  # emptied below and reused: one list per connection, not per request
-        method = parser.get_method()
-        if method == b"CONNECT":
-            raise BadRequest(405, "CONNECT is not served")
-        keep_alive = parser.should_keep_alive()
-        http10 = False
-        # llhttp keeps a request alive without a Connection header only for HTTP/1.1 (it accepts 0.9, 1.0,
-        # 1.1 and 2.0, and the others need "Connection: keep-alive"), so the common request skips asking
-        # for the version, which httptools formats as a string every time
-        if self.connection_header or not keep_alive:
-            version = parser.get_http_version()
-            if version != "1.1":
-                if version != "1.0":
-                    # llhttp reads a request line without a version as HTTP/0.9 with headers: malformed
-                    # either way; 2.0 is a version, just not ours
-                    raise BadRequest(400 if version[:2] == "0." else 505, "HTTP version not served")
-                http10 = True
+        # checked (CONNECT, the version, a missing Host: 405, 400, 505) and rewritten for the upstream
+        method, keep_alive, http10, head, host, path, body, expect_continue, upgrade = parser.request(
+            self.client_ip, b"http", self.trusted)
         server = self.server
-        head, host, path, body, expect_continue, upgrade = _rewrite_request(
-            # llhttp sets upgrade for a request only with "Connection: upgrade" and an Upgrade header (or
-            # for CONNECT, refused above): without a Connection header there is no need to ask
-            method, self.url, headers, self.client_ip, self.connection_header and parser.should_upgrade(), b"http",
-            self.trusted)
-        if not host and not http10:
-            headers.clear()
-            raise BadRequest(400, "missing Host")
         route = server.routes.lookup(host, path)
         dispatcher = server.dispatcher
         ex = Exchange(self, dispatcher, method, head, body, expect_continue, upgrade, route, keep_alive, http10)
@@ -259,9 +226,8 @@ class ClientConnection(asyncio.Protocol, ClientSide):
             server.unrouted.unrouted += 1
         else:
             if not route.endpoints and route.limits.page is not None and (method == b"GET" or method == b"HEAD"):
-                ex.wants_page = accepts_html(headers)  # cold, and the app answers browsers with a page
+                ex.wants_page = accepts_html(parser.headers())  # cold, and the app answers browsers with a page
             dispatcher.admit(ex, route)
-        headers.clear()
         self.reading = ex
         queue = self.queue
         queue.append(ex)
@@ -278,6 +244,7 @@ class ClientConnection(asyncio.Protocol, ClientSide):
             ex.request_body(body)
 
     def on_message_complete(self) -> None:
+        # only for a request with a body (the reader's rule): one without is done from its head on
         ex = self.reading
         if ex is not None and not ex.req_done:
             ex.request_done()
@@ -316,7 +283,7 @@ class ClientConnection(asyncio.Protocol, ClientSide):
                 self.transport.write(b"".join(wbuf))  # one write() beats a writev() of small pieces
             else:
                 self.transport.writelines(wbuf)
-            self.wbuf = []
+            wbuf.clear()  # the transport keeps the pieces, not the list: one list per connection
         if self.close_pending:
             self.close_pending = False
             self._close()
@@ -335,11 +302,6 @@ class ClientConnection(asyncio.Protocol, ClientSide):
             queue[0].activate()
         elif self.paused & PAUSE_PIPELINE:
             self.resume_reading(PAUSE_PIPELINE)
-
-    def _partial_head_bytes(self) -> int:
-        """The size of an unfinished head from what the parser handed over so far (the request line and
-        complete header lines); the line in progress is counted from the next read on."""
-        return len(self.url) + 16 + sum(len(n) + len(v) + 4 for n, v in self.headers)
 
     def bad_request(self, status: int) -> None:
         """The request being parsed is malformed: answer it in its turn, then close (lingering)."""
@@ -414,8 +376,11 @@ class ClientConnection(asyncio.Protocol, ClientSide):
             # ``since`` comes from the coarse clock, up to one sweep early: allow for it
             if now - self.since >= server.header_timeout_seconds + server.sweep_interval_seconds:
                 self.transport.abort()
-        elif not self.queue and self.upgraded is None and now - self.since >= server.keep_alive_timeout_seconds:
-            self.transport.close()
+        elif not self.queue and self.upgraded is None:
+            if now - self.since >= server.keep_alive_timeout_seconds:
+                self.transport.close()
+            elif self.parser is not None:
+                self.parser.trim()  # idle between requests: the reader's head buffer is given back
 
     def _check_upstream_timeouts(self, ex: Exchange, now: float) -> None:
         route = ex.route

@@ -162,6 +162,18 @@ async def test_a_body_holding_a_request_is_a_body_even_byte_by_byte(proxy: Runni
     assert_upstream_clean(recorder)
 
 
+async def test_trailer_fields_never_join_the_next_request(proxy: RunningProxy, recorder: Recorder) -> None:
+    # Fixed with issue 19's request reader: the trailer lines of a chunked body were kept with the headers
+    # of the request after it, which then reached the upstream with them (or was refused for a second Host).
+    trailers = b"X-Trailer: 1\r\nHost: evil.test\r\n"
+    out = await send(proxy.port, post(CHUNKED, b"5\r\nhello\r\n0\r\n" + trailers + b"\r\n") + NEXT_LAST)
+    assert out.statuses() == [200, 200], out.data[:600]
+    assert recorder.paths() == ["/a", "/next"]
+    second = recorder.requests[1].message
+    assert second.values(b"x-trailer") == [] and second.values(b"host") == [b"app.test"]
+    assert recorder.requests[0].message.trailers == []  # not passed on: the body ends with the last chunk
+
+
 # -- bugs found here (see the reason of each) -------------------------------------------------------------
 
 

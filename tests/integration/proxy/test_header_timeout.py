@@ -12,6 +12,7 @@ import asyncio
 import pytest
 
 from tests.harness.proxy import RunningProxy
+from tests.harness.waiting import until
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -61,6 +62,21 @@ async def test_an_idle_keep_alive_connection_is_not_cut_at_the_header_timeout(
     first = await reader.readuntil(b"\r\n\r\n")
     assert first.startswith(b"HTTP/1.1 200 ")
     await asyncio.sleep(HEADER_TIMEOUT * 1.5)  # idle, no byte of a next request: not a slow head
+    writer.write(b"GET /headers HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+    data = await asyncio.wait_for(reader.read(-1), 5)
+    assert data.count(b"HTTP/1.1 200 ") == 1
+    writer.close()
+
+
+async def test_an_idle_connection_gives_back_its_head_buffer(short_timeouts: RunningProxy) -> None:
+    # The sweep trims the request reader of a connection idle between requests (issue 19): the last head's
+    # buffer is freed, and the connection serves its next request all the same.
+    reader, writer = await asyncio.open_connection("127.0.0.1", short_timeouts.port)
+    writer.write(b"GET /headers HTTP/1.1\r\nHost: app.test\r\nAccept: */*\r\n\r\n")
+    first = await reader.readuntil(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200 ")
+    (conn,) = short_timeouts.proxy.server.connections
+    await until(lambda: conn.parser.headers() == [], timeout=5, what="the idle connection's reader trimmed")
     writer.write(b"GET /headers HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
     data = await asyncio.wait_for(reader.read(-1), 5)
     assert data.count(b"HTTP/1.1 200 ") == 1
