@@ -2,7 +2,8 @@
 
 Built on the ``h2`` library, in the test's event loop. Paths: ``/echo`` answers the request body,
 ``/big?n=BYTES`` sends that many bytes (honouring the client's flow control), ``/trailers`` ends with a
-trailer, ``/reset`` resets the stream (CANCEL), ``/goaway`` answers then sends GOAWAY, anything else
+trailer, ``/reset`` resets the stream (CANCEL), ``/goaway`` answers then sends GOAWAY, ``/hang`` never
+answers, ``/stall`` sends a head with content-length 4000 and 2000 bytes, then nothing; anything else
 answers "<app> <method> <path>". Every request's headers are recorded.
 """
 
@@ -61,6 +62,13 @@ class _Conn(asyncio.Protocol):
             self.conn.send_headers(sid, [(b":status", b"200"), (b"content-length", b"3")])
             self.conn.send_data(sid, b"bye", end_stream=True)
             self.conn.close_connection(0, last_stream_id=sid)
+            return
+        if path == b"/hang":  # never answers (the stream stays open until someone resets it)
+            return
+        if path == b"/stall":  # half of what the head promises, then nothing
+            self.conn.send_headers(sid, [(b":status", b"200"), (b"content-length", b"4000")])
+            self.conn.send_data(sid, b"x" * 2000)
+            self.transport.write(self.conn.data_to_send())
             return
         if path.startswith(b"/big"):
             out = b"x" * int(path.partition(b"n=")[2] or b"1000")

@@ -14,6 +14,7 @@ import contextlib
 import time
 from typing import Any
 
+from kedahttp.proxy.deadlines import REASONS, sweep_interval
 from kedahttp.proxy.dispatch import Dispatcher
 from kedahttp.proxy.h2 import grpc, h1_leg, relay
 from kedahttp.proxy.h2.downstream import H2Downstream, Limits
@@ -231,18 +232,42 @@ class H2Side:
     # -- idle connections --------------------------------------------------------------------------
 
     def _sweep(self) -> None:
-        """Closes client connections idle past the timeout (GOAWAY first) and idle upstream connections;
-        runs while there is something to sweep."""
+        """Closes client connections idle past the timeout (GOAWAY first) and idle upstream connections,
+        and ends the streams past an upstream timeout (the per-app timeouts, as for HTTP/1.1: no timer per
+        stream); runs while there is something to sweep, as often as the shortest timeout needs."""
         now = self.now = _clock()
         for conn in list(self.connections):
-            idle = not conn.streams and now - conn.since >= self.idle_timeout_seconds
-            if idle or (isinstance(conn, relay.Relay) and now - conn.born >= self.relay_max_age_seconds):
-                conn.goaway()
+            if isinstance(conn, relay.Relay):
+                if now - conn.born >= self.relay_max_age_seconds or (
+                        not conn.streams and now - conn.since >= self.idle_timeout_seconds):
+                    conn.goaway()
+                continue
+            if not conn.streams:
+                if now - conn.since >= self.idle_timeout_seconds:
+                    conn.goaway()
+                continue
+            for stream in list(conn.streams.values()):
+                due = stream.overdue(now)
+                if due:
+                    self._timed_out(stream, due)
         self.pool.sweep(now)
         self.flush()
         self._sweeper = None
         if self.connections or self.pool.conns:
-            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._sweep)
+            routes = self.routes
+            every = SWEEP_SECONDS if routes is None else sweep_interval(routes.shortest_timeout_seconds, SWEEP_SECONDS)
+            self._sweeper = asyncio.get_running_loop().call_later(every, self._sweep)
+
+    def _timed_out(self, stream: Stream, due: int) -> None:
+        """Counted and logged as an HTTP/1.1 exchange's upstream timeout is (a 504, an upstream error)."""
+        counters = stream.counters
+        if counters is not None:
+            counters.upstream_timeouts += 1
+            counters.upstream_errors += 1
+            events = self.dispatcher.events
+            if events is not None:
+                events.upstream_error(counters.key, stream.endpoint, REASONS[due], 504)
+        stream.timed_out("the app did not answer in time" if not stream.resp_started else REASONS[due])
 
     # -- drain -------------------------------------------------------------------------------------
 

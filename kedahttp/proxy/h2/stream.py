@@ -15,6 +15,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
+from kedahttp.proxy.deadlines import NOT_DUE, overdue
 from kedahttp.proxy.h2 import grpc
 
 if TYPE_CHECKING:
@@ -107,8 +108,15 @@ class Stream:
         "held_at",
         "resp_started",
         "route",
+        "rx",
+        "seen_rx",
+        "seen_rx_at",
+        "seen_sent_at",
+        "seen_up",
+        "seen_up_at",
         "sid",
         "status",
+        "streaming",
         "t_start",
         "timer",
         "to_down",
@@ -151,6 +159,14 @@ class Stream:
         self.resp_started = False
         self.status = 0
         self.done = False
+        self.streaming = True  # until a response head with content-length (and not gRPC) says otherwise
+        # what the side's sweep saw last (deadlines.py decides from it; the data path only counts ``rx``)
+        self.rx = 0  # response frames from the app
+        self.seen_rx = 0
+        self.seen_rx_at = 0.0
+        self.seen_sent_at = 0.0  # when the sweep first saw the request passed on in full
+        self.seen_up = 0  # request bytes waiting for the app's window, and since when unchanged
+        self.seen_up_at = 0.0
 
     # -- from the client ---------------------------------------------------------------------------
 
@@ -201,7 +217,9 @@ class Stream:
         for name, value in headers:
             if name == b":status":
                 self.status = int(value) if value.isdigit() else 502
-                break
+            elif name == b"content-length":
+                self.streaming = self.grpc
+        self.rx += 1
         self.resp_started = True
         self.down.conn.send_headers(self.sid, headers, end_stream=ended)
         self.down.dirty()
@@ -215,6 +233,7 @@ class Stream:
             if up is not None:
                 up.ack(flow, self.usid)
             return
+        self.rx += 1
         self.to_down.append((data, flow))
         self.pump_down()
 
@@ -267,6 +286,46 @@ class Stream:
             else:
                 conn.end_stream(sid)
             self.finish(self.status)
+
+    # -- upstream timeouts (the side's sweep: side.py) -------------------------------------------------
+
+    def overdue(self, now: float) -> int:
+        """Which upstream timeout (deadlines.py) this stream has run past since it went to the app, or
+        NOT_DUE. The same rules as an HTTP/1.1 exchange's, from what the sweep sees change between its
+        visits: the response-header timeout from the request passed on in full, the idle timeout from the
+        app's last frame (not while the client's window holds the response back) or, while request bytes
+        wait for the app's window, from the last time the app took some; the total cap only for a
+        response with a content-length that is not a gRPC call."""
+        if self.done or self.up is None:
+            return NOT_DUE
+        if not self.seen_sent_at and self.up_ended:
+            self.seen_sent_at = now
+        if self.rx != self.seen_rx:
+            self.seen_rx, self.seen_rx_at = self.rx, now
+        waiting = sum(len(data) for data, _ in self.to_up)
+        if waiting != self.seen_up:
+            self.seen_up, self.seen_up_at = waiting, now
+        route = self.route
+        if route is None:
+            return NOT_DUE
+        return overdue(route.limits, now, 0.0, sent_at=self.seen_sent_at, req_done=self.up_ended,
+                       resp_started=self.resp_started, streaming=self.streaming,
+                       last_read=self.seen_rx_at or now, reading_paused=bool(self.to_down),
+                       last_taken=self.seen_up_at if waiting else 0.0)
+
+    def timed_out(self, message: str) -> None:
+        """Given up on: the app's stream is cancelled; the client gets a 504 (gRPC: UNAVAILABLE, so its
+        retry policy applies) if no response began, else its stream is reset."""
+        up, self.up = self.up, None
+        if up is not None:
+            up.reset(self.usid, CANCEL)
+            up.stream_done(self)
+        if not self.resp_started:
+            self.answer(504, message)
+            return
+        self.client_ended = True  # reset here: finish() sends no second RST_STREAM
+        self.down.reset(self.sid, CANCEL)
+        self.finish(504)
 
     # -- answered here -----------------------------------------------------------------------------
 
