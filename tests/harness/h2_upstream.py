@@ -65,7 +65,7 @@ class _Conn(asyncio.Protocol):
             return
         if path == b"/hang":  # never answers (the stream stays open until someone resets it)
             return
-        if path == b"/stall":  # half of what the head promises, then nothing
+        if path.startswith(b"/stall"):  # half of what the head promises, then nothing
             self.conn.send_headers(sid, [(b":status", b"200"), (b"content-length", b"4000")])
             self.conn.send_data(sid, b"x" * 2000)
             self.transport.write(self.conn.data_to_send())

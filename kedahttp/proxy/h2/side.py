@@ -70,7 +70,7 @@ class H2Side:
         ``trusted``: its peer is in TRUSTED_PROXIES (decided by the HTTP/1.1 side, once per connection).
         The relay takes it if its first read shows streams it can carry (relay.plan), else the full stack."""
         if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._sweep)
+            self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every(), self._sweep)
         data = PREFACE[:preface_offset(data)] + data
         if self.relay and not self.draining and client_ip not in self.mixed:
             route = relay.plan(self, data)
@@ -254,9 +254,12 @@ class H2Side:
         self.flush()
         self._sweeper = None
         if self.connections or self.pool.conns:
-            routes = self.routes
-            every = SWEEP_SECONDS if routes is None else sweep_interval(routes.shortest_timeout_seconds, SWEEP_SECONDS)
-            self._sweeper = asyncio.get_running_loop().call_later(every, self._sweep)
+            self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every(), self._sweep)
+
+    def _sweep_every(self) -> float:
+        """A tenth of the shortest upstream timeout of any route, at most SWEEP_SECONDS (deadlines.py)."""
+        routes = self.routes
+        return SWEEP_SECONDS if routes is None else sweep_interval(routes.shortest_timeout_seconds, SWEEP_SECONDS)
 
     def _timed_out(self, stream: Stream, due: int) -> None:
         """Counted and logged as an HTTP/1.1 exchange's upstream timeout is (a 504, an upstream error)."""
