@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 # KEDAHTTP_COMPILE=0 leaves it as plain Python (and removes an earlier build).
 COMPILED := $(shell sed -n 's/^    "\(kedahttp\/proxy\/[a-z0-9_]*\.py\)",$$/\1/p' setup.py)
 DATAPATH := $(VENV)/.compiled-$(if $(filter 0,$(KEDAHTTP_COMPILE)),python,mypyc)
-$(DATAPATH): $(STAMP) setup.py $(COMPILED) kedahttp/proxy/_heads.pyx kedahttp/proxy/_heads_reader.pxi kedahttp/proxy/_frames.pyx \
+$(DATAPATH): $(STAMP) setup.py $(COMPILED) kedahttp/proxy/_heads.pyx kedahttp/proxy/_heads_reader.pxi kedahttp/proxy/_heads_response.pxi kedahttp/proxy/_frames.pyx \
   $(wildcard kedahttp/proxy/llhttp/*.[ch])
 	rm -f $(VENV)/.compiled-* kedahttp/proxy/*.so
 	if [ "$(KEDAHTTP_COMPILE)" != 0 ]; then $(BIN)/python setup.py -q build_ext --inplace >/dev/null \

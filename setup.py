@@ -32,7 +32,7 @@ if os.environ.get("KEDAHTTP_COMPILE", "1") != "0":
     from setuptools import Extension
 
     ext_modules = mypycify(COMPILED, opt_level="3", debug_level="0", group_name="kedahttp.proxy.native")
-    # the head rewriting and the request parser in C (kedahttp/proxy/heads.py picks them, or http1.py's and
+    # the head rewriting and the request and response readers in C (kedahttp/proxy/heads.py picks them, or http1.py's and
     # reader.py's where they are missing); the parser is llhttp, whose C sources are kept in
     # kedahttp/proxy/llhttp/ (see SOURCE.md there) and built into the same extension
     llhttp = "kedahttp/proxy/llhttp"

@@ -2,7 +2,7 @@
 """The request and response head rewriting of http1.py, in C, for the shapes nearly every message has, and
 the request reader of reader.py, in C: llhttp (kedahttp/proxy/llhttp/) bound directly, its head rewritten
 from the reader's own buffer by the same core as ``rewrite_request`` (_heads_reader.pxi, included at the
-end of this file).
+end of this file), and reader.py's response reader over the same binding (_heads_response.pxi).
 
 ``rewrite_request`` and ``rewrite_response`` take and return exactly what the functions of the same name in
 http1.py do, and give the same result (tests/unit/proxy/test_heads.py checks it on generated heads). Each
@@ -16,10 +16,10 @@ the size limit, a response with both Content-Length and Transfer-Encoding.
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memchr, memcmp, memcpy
+from libc.string cimport memchr, memcmp, memcpy, memmove
 
 from httptools import (HttpParserCallbackError, HttpParserError, HttpParserInvalidMethodError,
-                       HttpParserInvalidURLError, HttpParserUpgrade)
+                       HttpParserInvalidStatusError, HttpParserInvalidURLError, HttpParserUpgrade)
 
 from kedahttp.proxy import http1
 
@@ -478,3 +478,4 @@ def rewrite_response(int status, bytes head, bint bodiless, bint client_http10, 
 # -- the request parser: llhttp's callbacks into one buffer, read back by _rewrite_request -------------
 
 include "_heads_reader.pxi"
+include "_heads_response.pxi"

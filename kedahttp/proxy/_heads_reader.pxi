@@ -9,6 +9,7 @@ cdef extern from "llhttp.h":
         unsigned char http_minor
         unsigned char upgrade
         unsigned short flags
+        unsigned short status_code
     ctypedef int (*llhttp_data_cb)(llhttp_t*, const char*, size_t) noexcept
     ctypedef int (*llhttp_cb)(llhttp_t*) noexcept
     ctypedef struct llhttp_settings_t:
@@ -30,8 +31,10 @@ cdef extern from "llhttp.h":
         HPE_CB_CHUNK_COMPLETE
         HPE_INVALID_METHOD
         HPE_INVALID_URL
+        HPE_INVALID_STATUS
     ctypedef enum llhttp_type_t:
         HTTP_REQUEST
+        HTTP_RESPONSE
     enum:
         F_CHUNKED
         F_CONTENT_LENGTH
@@ -47,6 +50,31 @@ cdef extern from "llhttp.h":
     void llhttp_set_error_reason(llhttp_t* parser, const char* reason)
     const char* llhttp_get_error_pos(const llhttp_t* parser)
     const char* llhttp_method_name(unsigned char method)
+
+
+cdef int _raise_parse_error(llhttp_t* parser, llhttp_errno_t err, const char* start, object cause) except -1:
+    """Raises what httptools raises for llhttp's ``err`` on a read that began at ``start`` (both readers):
+    HttpParserUpgrade with the offset of the bytes after the head (the parser freed from the pause, as
+    httptools does), HttpParserCallbackError with the callback's exception as its context, or the parse
+    error."""
+    if err == HPE_PAUSED_UPGRADE and parser.upgrade == 1:
+        offset = llhttp_get_error_pos(parser) - start
+        llhttp_resume_after_upgrade(parser)
+        raise HttpParserUpgrade(offset)
+    reason = (llhttp_get_error_reason(parser) or b"").decode("latin-1")
+    if err in (HPE_CB_MESSAGE_BEGIN, HPE_CB_HEADERS_COMPLETE, HPE_CB_MESSAGE_COMPLETE, HPE_CB_CHUNK_HEADER,
+               HPE_CB_CHUNK_COMPLETE, HPE_USER):
+        exc = HttpParserCallbackError(reason)
+        if cause is not None:
+            exc.__context__ = cause
+        raise exc
+    if err == HPE_INVALID_STATUS:
+        raise HttpParserInvalidStatusError(reason)
+    if err == HPE_INVALID_METHOD:
+        raise HttpParserInvalidMethodError(reason)
+    if err == HPE_INVALID_URL:
+        raise HttpParserInvalidURLError(reason)
+    raise HttpParserError(reason)
 
 
 cdef llhttp_settings_t _settings  # the same callbacks for every reader (llhttp keeps a pointer to them)
@@ -141,26 +169,9 @@ cdef class RequestReader:
     def feed_data(self, bytes data):
         cdef const char* start = PyBytes_AS_STRING(data)
         cdef llhttp_errno_t err = llhttp_execute(&self.parser, start, PyBytes_GET_SIZE(data))
-        if err == HPE_OK:
-            return
-        if err == HPE_PAUSED_UPGRADE and self.parser.upgrade == 1:
-            # as httptools: the parser is freed from the pause at once, the offset of the rest returned
-            offset = llhttp_get_error_pos(&self.parser) - start
-            llhttp_resume_after_upgrade(&self.parser)
-            raise HttpParserUpgrade(offset)
-        reason = (llhttp_get_error_reason(&self.parser) or b"").decode("latin-1")
-        if err in (HPE_CB_MESSAGE_BEGIN, HPE_CB_HEADERS_COMPLETE, HPE_CB_MESSAGE_COMPLETE, HPE_CB_CHUNK_HEADER,
-                   HPE_CB_CHUNK_COMPLETE, HPE_USER):
-            exc = HttpParserCallbackError(reason)
-            if self._last_error is not None:
-                exc.__context__ = self._last_error
-                self._last_error = None
-            raise exc
-        if err == HPE_INVALID_METHOD:
-            raise HttpParserInvalidMethodError(reason)
-        if err == HPE_INVALID_URL:
-            raise HttpParserInvalidURLError(reason)
-        raise HttpParserError(reason)
+        if err != HPE_OK:
+            last, self._last_error = self._last_error, None
+            _raise_parse_error(&self.parser, err, start, last)
 
     cdef bytes _method(self):
         cdef unsigned char method = self.parser.method

@@ -19,8 +19,8 @@ COMPILED_MODULES = (
     "kedahttp.proxy.server",
     "kedahttp.proxy.upstream",
 )
-# and with Cython: the head rewriting and the request reader over llhttp (http1.py's functions and reader.py's
-# reader are used where it is missing), and the HTTP/2 relay's frame scan (h2/frames.py's)
+# and with Cython: the head rewriting and the request and response readers over llhttp (http1.py's functions and
+# reader.py's readers are used where it is missing), and the HTTP/2 relay's frame scan (h2/frames.py's)
 CYTHON_MODULES = ("kedahttp.proxy._heads", "kedahttp.proxy._frames")
 
 

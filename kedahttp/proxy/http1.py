@@ -21,6 +21,7 @@ from typing import Final
 from kedahttp.proxy.forwarded import derive_from_forwarded, node_token
 
 MAX_HEADER_BYTES: Final = 64 * 1024
+MAX_RESPONSE_HEAD_BYTES: Final = 256 * 1024  # an upstream head still incomplete past this is a 502
 
 # body framing of a message
 NO_BODY: Final = 0

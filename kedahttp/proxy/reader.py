@@ -1,4 +1,5 @@
-"""The request reader of a client connection: llhttp's parse of each request, its head kept for the rewrite.
+"""The readers of the data path: llhttp's parse of each request (client side) and of each response (upstream
+side), their heads kept for the rewrite.
 
 ``RequestReader`` is the plain-Python form: httptools (llhttp) parses, each header comes back as a pair
 of bytes, and ``rewrite`` is http1.rewrite_request over the list. ``_heads.RequestReader`` is its C twin
@@ -10,6 +11,14 @@ for the ``request``), ``on_body`` and ``on_message_complete``, the last only for
 (a Content-Length or Transfer-Encoding header): one without is complete with its head. Errors are
 httptools' exceptions, raised as httptools raises them. Header fields after a chunked body (trailers) are
 neither kept nor passed on.
+
+``ResponseReader`` is the same for an upstream connection's responses: it keeps each head's raw bytes from
+the first byte of the response (``begin``), and hands its protocol one call per head, ``on_head(status,
+head)`` (``head`` the status line and header lines, or None for a response that did not begin at the start
+of a read's bytes kept for it: one after the end of the last in the same read), one per body piece and
+``on_message_complete(keep_alive)``. A true answer from ``on_head`` ends the parse there (a response to
+HEAD): the rest of that read is dropped and the next read starts a new parse. ``_heads.ResponseReader`` is
+its C twin (tests/unit/proxy/test_response_reader.py).
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from typing import Any
 
 import httptools
 
-from kedahttp.proxy.http1 import BadRequest, rewrite_request
+from kedahttp.proxy.http1 import MAX_RESPONSE_HEAD_BYTES, BadRequest, head_end, rewrite_request
 
 # request() -> (method, keep_alive, http10, upstream head, host, path, body framing, expect_continue, upgrade)
 Request = tuple[bytes, bool, bool, bytes, bytes, bytes, int, bool, bool]
@@ -128,3 +137,68 @@ class RequestReader:
     def on_message_complete(self) -> None:
         if self._has_body:
             self._protocol.on_message_complete()
+
+
+class ResponseHeadTooLarge(Exception):
+    """An upstream response head still incomplete past MAX_RESPONSE_HEAD_BYTES."""
+
+
+class _HeadDone(Exception):
+    """Stops the parser after the head of a response that has no body (a response to HEAD)."""
+
+
+class ResponseReader:
+    __slots__ = ("_in_head", "_parser", "_pending", "_protocol")
+
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = protocol
+        self._parser = httptools.HttpResponseParser(self)
+        self._in_head = False  # the head of the current response is not complete yet
+        self._pending = b""  # raw bytes of that head so far
+
+    def begin(self) -> None:
+        """A new response is awaited: its head is kept from the next byte on."""
+        self._in_head = True
+        self._pending = b""
+
+    def feed_data(self, data: bytes) -> None:
+        """Parses ``data``; ResponseHeadTooLarge (before any parse) when the head kept passes the limit,
+        else httptools' errors as httptools raises them."""
+        if self._in_head:
+            if self._pending:
+                self._pending += data
+                if len(self._pending) > MAX_RESPONSE_HEAD_BYTES:
+                    raise ResponseHeadTooLarge
+            else:
+                self._pending = data
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            if not isinstance(exc.__context__, _HeadDone):
+                raise
+            self._parser = httptools.HttpResponseParser(self)
+
+    # -- httptools callbacks -----------------------------------------------------------------------
+
+    def on_headers_complete(self) -> None:
+        pending = self._pending
+        status = self._parser.get_status_code()
+        head = None
+        # a response's head is all in ``pending`` from its first byte; not so for one that began after
+        # the previous response ended in the same read
+        if pending.startswith(b"HTTP/"):
+            end = head_end(pending)
+            head = pending[:end + 2]
+            if status < 200 and status != 101:  # an interim response; the final one follows
+                self._pending = pending[end + 4:]
+            else:
+                self._in_head = False
+                self._pending = b""
+        if self._protocol.on_head(status, head):
+            raise _HeadDone
+
+    def on_body(self, body: bytes) -> None:
+        self._protocol.on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._protocol.on_message_complete(self._parser.should_keep_alive())

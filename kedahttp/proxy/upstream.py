@@ -1,7 +1,7 @@
 """Connections to upstream endpoints: the response side of an exchange and a keep-alive pool per endpoint.
 
-An ``UpstreamConnection`` parses one response at a time (httptools) and hands each event to the exchange
-it is bound to; it goes back to the pool only when its response was read to the end, the request was
+An ``UpstreamConnection`` reads one response at a time (heads.ResponseReader: our llhttp binding, or
+httptools) and hands the exchange it is bound to each head, body piece and end; it goes back to the pool only when its response was read to the end, the request was
 sent in full and both sides allowed keep-alive, so a reused connection never carries leftovers. The pool
 keeps idle connections per ``host:port`` (most recently used first, so surplus ones age out) and opens
 new ones as owned tasks; the exchange decides what a failure means (retry or 502).
@@ -21,13 +21,13 @@ from kedahttp.process.tasks import TaskOwner
 from kedahttp.proxy import heads
 from kedahttp.proxy.forward import Exchange, UpstreamSide
 from kedahttp.proxy.pausing import PAUSE_UPSTREAM
+from kedahttp.proxy.reader import ResponseHeadTooLarge
 
-_head_end: Final = heads.head_end  # Final: a C static when compiled, not a dict lookup per call
+_ResponseReader: Final = heads.ResponseReader  # Final: a C static when compiled, not a dict lookup per call
 
 CONNECT_TIMEOUT_SECONDS: Final = 5.0
 IDLE_TIMEOUT_SECONDS: Final = 30.0
 MAX_IDLE_PER_ENDPOINT: Final = 256
-MAX_RESPONSE_HEAD_BYTES: Final = 256 * 1024  # an upstream head still incomplete past this is a 502
 
 
 # Linux's struct tcp_info: tcpi_bytes_acked, the bytes of our stream the peer's TCP has acknowledged (it
@@ -53,10 +53,6 @@ def _bytes_taken(transport: Any) -> int:
     return -int(transport.get_write_buffer_size())
 
 
-class _HeadDone(Exception):
-    """Stops the parser after the head of a response that has no body (a response to HEAD)."""
-
-
 class _BadResponse(Exception):
     """The upstream answered with something a proxy must not pass on."""
 
@@ -68,21 +64,18 @@ class _Unrequested(Exception):
 
 class UpstreamConnection(asyncio.Protocol, UpstreamSide):
     __slots__ = (
-        "endpoint", "ex", "got_bytes", "idle_since", "in_head", "last_read", "open", "parser", "pending", "pool",
-        "reused", "taken", "taken_at", "transport", "tunnel",
+        "endpoint", "ex", "got_bytes", "idle_since", "last_read", "open", "pool", "reader", "reused", "taken", "taken_at", "transport", "tunnel",
     )
 
     def __init__(self, pool: UpstreamPool, endpoint: str) -> None:
         self.pool = pool
         self.endpoint = endpoint
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.parser = httptools.HttpResponseParser(self)
+        self.reader = _ResponseReader(self)
         self.ex: Exchange | None = None
         self.open = False
         self.reused = False  # has carried a response before this one
         self.got_bytes = False  # a byte of the current response has arrived
-        self.in_head = False  # the head of the current response is not complete yet
-        self.pending = b""  # raw bytes of that head so far (the parser has no per-header callbacks)
         self.idle_since = 0.0
         self.last_read = 0.0  # when the last byte arrived, on the pool's coarse clock (for the idle timeouts)
         self.tunnel: Any = None  # the client transport once upgraded
@@ -96,8 +89,7 @@ class UpstreamConnection(asyncio.Protocol, UpstreamSide):
     def bind(self, ex: Exchange) -> None:
         self.ex = ex
         self.got_bytes = False
-        self.in_head = True
-        self.pending = b""
+        self.reader.begin()
         self.taken_at = 0.0  # an upload stall is this exchange's own, never one left by the last
 
     def release(self) -> None:
@@ -155,26 +147,17 @@ class UpstreamConnection(asyncio.Protocol, UpstreamSide):
             self.abort()
             return
         self.got_bytes = True
-        if self.in_head:
-            if self.pending:
-                self.pending += data
-                if len(self.pending) > MAX_RESPONSE_HEAD_BYTES:
-                    ex.upstream_failed(self, "response head too large")
-                    ex.conn.flush()
-                    self.abort()
-                    return
-            else:
-                self.pending = data
         conn = ex.conn
         conn.batching = True
         try:
-            self.parser.feed_data(data)
+            self.reader.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             ex.response_upgraded(self, data[exc.args[0]:])
+        except ResponseHeadTooLarge:
+            ex.upstream_failed(self, "response head too large")
+            self.abort()
         except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _HeadDone):
-                self.parser = httptools.HttpResponseParser(self)
-            elif isinstance(exc.__context__, _Unrequested):
+            if isinstance(exc.__context__, _Unrequested):
                 if self.ex is not None:  # handed to the next request meanwhile: it counts the error
                     self.ex.upstream_misbound(self)
                 elif ex.counters is not None:
@@ -221,40 +204,30 @@ class UpstreamConnection(asyncio.Protocol, UpstreamSide):
         elif self.ex is not None:
             self.ex.conn.resume_reading(PAUSE_UPSTREAM)
 
-    # -- httptools callbacks -----------------------------------------------------------------------
+    # -- the reader's calls -------------------------------------------------------------------------
 
-    def on_headers_complete(self) -> None:
-        parser = self.parser
+    def on_head(self, status: int, head: bytes | None) -> bool:
+        """A response head (None: one that answers no request); True ends the parse (a response to HEAD)."""
         ex = self.ex
-        pending = self.pending
-        # a response's head is all in ``pending`` from its first byte; not so for one that began after
-        # the previous response ended in the same read (the connection may have been handed on meanwhile)
-        if ex is None or not pending.startswith(b"HTTP/"):
+        if ex is None or head is None:
             raise _Unrequested
-        status = parser.get_status_code()
-        end = _head_end(pending)
-        head = pending[:end + 2]
-        if status < 200 and status != 101:  # an interim response; the final one follows
-            self.pending = pending[end + 4:]
-        else:
-            self.in_head = False
-            self.pending = b""
-            if status == 101 and not ex.upgrade:
-                raise _BadResponse("101 without an upgrade request")
+        if status == 101 and not ex.upgrade:
+            raise _BadResponse("101 without an upgrade request")
         ex.response_head(status, head)  # keep-alive towards the upstream is decided at the end
         if ex.is_head and status >= 200:
             ex.response_complete(self, True)
-            raise _HeadDone
+            return True
+        return False
 
     def on_body(self, body: bytes) -> None:
         ex = self.ex
         if ex is not None:
             ex.response_body(body)
 
-    def on_message_complete(self) -> None:
+    def on_message_complete(self, keep_alive: bool) -> None:
         ex = self.ex
         if ex is not None and ex.status >= 200:
-            ex.response_complete(self, self.parser.should_keep_alive())
+            ex.response_complete(self, keep_alive)
 
 
 class UpstreamPool:
