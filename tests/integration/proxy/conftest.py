@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from kedahttp.process.settings import Settings
+from tests.harness.h2_upstream import H2App
 from tests.harness.proxy import RunningProxy, app_backend, make_settings, start_proxy
+from tests.harness.slow_upstream import SlowUpstream
 from tests.harness.static_source import StaticSource
 from tests.harness.upstreams import Upstream
 
@@ -33,6 +35,23 @@ async def proxy_factory() -> AsyncIterator[Any]:
 @pytest.fixture
 async def upstream() -> AsyncIterator[Upstream]:
     server = await Upstream().start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def h2app() -> AsyncIterator[H2App]:
+    """An h2c app (plain HTTP/2, not gRPC) named "web"."""
+    app = await H2App("web").start()
+    yield app
+    await app.stop()
+
+
+@pytest.fixture
+async def slow() -> AsyncIterator[SlowUpstream]:
+    """An HTTP/1.1 app that hangs, stalls or drips, for the timeout tests."""
+    server = SlowUpstream()
+    await server.start()
     yield server
     await server.stop()
 

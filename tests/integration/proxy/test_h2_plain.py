@@ -11,7 +11,6 @@ import json
 import shutil
 import socket
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -35,13 +34,6 @@ from tests.harness.static_source import StaticSource
 from tests.harness.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def h2app() -> AsyncIterator[H2App]:
-    app = await H2App("web").start()
-    yield app
-    await app.stop()
 
 
 @pytest.fixture(params=["full", "relay"])

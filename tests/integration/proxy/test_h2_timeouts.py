@@ -10,7 +10,6 @@ between its value and its value plus two sweep periods; the bounds below add a m
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -24,21 +23,6 @@ from tests.harness.static_source import StaticSource
 from tests.harness.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def h2app() -> AsyncIterator[H2App]:
-    app = await H2App("web").start()
-    yield app
-    await app.stop()
-
-
-@pytest.fixture
-async def slow() -> AsyncIterator[SlowUpstream]:
-    server = SlowUpstream()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def proxy(proxy_factory: Any, h2app: H2App, slow: SlowUpstream, **settings: Any) -> RunningProxy:

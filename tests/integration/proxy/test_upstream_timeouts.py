@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +26,6 @@ from tests.harness.static_source import StaticSource
 from tests.harness.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def slow() -> AsyncIterator[SlowUpstream]:
-    server = SlowUpstream()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def proxy_for(proxy_factory: Any, slow: SlowUpstream, app: AppSettings | None = None,
