@@ -116,7 +116,8 @@ class Dispatcher(Dispatch):
 
     def admit(self, ex: Exchange, route: Route) -> None:
         """Counts a request at arrival; a warm backend idle for a while is woken with it."""
-        counters: BackendCounters = route.state.counters
+        state: BackendState = route.state  # typed: a native attribute read below, not a generic lookup
+        counters = state.counters
         ex.counters = counters
         t = ex.t_start = _clock()
         if (
