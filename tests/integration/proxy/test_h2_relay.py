@@ -72,6 +72,16 @@ def _get(conn: H2Connection, host: bytes, path: bytes) -> int:
     return sid
 
 
+async def _goaway(reader: asyncio.StreamReader, conn: H2Connection) -> ConnectionTerminated:
+    """Reads until the proxy's GOAWAY arrives (failing if the connection closes first)."""
+    while True:
+        data = await asyncio.wait_for(reader.read(65536), 5)
+        assert data, "closed without a GOAWAY"
+        goaway = next((e for e in conn.receive_data(data) if isinstance(e, ConnectionTerminated)), None)
+        if goaway is not None:
+            return goaway
+
+
 async def _read(reader: asyncio.StreamReader, conn: H2Connection, writer: asyncio.StreamWriter,
                 until_ended: set[int]) -> list[Any]:
     """Events until every stream of ``until_ended`` ended or was reset."""
@@ -137,11 +147,7 @@ async def test_a_stream_for_another_app_is_refused_and_the_client_gets_the_full_
     await _read(reader, conn, writer, {first})
     elsewhere = _get(conn, b"other.test", b"/y")
     writer.write(conn.data_to_send())
-    goaway = None
-    while goaway is None:
-        data = await asyncio.wait_for(reader.read(65536), 5)
-        assert data, "closed without a GOAWAY"
-        goaway = next((e for e in conn.receive_data(data) if isinstance(e, ConnectionTerminated)), None)
+    goaway = await _goaway(reader, conn)
     # below the refused stream: it was not processed, and the client may send it again elsewhere
     assert goaway.error_code == 0 and goaway.last_stream_id == first < elsewhere
     assert await asyncio.wait_for(reader.read(100), 5) == b""  # then closed: no stream was left
@@ -241,11 +247,7 @@ async def test_a_forged_forwarded_header_is_never_relayed(relayed: Any, apps: tu
     assert relayed.proxy.h2.relayed == 1
     conn.send_headers(3, forged, end_stream=True)
     writer.write(conn.data_to_send())
-    goaway = None
-    while goaway is None:
-        data = await asyncio.wait_for(reader.read(65536), 5)
-        assert data, "closed without a GOAWAY"
-        goaway = next((e for e in conn.receive_data(data) if isinstance(e, ConnectionTerminated)), None)
+    goaway = await _goaway(reader, conn)
     assert goaway.last_stream_id == first
     assert [r[b":path"] for r in web.requests].count(b"/f") == 1  # only the full stack's
     assert b"127.0.0.1" not in relayed.proxy.h2.mixed  # not another app: the next connection may be relayed

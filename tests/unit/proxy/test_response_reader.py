@@ -13,7 +13,6 @@ it, the offset of the bytes after an upgrade).
 
 from __future__ import annotations
 
-from itertools import pairwise
 from typing import Any
 
 import httptools
@@ -22,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kedahttp.proxy import http1, reader
+from tests.harness.reads import cut
 
 _heads = pytest.importorskip("kedahttp.proxy._heads", reason="built without the C response reader")
 
@@ -115,10 +115,6 @@ def response(draw: Any) -> bytes:
 
 streams = st.lists(st.one_of(response(), response(), st.sampled_from(BAD)), min_size=1, max_size=4).map(b"".join)
 
-
-def cut(data: bytes, points: list[int]) -> list[bytes]:
-    edges = sorted({0, len(data), *(p % (len(data) + 1) for p in points)})
-    return [data[a:b] for a, b in pairwise(edges)]
 
 
 @settings(max_examples=500, deadline=None)
