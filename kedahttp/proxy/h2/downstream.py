@@ -1,13 +1,13 @@
 """A client's HTTP/2 connection (prior-knowledge h2c): its streams become requests, each routed on its own.
 
 The HTTP/1.1 server hands the connection over when it reads the HTTP/2 preface (server.py), so both
-protocols share the port. Framing, HPACK and the stream state machines are jh2's (the ``h2`` library's
-API and state machines, HPACK in Rust); this module turns its events into stream calls and enforces the
-limits a hostile client tests: concurrent streams and header list size are advertised in SETTINGS and
-refused by jh2; CONTINUATION floods end at its backlog of 64 frames; a client that resets streams faster than RESETS_PER_SECOND (rapid reset,
-CVE-2023-44487) or sends more than CONTROL_FRAMES_PER_SECOND PING/SETTINGS frames gets GOAWAY
-ENHANCE_YOUR_CALM; and a client that stops reading stops being read, so automatic PING and SETTINGS
-acknowledgements cannot pile up. Graceful drain sends GOAWAY and lets the open streams finish.
+protocols share the port. Framing, HPACK, flow control and stream states are the connection's ``Wire``
+(wire.py); this module turns its events into stream calls and enforces the limits a hostile client
+tests: concurrent streams and header list size are advertised in SETTINGS and enforced by the wire, as
+is the CONTINUATION flood (64 frames per block); a client that resets streams faster than
+RESETS_PER_SECOND (rapid reset, CVE-2023-44487) or sends more than CONTROL_FRAMES_PER_SECOND PING/SETTINGS
+frames gets GOAWAY ENHANCE_YOUR_CALM; and a client that stops reading stops being read, so PING and
+SETTINGS acknowledgements cannot pile up. Graceful drain sends GOAWAY and lets the open streams finish.
 """
 
 from __future__ import annotations
@@ -16,35 +16,18 @@ import asyncio
 import time
 from typing import Any, Protocol
 
-from jh2.config import H2Configuration
-from jh2.connection import ConnectionState, H2Connection
-from jh2.errors import ErrorCodes
-from jh2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    PingReceived,
-    RemoteSettingsChanged,
-    RequestReceived,
-    StreamEnded,
-    StreamReset,
-    TrailersReceived,
-    WindowUpdated,
-)
-from jh2.exceptions import ProtocolError
-from jh2.hyperframe.frame import GoAwayFrame
-from jh2.settings import SettingCodes, Settings
-
 from kedahttp.proxy.forwarded import PASSED_NAMES, TOLD_NAMES, forwarded_fields
+from kedahttp.proxy.h2 import frames as f
 from kedahttp.proxy.h2 import grpc
-from kedahttp.proxy.h2.ends import Fields, StreamEnd
+from kedahttp.proxy.h2.ends import StreamEnd
 from kedahttp.proxy.h2.stream import REFUSED_STREAM, Stream
+from kedahttp.proxy.h2.wire import Fields, Wire, WireError
 from kedahttp.proxy.routing import RouteTable
 
 STREAM_WINDOW_BYTES = 256 * 1024  # what one stream may have in flight to us (and so, buffered by us)
 CONNECTION_WINDOW_BYTES = 4 * 1024 * 1024  # ... and all streams of one connection together
 RESETS_PER_SECOND = 200  # client RST_STREAMs per second before the connection is closed (rapid reset)
 CONTROL_FRAMES_PER_SECOND = 200  # PING and SETTINGS frames per second before the same
-READ_SLICE_BYTES = 16384  # the most given to h2 at once
 LINGER_SECONDS = 2.0  # after a GOAWAY for an error, input is dropped this long at most before closing
 
 
@@ -77,46 +60,26 @@ class Host(Protocol):
     def connection_quiet(self) -> None: ...
 
 
-
 class H2Downstream(StreamEnd):
     def __init__(self, side: Host, client_ip: bytes, trusted: bool = False) -> None:
         self.side = side
         self.client_ip = client_ip
         self.trusted = trusted  # the peer is in TRUSTED_PROXIES: its forwarded headers are believed
-        conn = H2Connection(H2Configuration(
-            client_side=False, header_encoding=None, validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        ))
         limits = side.limits
-        conn.local_settings = Settings(client=False, initial_values={
-            SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
-            SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_bytes,
-            SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW_BYTES,
-        })
-        conn.decoder.max_header_list_size = limits.max_header_list_bytes
-        self.conn = conn
+        self.wire = Wire(self, False, max_streams=limits.max_concurrent_streams,
+                         max_header_list_bytes=limits.max_header_list_bytes, stream_window=STREAM_WINDOW_BYTES,
+                         connection_window=CONNECTION_WINDOW_BYTES)
         self.transport: Any = None
         self.streams: dict[int, Stream] = {}
-        self.trailers: dict[int, Fields] = {}
         self.writable = True
         self.closing = False  # GOAWAY sent or received: no new streams; close once the last one ends
         self.close_after_flush = False
         self.lingering = False  # closed for an error: input is read and dropped (_close_lingering)
+        self.eof_sent = False  # ... and nothing more is written
         self.since = 0.0  # when the connection last went idle
         self.window_start = 0.0  # the one-second window of the flood counters
         self.resets = 0
         self.control = 0
-        self._handlers: dict[type, Any] = {
-            RequestReceived: self._request,
-            DataReceived: self._data,
-            StreamEnded: self._ended,
-            TrailersReceived: self._trailers,
-            StreamReset: self._reset,
-            WindowUpdated: self._window,
-            RemoteSettingsChanged: self._settings,
-            PingReceived: self._ping,
-            ConnectionTerminated: self._goaway,
-        }
 
     # -- asyncio.Protocol --------------------------------------------------------------------------
 
@@ -124,32 +87,22 @@ class H2Downstream(StreamEnd):
         self.transport = transport
         self.since = self.window_start = time.monotonic()
         self.side.connections.add(self)
-        self.conn.initiate_connection()
-        self.conn.increment_flow_control_window(CONNECTION_WINDOW_BYTES - 65535)
+        self.wire.initiate()
         self.flush()
 
     def data_received(self, data: bytes) -> None:
-        # h2 parses all it is given before we see an event: a large read is fed in slices, so a flood is
-        # cut off within one slice of crossing its limit
-        for at in range(0, len(data), READ_SLICE_BYTES):
-            if self.lingering:
-                return
-            try:
-                events = self.conn.receive_data(data[at:at + READ_SLICE_BYTES] if len(data) > READ_SLICE_BYTES
-                                                else data)
-            except ProtocolError:  # h2 queued the GOAWAY that says why
-                self._close_lingering()
-                return
-            handlers = self._handlers
-            for event in events:
-                handler = handlers.get(type(event))
-                if handler is not None:
-                    handler(event)
-                    if self.lingering:
-                        break
-            if not self.lingering:
-                self.dirty()  # what jh2 answered by itself (PING and SETTINGS acknowledgements) goes out too
+        if self.lingering:
+            return
+        wire = self.wire
+        try:
+            wire.receive(data)
+        except WireError as exc:
+            self.calm(exc.code, exc.why)
             self.side.flush()
+            return
+        if wire.out:
+            self.dirty()  # PING and SETTINGS acknowledgements, window updates
+        self.side.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.side.connections.discard(self)
@@ -175,38 +128,41 @@ class H2Downstream(StreamEnd):
 
     # -- events ------------------------------------------------------------------------------------
 
-    def _request(self, event: RequestReceived) -> None:
-        sid = event.stream_id
+    def on_headers(self, sid: int, fields: Fields, end: bool, first: bool) -> None:
+        if not first:
+            self._trailers(sid, fields)
+            return
         if self.closing:
             self.reset(sid, REFUSED_STREAM)
             return
         method = path = authority = host = content_type = timeout = b""
         told: dict[bytes, bytes] = {}
         passed: list[tuple[bytes, bytes]] = []
-        head: list[tuple[bytes, bytes]] = []
-        for name, value in event.headers:
+        head: Fields = []
+        for field in fields:
+            name = field[0]
             if name[0] == 58:  # ":"
                 if name == b":method":
-                    method = value
+                    method = field[1]
                 elif name == b":path":
-                    path = value
+                    path = field[1]
                 elif name == b":authority":
-                    authority = value
+                    authority = field[1]
             elif name == b"host":
-                host = value
+                host = field[1]
             elif name == b"content-type":
-                content_type = value
+                content_type = field[1]
             elif name == b"grpc-timeout":
-                timeout = value
+                timeout = field[1]
             elif name in TOLD_NAMES:
-                told[name] = told[name] + b", " + value if name in told else value
+                told[name] = told[name] + b", " + field[1] if name in told else field[1]
                 continue
             elif name in PASSED_NAMES:
-                passed.append((name, value))
+                passed.append((name, field[1]))
                 continue
-            head.append((name, value))
-        head += forwarded_fields(told, passed, self.trusted, self.client_ip, b"http", authority or host)
-        grpc_call = grpc.is_grpc(content_type)
+            head.append(field)
+        for name, value in forwarded_fields(told, passed, self.trusted, self.client_ip, b"http", authority or host):
+            head.append((name, value, False))
         deadline = None
         if timeout:
             seconds = grpc.timeout_seconds(timeout)
@@ -214,12 +170,14 @@ class H2Downstream(StreamEnd):
                 deadline = time.monotonic() + seconds
         authority = authority or host
         route = self.side.routes.lookup(authority, path) if authority else None
-        stream = Stream(self, sid, head, route, grpc_call, deadline)
+        stream = Stream(self, sid, head, route, grpc.is_grpc(content_type), deadline)
         self.streams[sid] = stream
         if method == b"CONNECT":
             stream.answer(405)
         else:
             self.side.admit(stream)
+        if end:
+            stream.client_end(None)
 
     def _stream_data(self, stream: Stream, data: bytes, flow: int) -> None:
         stream.client_data(data, flow)
@@ -227,13 +185,13 @@ class H2Downstream(StreamEnd):
     def _stream_end(self, stream: Stream, trailers: Fields | None) -> None:
         stream.client_end(trailers)
 
-    def _reset(self, event: StreamReset) -> None:
-        stream = self.streams.get(event.stream_id)
+    def on_reset(self, sid: int, code: int) -> None:
+        stream = self.streams.get(sid)
         if stream is not None:
             stream.client_reset()
         self.resets += 1
         if self._flooded() and self.resets > RESETS_PER_SECOND:
-            self.calm(b"too many stream resets")
+            raise WireError(f.ENHANCE_YOUR_CALM, b"too many stream resets")
 
     def _pump(self, stream: Stream) -> None:
         stream.pump_down()
@@ -241,21 +199,20 @@ class H2Downstream(StreamEnd):
     def _waiting(self, stream: Stream) -> bool:
         return bool(stream.to_down) or stream.down_end
 
-    def _settings(self, event: RemoteSettingsChanged) -> None:
+    def on_settings(self, window_changed: bool, streams_changed: bool) -> None:
         self._control()
-        if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
+        if window_changed:
             for stream in list(self.streams.values()):
                 stream.pump_down()
 
-    def _ping(self, event: PingReceived) -> None:
+    def on_ping(self) -> None:
         self._control()
 
-    def _goaway(self, event: ConnectionTerminated) -> None:
+    def on_goaway(self, last_sid: int, code: int) -> None:
         self.closing = True
-        if event.error_code:
+        if code:
             self.transport.close()
             return
-        self.conn.state_machine.state = ConnectionState.SERVER_OPEN  # jh2 stops at GOAWAY; open streams may finish
         if not self.streams:
             self.close_after_flush = True
 
@@ -272,13 +229,13 @@ class H2Downstream(StreamEnd):
     def _control(self) -> None:
         self.control += 1
         if self._flooded() and self.control > CONTROL_FRAMES_PER_SECOND:
-            self.calm(b"too many control frames")
+            raise WireError(f.ENHANCE_YOUR_CALM, b"too many control frames")
 
-    def calm(self, why: bytes) -> None:
-        """A client abusing the protocol: GOAWAY ENHANCE_YOUR_CALM, and the connection closes."""
+    def calm(self, code: int, why: bytes) -> None:
+        """A client breaking the protocol or a limit: GOAWAY with ``code``, and the connection closes."""
         if self.lingering or self.transport.is_closing():
             return
-        self.conn.close_connection(ErrorCodes.ENHANCE_YOUR_CALM, why)
+        self.wire.goaway(self.wire.highest, code, why)
         self._close_lingering()
 
     def _close_lingering(self) -> None:
@@ -294,29 +251,28 @@ class H2Downstream(StreamEnd):
             transport.close()
             return
         transport.write_eof()
+        self.eof_sent = True
         asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
 
     # -- called by streams and the side ------------------------------------------------------------
 
     def ack(self, flow: int, sid: int) -> None:
-        if flow:
-            self.conn.acknowledge_received_data(flow, sid)
+        wire = self.wire
+        wire.ack(flow, sid)
+        if wire.out:
             self.dirty()
 
     def reset(self, sid: int, code: int) -> None:
-        try:
-            self.conn.reset_stream(sid, code)
-        except ProtocolError:  # already closed on the wire
-            return
+        self.wire.reset(sid, code)
         self.dirty()
 
     def dirty(self) -> None:
         self.side.dirty.add(self)
 
     def flush(self) -> None:
-        data = self.conn.data_to_send()
+        data = self.wire.data_to_send()
         transport = self.transport
-        if data and not transport.is_closing():
+        if data and not transport.is_closing() and not self.eof_sent:
             transport.write(data)
         if self.close_after_flush:
             transport.close()
@@ -331,16 +287,11 @@ class H2Downstream(StreamEnd):
                 self.dirty()
 
     def goaway(self) -> None:
-        """Graceful: GOAWAY(NO_ERROR) naming the last stream taken; those streams run to their end.
-
-        Written around jh2 (whose own GOAWAY would end the connection at once)."""
+        """Graceful: GOAWAY(NO_ERROR) naming the last stream taken; those streams run to their end."""
         if self.closing:
             return
         self.closing = True
-        self.flush()
-        frame = GoAwayFrame(0, last_stream_id=self.conn.highest_inbound_stream_id, error_code=0)
-        if not self.transport.is_closing():
-            self.transport.write(frame.serialize())
+        self.wire.goaway(self.wire.highest, f.NO_ERROR)
         if not self.streams:
             self.close_after_flush = True
-            self.flush()
+        self.flush()

@@ -1,27 +1,24 @@
-"""What both ends of the HTTP/2 relay do alike with a stream's DATA, trailers and END_STREAM.
+"""What both connection ends of the full stack do alike with a stream's DATA, trailers and windows.
 
 The client connection (downstream.py) and the app connection (upstream.py) each map their own stream ids
-to the shared ``Stream``; the events differ only in which way the bytes go. DATA for a stream that is gone
-is acknowledged at once (nobody will read it, and the sender's window must not shrink for it); trailers
-always arrive with END_STREAM, so they are held here for the moment between the two events jh2 reports.
+to the shared ``Stream`` and get the same events from their ``Wire``; they differ only in which way the
+bytes go. DATA for a stream that is gone is acknowledged at once (nobody will read it, and the sender's
+window must not shrink for it).
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from jh2.events import DataReceived, StreamEnded, TrailersReceived, WindowUpdated
-
 from kedahttp.proxy.h2.stream import Stream
-
-Fields = list[tuple[bytes, bytes]]
+from kedahttp.proxy.h2.wire import Fields, Wire
 
 
 class StreamEnd(asyncio.Protocol):
     """Base of both connection ends; subclasses say where a stream's data and end go."""
 
     streams: dict[int, Stream]
-    trailers: dict[int, Fields]
+    wire: Wire
 
     def ack(self, flow: int, sid: int) -> None:
         raise NotImplementedError
@@ -40,9 +37,9 @@ class StreamEnd(asyncio.Protocol):
         """The stream has data or an end waiting to be sent to this end."""
         raise NotImplementedError
 
-    def _window(self, event: WindowUpdated) -> None:
-        if event.stream_id:
-            stream = self.streams.get(event.stream_id)
+    def on_window(self, sid: int) -> None:
+        if sid:
+            stream = self.streams.get(sid)
             if stream is not None:
                 self._pump(stream)
         else:  # the connection's window: every stream that was waiting for it
@@ -50,19 +47,19 @@ class StreamEnd(asyncio.Protocol):
                 if self._waiting(stream):
                     self._pump(stream)
 
-    def _data(self, event: DataReceived) -> None:
-        stream = self.streams.get(event.stream_id)
+    def on_data(self, sid: int, data: bytes, flow: int, end: bool) -> None:
+        stream = self.streams.get(sid)
         if stream is None:
-            self.ack(event.flow_controlled_length, event.stream_id)
-        else:
-            self._stream_data(stream, event.data, event.flow_controlled_length)
+            self.ack(flow, sid)
+            return
+        if data:
+            self._stream_data(stream, data, flow)
+        elif flow:  # padding only
+            self.ack(flow, sid)
+        if end:
+            self._stream_end(stream, None)
 
-    def _trailers(self, event: TrailersReceived) -> None:
-        if event.stream_id in self.streams:
-            self.trailers[event.stream_id] = event.headers
-
-    def _ended(self, event: StreamEnded) -> None:
-        trailers = self.trailers.pop(event.stream_id, None)
-        stream = self.streams.get(event.stream_id)
+    def _trailers(self, sid: int, fields: Fields) -> None:
+        stream = self.streams.get(sid)
         if stream is not None:
-            self._stream_end(stream, trailers)
+            self._stream_end(stream, fields)

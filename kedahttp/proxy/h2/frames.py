@@ -120,3 +120,57 @@ def capped_settings(payload: bytes, caps: dict[int, int], required: tuple[int, .
         out.setdefault(ident, caps[ident])
     body = b"".join(ident.to_bytes(2, "big") + value.to_bytes(4, "big") for ident, value in out.items())
     return frame(SETTINGS, 0, 0, body), out
+
+
+def setting(ident: int, value: int) -> bytes:
+    """One SETTINGS parameter as it goes in the frame's payload."""
+    return ident.to_bytes(2, "big") + value.to_bytes(4, "big")
+
+
+# RFC 9113 8.2.2: fields that are HTTP/1.1's connection management and have no place in HTTP/2
+CONNECTION_FIELDS = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"))
+_PSEUDO_BITS = {b":method": 1, b":scheme": 2, b":path": 4, b":authority": 8}
+# a field name: lowercase token characters (RFC 9110 5.1, RFC 9113 8.2.1)
+_NAME_BYTES = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
+_BAD_VALUE_BYTES = frozenset(b"\x00\r\n")
+
+
+def request_problem(fields: list[tuple[bytes, bytes, bool]], trailers: bool) -> bytes:
+    """What makes a request's header block (or its trailers) malformed under RFC 9113 8.2-8.3, or b"" if
+    nothing does: names that are not lowercase tokens, values with NUL, CR or LF or surrounding
+    whitespace, connection-specific fields, TE other than "trailers", pseudo-header fields unknown,
+    repeated, after a regular field, in trailers, or missing (:method; :scheme and a non-empty :path
+    unless CONNECT). _frames.pyx has the same function in C; the relay and the full stack check with it,
+    so a field that could split an HTTP/1.1 head never reaches an app."""
+    seen = 0
+    regular = False
+    method = path = b""
+    for name, value, _ in fields:
+        if not name:
+            return b"empty field name"
+        if name[0] == 58:  # ":"
+            bit = _PSEUDO_BITS.get(name, 0)
+            if trailers or regular or not bit or seen & bit:
+                return b"misplaced, unknown or repeated pseudo-header field " + name
+            seen |= bit
+            if bit == 1:
+                method = value
+            elif bit == 4:
+                path = value
+        else:
+            regular = True
+            if not _NAME_BYTES.issuperset(name):
+                return b"field name not a lowercase token"
+            if name in CONNECTION_FIELDS or (name == b"te" and value != b"trailers"):
+                return b"connection-specific field " + name
+        if value and (not _BAD_VALUE_BYTES.isdisjoint(value) or value[0] in b" \t" or value[-1] in b" \t"):
+            return b"field value with NUL, CR, LF or surrounding whitespace in " + name
+    if trailers:
+        return b""
+    if not seen & 1:
+        return b"no :method"
+    if method == b"CONNECT":
+        return b"" if seen == 9 else b"CONNECT with :scheme or :path, or without :authority"
+    if seen & 6 != 6 or not path:
+        return b"no :scheme or :path"
+    return b""

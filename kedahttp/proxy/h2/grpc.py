@@ -52,11 +52,12 @@ def _percent_encode(message: str) -> bytes:
     return bytes(out)
 
 
-def trailers_only(code: int, message: str) -> list[tuple[bytes, bytes]]:
-    """The headers of a trailers-only gRPC answer (sent with END_STREAM, no body)."""
+def trailers_only(code: int, message: str) -> list[tuple[bytes, bytes, bool]]:
+    """The header fields of a trailers-only gRPC answer (sent with END_STREAM, no body), as HPACK takes
+    them (name, value, never-indexed)."""
     return [
-        (b":status", b"200"),
-        (b"content-type", b"application/grpc"),
-        (b"grpc-status", str(code).encode()),
-        (b"grpc-message", _percent_encode(message)),
+        (b":status", b"200", False),
+        (b"content-type", b"application/grpc", False),
+        (b"grpc-status", str(code).encode(), False),
+        (b"grpc-message", _percent_encode(message), False),
     ]

@@ -17,6 +17,7 @@ from typing import Any
 import httptools
 
 from kedahttp.proxy.h2.stream import Stream
+from kedahttp.proxy.h2.wire import Fields
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 PAUSE_BYTES = 256 * 1024
@@ -29,7 +30,7 @@ HOP_BY_HOP = frozenset((
 def request_head(stream: Stream, chunked: bool) -> bytes:
     method = path = authority = b""
     lines = []
-    for name, value in stream.head:
+    for name, value, _ in stream.head:
         if name[0] == 58:  # ":"
             if name == b":method":
                 method = value
@@ -54,7 +55,7 @@ class H1Leg(asyncio.Protocol):
         self.chunked = False
         self.head_only = False
         self.parser = httptools.HttpResponseParser(self)
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers: Fields = []
         self.outstanding = 0  # bytes of the app's body not yet taken by the client
         self.paused = False
         self.closed = False
@@ -68,9 +69,9 @@ class H1Leg(asyncio.Protocol):
         if stream.done:  # the client left while this connected
             transport.close()
             return
-        has_length = any(name == b"content-length" for name, _ in stream.head)
+        has_length = any(field[0] == b"content-length" for field in stream.head)
         self.chunked = not has_length and not (stream.up_end and not stream.to_up)
-        self.head_only = any(name == b":method" and value == b"HEAD" for name, value in stream.head)
+        self.head_only = any(field[0] == b":method" and field[1] == b"HEAD" for field in stream.head)
         self.transport.write(request_head(stream, self.chunked))
         stream.attached(self, 0)
 
@@ -101,14 +102,14 @@ class H1Leg(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
         if name not in HOP_BY_HOP:
-            self.headers.append((name, value))
+            self.headers.append((name, value, False))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         headers, self.headers = self.headers, []
         if status < 200:  # 100 Continue and the like: the final answer follows
             return
-        self.stream.response([(b":status", str(status).encode()), *headers], self.head_only)
+        self.stream.response([(b":status", str(status).encode(), False), *headers], self.head_only)
         if self.head_only:
             self.transport.close()
 

@@ -19,6 +19,7 @@ from kedahttp.proxy.deadlines import NOT_DUE, overdue
 from kedahttp.proxy.h2 import grpc
 
 if TYPE_CHECKING:
+    from kedahttp.proxy.h2.wire import Fields, Wire
     from kedahttp.proxy.routing import Route
 
 NO_ERROR = 0
@@ -42,7 +43,7 @@ class Client(Protocol):
     """The client connection a stream belongs to (downstream.py's H2Downstream), as the stream sees it:
     declared here so the stream imports nothing that imports it."""
 
-    conn: Any  # the connection's jh2 state machine
+    wire: Wire  # the connection's framing, HPACK and flow control
     writable: bool
     @property
     def side(self) -> Holder: ...
@@ -72,21 +73,21 @@ class Leg(Protocol):
     def stream_done(self, stream: Stream) -> None: ...
 
 
-def send_window(conn: Any, sid: int, q: deque[tuple[bytes, int]], source: Any, source_sid: int) -> None:
-    """Sends what ``q`` holds on ``conn``'s stream ``sid`` as far as its send window allows, giving each
+def send_window(wire: Wire, sid: int, q: deque[tuple[bytes, int]], source: Any, source_sid: int) -> None:
+    """Sends what ``q`` holds on ``wire``'s stream ``sid`` as far as its send window allows, giving each
     piece's window back to the ``source`` connection it came from once all of it is sent."""
     while q:
         data, flow = q[0]
-        window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+        window = wire.send_window(sid)
         if window <= 0:
             return
         if len(data) <= window:
             q.popleft()
-            conn.send_data(sid, data)
+            wire.send_data(sid, data)
             if flow and source is not None:
                 source.ack(flow, source_sid)
         else:
-            conn.send_data(sid, data[:window])
+            wire.send_data(sid, data[:window])
             q[0] = (data[window:], flow)
 
 
@@ -128,7 +129,7 @@ class Stream:
         "usid",
     )
 
-    def __init__(self, down: Client, sid: int, head: list[tuple[bytes, bytes]], route: Route | None,
+    def __init__(self, down: Client, sid: int, head: Fields, route: Route | None,
                  grpc_call: bool, grpc_deadline: float | None) -> None:
         self.down = down
         self.sid = sid
@@ -149,13 +150,13 @@ class Stream:
         # client -> upstream: (data, flow-controlled length) not yet sent; END_STREAM and trailers after
         self.to_up: deque[tuple[bytes, int]] = deque()
         self.up_end = False  # the client ended its side
-        self.up_trailers: list[tuple[bytes, bytes]] | None = None
+        self.up_trailers: Fields | None = None
         self.up_ended = False  # ... and we passed that on
         self.client_ended = False
         # upstream -> client
         self.to_down: deque[tuple[bytes, int]] = deque()
         self.down_end = False
-        self.down_trailers: list[tuple[bytes, bytes]] | None = None
+        self.down_trailers: Fields | None = None
         self.resp_started = False
         self.status = 0
         self.done = False
@@ -178,7 +179,7 @@ class Stream:
         if self.up is not None:
             self.pump_up()
 
-    def client_end(self, trailers: list[tuple[bytes, bytes]] | None = None) -> None:
+    def client_end(self, trailers: Fields | None = None) -> None:
         self.client_ended = True
         if self.done:
             return
@@ -211,17 +212,19 @@ class Stream:
 
     # -- from the upstream -------------------------------------------------------------------------
 
-    def response(self, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
+    def response(self, headers: Fields, ended: bool) -> None:
         if self.done:
             return
-        for name, value in headers:
+        for field in headers:
+            name = field[0]
             if name == b":status":
+                value = field[1]
                 self.status = int(value) if value.isdigit() else 502
             elif name == b"content-length":
                 self.streaming = self.grpc
         self.rx += 1
         self.resp_started = True
-        self.down.conn.send_headers(self.sid, headers, end_stream=ended)
+        self.down.wire.send_headers(self.sid, headers, ended)
         self.down.dirty()
         if ended:
             self.down_end = True
@@ -237,7 +240,7 @@ class Stream:
         self.to_down.append((data, flow))
         self.pump_down()
 
-    def upstream_end(self, trailers: list[tuple[bytes, bytes]] | None = None) -> None:
+    def upstream_end(self, trailers: Fields | None = None) -> None:
         if self.done or self.down_end:
             return
         self.down_end = True
@@ -275,16 +278,17 @@ class Stream:
         down = self.down
         if not down.writable:
             return
-        conn = down.conn
+        wire = down.wire
         sid = self.sid
         q = self.to_down
-        send_window(conn, sid, q, self.up, self.usid)
+        if q:
+            send_window(wire, sid, q, self.up, self.usid)
         down.dirty()
         if not q and self.down_end and not self.done:
             if self.down_trailers is not None:
-                conn.send_headers(sid, self.down_trailers, end_stream=True)
+                wire.send_headers(sid, self.down_trailers, True)
             else:
-                conn.end_stream(sid)
+                wire.end_stream(sid)
             self.finish(self.status)
 
     # -- upstream timeouts (the side's sweep: side.py) -------------------------------------------------
@@ -339,14 +343,14 @@ class Stream:
         down = self.down
         if self.grpc:
             code = grpc.status_for_http(status) if grpc_code is None else grpc_code
-            down.conn.send_headers(self.sid, grpc.trailers_only(code, message), end_stream=True)
+            down.wire.send_headers(self.sid, grpc.trailers_only(code, message), True)
             down.dirty()
             self.finish(status)
             return
         body = message.encode() + b"\n"
-        down.conn.send_headers(self.sid, [
-            (b":status", str(status).encode()), (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", str(len(body)).encode()),
+        down.wire.send_headers(self.sid, [
+            (b":status", str(status).encode(), False), (b"content-type", b"text/plain; charset=utf-8", False),
+            (b"content-length", str(len(body)).encode(), False),
         ])
         self.to_down.append((body, 0))
         self.down_end = True

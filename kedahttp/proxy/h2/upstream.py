@@ -15,25 +15,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from jh2.config import H2Configuration
-from jh2.connection import ConnectionState, H2Connection
-from jh2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    InformationalResponseReceived,
-    RemoteSettingsChanged,
-    ResponseReceived,
-    StreamEnded,
-    StreamReset,
-    TrailersReceived,
-    WindowUpdated,
-)
-from jh2.exceptions import ProtocolError
-from jh2.settings import SettingCodes, Settings
-
 from kedahttp.process.tasks import TaskOwner
-from kedahttp.proxy.h2.ends import Fields, StreamEnd
+from kedahttp.proxy.h2.ends import StreamEnd
 from kedahttp.proxy.h2.stream import send_window
+from kedahttp.proxy.h2.wire import Fields, Wire, WireError
 
 if TYPE_CHECKING:
     from kedahttp.proxy.h2.stream import Stream
@@ -51,41 +36,22 @@ class H2Upstream(StreamEnd):
     def __init__(self, pool: H2UpstreamPool, endpoint: str) -> None:
         self.pool = pool
         self.endpoint = endpoint
-        # The app's headers are not checked field by field (the client's are, in downstream.py): they are
-        # relayed as the app sent them, and checking costs ~10% of the CPU per call.
-        conn = H2Connection(H2Configuration(
-            client_side=True, header_encoding=None, validate_inbound_headers=False,
-            validate_outbound_headers=False, normalize_outbound_headers=False,
-        ))
-        conn.local_settings = Settings(client=True, initial_values={
-            SettingCodes.ENABLE_PUSH: 0, SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW_BYTES,
-        })
-        self.conn = conn
+        # The app's headers are not checked field by field (the client's are, by the client's wire): they
+        # are relayed as the app sent them.
+        self.wire = Wire(self, True, stream_window=STREAM_WINDOW_BYTES, connection_window=CONNECTION_WINDOW_BYTES)
         self.transport: Any = None
         self.streams: dict[int, Stream] = {}
-        self.trailers: dict[int, Fields] = {}
         self.pending: list[Stream] = []  # waiting for the connect, or for a free stream slot
         self.writable = True
         self.usable = True  # takes new streams (not after GOAWAY or a failure)
         self.connected = False
         self.idle_since = time.monotonic()
-        self._handlers: dict[type, Any] = {
-            ResponseReceived: self._response,
-            DataReceived: self._data,
-            TrailersReceived: self._trailers,
-            StreamEnded: self._ended,
-            StreamReset: self._reset,
-            WindowUpdated: self._window,
-            RemoteSettingsChanged: self._settings,
-            ConnectionTerminated: self._goaway,
-            InformationalResponseReceived: _ignore,
-        }
 
     @property
     def capacity(self) -> int:
         if not self.connected:
             return ASSUMED_STREAMS
-        return min(self.conn.remote_settings.max_concurrent_streams, 2**20)
+        return min(self.wire.peer_max_streams, 2**20)
 
     def has_room(self) -> bool:
         return self.usable and len(self.streams) + len(self.pending) < self.capacity
@@ -95,26 +61,22 @@ class H2Upstream(StreamEnd):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         self.connected = True
-        conn = self.conn
-        conn.initiate_connection()
-        conn.increment_flow_control_window(CONNECTION_WINDOW_BYTES - 65535)
+        self.wire.initiate()
         self.open_pending()
         self.flush()
 
     def data_received(self, data: bytes) -> None:
+        wire = self.wire
         try:
-            events = self.conn.receive_data(data)
-        except ProtocolError as exc:
-            log.warning("upstream HTTP/2 protocol error", extra={"endpoint": self.endpoint, "error": str(exc)})
+            wire.receive(data)
+        except WireError as exc:
+            log.warning("upstream HTTP/2 protocol error", extra={"endpoint": self.endpoint, "error": exc.why.decode()})
+            wire.goaway(wire.highest, exc.code, exc.why)
             self.flush()
             self.transport.close()
             return
-        handlers = self._handlers
-        for event in events:
-            handler = handlers.get(type(event))
-            if handler is not None:
-                handler(event)
-        self.dirty()  # what jh2 answered by itself (PING and SETTINGS acknowledgements) goes out too
+        if wire.out:
+            self.dirty()  # PING and SETTINGS acknowledgements, window updates
         self.pool.side_flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -147,10 +109,10 @@ class H2Upstream(StreamEnd):
             self.pending.append(stream)
 
     def _open(self, stream: Stream) -> None:
-        conn = self.conn
-        usid = conn.get_next_available_stream_id()
+        wire = self.wire
+        usid = wire.open_stream()
         end = stream.up_end and not stream.to_up and stream.up_trailers is None
-        conn.send_headers(usid, stream.head, end_stream=end)
+        wire.send_headers(usid, stream.head, end)
         if end:
             stream.up_ended = True
         self.streams[usid] = stream
@@ -179,29 +141,28 @@ class H2Upstream(StreamEnd):
 
     def pump(self, stream: Stream) -> None:
         """The stream's request body (then its trailers or END_STREAM) as far as the app's window allows."""
-        conn = self.conn
+        wire = self.wire
         usid = stream.usid
         q = stream.to_up
-        send_window(conn, usid, q, stream.down, stream.sid)
+        if q:
+            send_window(wire, usid, q, stream.down, stream.sid)
         if not q and stream.up_end and not stream.up_ended:
             stream.up_ended = True
             if stream.up_trailers is not None:
-                conn.send_headers(usid, stream.up_trailers, end_stream=True)
+                wire.send_headers(usid, stream.up_trailers, True)
             else:
-                conn.end_stream(usid)
+                wire.end_stream(usid)
         self.dirty()
 
     def ack(self, flow: int, usid: int) -> None:
-        if flow:
-            self.conn.acknowledge_received_data(flow, usid)
+        wire = self.wire
+        wire.ack(flow, usid)
+        if wire.out:
             self.dirty()
 
     def reset(self, usid: int, code: int) -> None:
         if usid in self.streams:
-            try:
-                self.conn.reset_stream(usid, code)
-            except ProtocolError:
-                return
+            self.wire.reset(usid, code)
             self.dirty()
 
     def dirty(self) -> None:
@@ -210,16 +171,19 @@ class H2Upstream(StreamEnd):
     def flush(self) -> None:
         transport = self.transport
         if transport is not None:
-            data = self.conn.data_to_send()
+            data = self.wire.data_to_send()
             if data and not transport.is_closing():
                 transport.write(data)
 
     # -- events ------------------------------------------------------------------------------------
 
-    def _response(self, event: ResponseReceived) -> None:
-        stream = self.streams.get(event.stream_id)
+    def on_headers(self, sid: int, fields: Fields, end: bool, first: bool) -> None:
+        if not first:
+            self._trailers(sid, fields)
+            return
+        stream = self.streams.get(sid)
         if stream is not None:
-            stream.response(event.headers, event.stream_ended is not None)
+            stream.response(fields, end)
 
     def _stream_data(self, stream: Stream, data: bytes, flow: int) -> None:
         stream.upstream_data(data, flow)
@@ -227,10 +191,10 @@ class H2Upstream(StreamEnd):
     def _stream_end(self, stream: Stream, trailers: Fields | None) -> None:
         stream.upstream_end(trailers)
 
-    def _reset(self, event: StreamReset) -> None:
-        stream = self.streams.pop(event.stream_id, None)
+    def on_reset(self, sid: int, code: int) -> None:
+        stream = self.streams.pop(sid, None)
         if stream is not None:
-            stream.upstream_reset(event.error_code)
+            stream.upstream_reset(code)
 
     def _pump(self, stream: Stream) -> None:
         stream.pump_up()
@@ -238,31 +202,28 @@ class H2Upstream(StreamEnd):
     def _waiting(self, stream: Stream) -> bool:
         return bool(stream.to_up) or (stream.up_end and not stream.up_ended)
 
-    def _settings(self, event: RemoteSettingsChanged) -> None:
-        if SettingCodes.MAX_CONCURRENT_STREAMS in event.changed_settings and self.pending:
+    def on_settings(self, window_changed: bool, streams_changed: bool) -> None:
+        if streams_changed and self.pending:
             self.open_pending()
-        if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
+        if window_changed:
             for stream in list(self.streams.values()):
                 stream.pump_up()
 
-    def _goaway(self, event: ConnectionTerminated) -> None:
+    def on_ping(self) -> None:
+        return
+
+    def on_goaway(self, last_sid: int, code: int) -> None:
         self.usable = False
-        last = event.last_stream_id if event.last_stream_id is not None else 2**31
-        for usid in [s for s in self.streams if s > last]:
+        for usid in [s for s in self.streams if s > last_sid]:
             self.streams.pop(usid).upstream_refused()
         for stream in self.pending:
             self.pool.start(stream)  # to another connection
         self.pending = []
-        if event.error_code:
+        if code:
             self.transport.close()
             return
-        self.conn.state_machine.state = ConnectionState.CLIENT_OPEN  # jh2 stops at GOAWAY; streams below ``last`` may finish
         if not self.streams:
             self.transport.close()
-
-
-def _ignore(event: Any) -> None:
-    return None
 
 
 class H2UpstreamPool:

@@ -18,7 +18,7 @@ def test_grpc_timeout(value: bytes, seconds: float | None) -> None:
 
 
 def test_trailers_only_answer_percent_encodes_the_message() -> None:
-    headers = dict(grpc.trailers_only(grpc.UNAVAILABLE, "app 'x' cold: 100% busy\n"))
+    headers = {name: value for name, value, _ in grpc.trailers_only(grpc.UNAVAILABLE, "app 'x' cold: 100% busy\n")}
     assert headers[b":status"] == b"200" and headers[b"content-type"] == b"application/grpc"
     assert headers[b"grpc-status"] == b"14"
     assert headers[b"grpc-message"] == b"app 'x' cold: 100%25 busy%0A"
