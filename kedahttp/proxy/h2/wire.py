@@ -392,7 +392,9 @@ class Wire:
                 self.peer_max_streams = value
                 streams_changed = True
             elif ident == f.HEADER_TABLE_SIZE:
-                self.encoder.header_table_size = min(value, MAX_TABLE_BYTES)
+                size = min(value, MAX_TABLE_BYTES)
+                if size != self.encoder.header_table_size:  # the encoder signals every size it is set to
+                    self.encoder.header_table_size = size
             elif ident == f.ENABLE_PUSH and (value > 1 or (value and self.client)):  # a server may only say 0
                 raise WireError(f.PROTOCOL_ERROR, b"SETTINGS_ENABLE_PUSH not 0 or 1")
         self.out.append(_pack_head(0, 0, f.SETTINGS, f.ACK, 0))
