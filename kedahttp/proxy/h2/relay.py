@@ -36,7 +36,7 @@ from jh2._hazmat import (  # jh2's HPACK decoder in Rust: docs/http2.md, "Readin
 
 from kedahttp.proxy.forwarded import FORWARDED_NAMES, forwarded_fields
 from kedahttp.proxy.h2 import frames as f
-from kedahttp.proxy.h2.frames import Frame
+from kedahttp.proxy.h2.frames import Frame, request_problem
 
 try:
     from kedahttp.proxy._frames import scan_frames
@@ -73,9 +73,13 @@ class RelayError(Exception):
 
 def _request_fields(decoder: Any, block: bytes) -> dict[bytes, bytes] | None:
     """The fields of a request block that routing needs; None if it has any the relay cannot pass
-    untouched (a forwarded header, which the full stack rewrites)."""
+    untouched (a forwarded header, which the full stack rewrites) or is malformed (the full stack resets
+    it: RFC 9113 8.2-8.3, the same check as the full stack's)."""
+    fields = decoder.decode(block, raw=True)
+    if request_problem(fields, False):
+        return None
     out: dict[bytes, bytes] = {}
-    for name, value, _ in decoder.decode(block, raw=True):
+    for name, value, _ in fields:
         if name in FORWARDED_NAMES:
             return None
         if name[0] == 58 or name == b"host":  # ":"
@@ -413,6 +417,8 @@ class Relay(asyncio.Protocol):
     def _header_block(self, sid: int, flags: int, block: bytes, frames_: list[bytes]) -> bytes | None:
         if sid in self.streams or (sid <= self.max_sid and sid not in self.refused):  # trailers
             trailers = self._decode(block)
+            if request_problem(trailers, True):
+                raise RelayError(f.PROTOCOL_ERROR, b"malformed request trailers")
             if self.desynced:  # the app's table missed a block: these go as literals
                 literal = f.literal_block([(n, v) for n, v, _ in trailers])
                 return f.frame(f.HEADERS, (flags & f.END_STREAM) | f.END_HEADERS, sid, literal)

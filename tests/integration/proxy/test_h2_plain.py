@@ -26,6 +26,8 @@ from h2.events import (
     TrailersReceived,
 )
 from h2.settings import SettingCodes
+from hpack import Encoder
+from hyperframe.frame import HeadersFrame, SettingsFrame
 
 from kedahttp.process.settings import parse_networks
 from kedahttp.proxy.sources import Backend
@@ -295,3 +297,44 @@ async def test_forwarded_headers_over_http2_follow_trusted_proxies(upstream: Any
             assert seen.get(name) == [value], (trusted, name, seen.get(name))
         if not trusted:
             assert "x-real-ip" not in seen and "forwarded" not in seen
+
+
+async def test_malformed_fields_are_reset_and_never_reach_an_http1_app(proxied: Any, upstream: Any) -> None:
+    """A field that could split an HTTP/1.1 head (CR LF in a value), an uppercase name or a connection-specific
+    field: the stream is reset with PROTOCOL_ERROR before any app sees it, and the connection goes on."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxied.port)
+    client = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    base = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"old.test"), (b":path", b"/headers")]
+    bad = [[*base, (b"x-a", b"b\r\nx-injected: 1")], [*base, (b"X-Upper", b"1")], [*base, (b"connection", b"close")]]
+    raw = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SettingsFrame(0).serialize()
+    for i, fields in enumerate(bad):
+        frame = HeadersFrame(2 * i + 1, Encoder().encode(fields))
+        frame.flags.add("END_HEADERS")
+        frame.flags.add("END_STREAM")
+        raw += frame.serialize()
+    writer.write(raw)
+    resets: dict[int, int] = {}
+    async with asyncio.timeout(5):
+        data = b""
+        while len(resets) < 3:
+            chunk = await reader.read(65536)
+            assert chunk
+            data += chunk
+            # read the proxy's frames by their headers: the h2 client did not open these streams itself
+            at = 0
+            while len(data) - at >= 9:
+                length = int.from_bytes(data[at:at + 3], "big")
+                if len(data) - at - 9 < length:
+                    break
+                if data[at + 3] == 3:  # RST_STREAM
+                    sid = int.from_bytes(data[at + 5:at + 9], "big")
+                    resets[sid] = int.from_bytes(data[at + 9:at + 13], "big")
+                at += 9 + length
+    assert resets == {1: 1, 3: 1, 5: 1}  # PROTOCOL_ERROR each
+    assert upstream.requests == []
+    writer.close()
+    code, out, err = await run("curl", "-sS", "--http2-prior-knowledge", "-H", "Host: old.test",
+                               f"http://127.0.0.1:{proxied.port}/headers")
+    assert code == 0 and json.loads(out)["path"] == "/headers", err
+    assert len(upstream.requests) == 1
