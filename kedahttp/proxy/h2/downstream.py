@@ -74,7 +74,7 @@ class H2Downstream(StreamEnd):
         self.writable = True
         self.closing = False  # GOAWAY sent or received: no new streams; close once the last one ends
         self.close_after_flush = False
-        self.lingering = False  # closed for an error: input is read and dropped (_close_lingering)
+        self.lingering = False  # closing: input is read and dropped (_linger)
         self.eof_sent = False  # ... and nothing more is written
         self.since = 0.0  # when the connection last went idle
         self.window_start = 0.0  # the one-second window of the flood counters
@@ -240,18 +240,24 @@ class H2Downstream(StreamEnd):
 
     def _close_lingering(self) -> None:
         """After a GOAWAY for an error: the client must read it, not lose it to the reset that closing a
-        socket with unread input sends. Writes end (FIN) after it; input is dropped until the client
-        closes, LINGER_SECONDS at most."""
-        self.lingering = True
+        socket with unread input sends. Its streams end here."""
         self.flush()
-        transport = self.transport
         for stream in list(self.streams.values()):
             stream.client_reset()
+        self._linger()
+
+    def _linger(self) -> None:
+        """Writes end (FIN) after what was written; input is dropped until the client closes, LINGER_SECONDS
+        at most: a WINDOW_UPDATE or PING the client sends meanwhile cannot turn the close into a reset that
+        destroys what it has not read yet (a GOAWAY, the end of a stream)."""
+        self.lingering = True
+        transport = self.transport
         if transport.is_closing() or not transport.can_write_eof():
             transport.close()
             return
-        transport.write_eof()
-        self.eof_sent = True
+        if not self.eof_sent:
+            self.eof_sent = True
+            transport.write_eof()
         asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
 
     # -- called by streams and the side ------------------------------------------------------------
@@ -275,7 +281,8 @@ class H2Downstream(StreamEnd):
         if data and not transport.is_closing() and not self.eof_sent:
             transport.write(data)
         if self.close_after_flush:
-            transport.close()
+            self.close_after_flush = False
+            self._linger()
 
     def stream_done(self, stream: Stream) -> None:
         self.streams.pop(stream.sid, None)

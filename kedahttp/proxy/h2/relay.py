@@ -36,12 +36,12 @@ from jh2._hazmat import (  # jh2's HPACK decoder in Rust: docs/http2.md, "Readin
 
 from kedahttp.proxy.forwarded import FORWARDED_NAMES, forwarded_fields
 from kedahttp.proxy.h2 import frames as f
-from kedahttp.proxy.h2.frames import Frame, request_problem
+from kedahttp.proxy.h2.frames import Frame
 
 try:
-    from kedahttp.proxy._frames import scan_frames
+    from kedahttp.proxy._frames import request_problem, scan_frames
 except ImportError:  # built without the extension (KEDAHTTP_COMPILE=0, no compiler)
-    from kedahttp.proxy.h2.frames import scan_frames
+    from kedahttp.proxy.h2.frames import request_problem, scan_frames
 
 if TYPE_CHECKING:
     from kedahttp.proxy.routing import Route

@@ -55,6 +55,7 @@ class H2Side:
         self.relayed = 0  # client connections relayed (relay.py), for tests and docs
         self.holds: dict[str, HoldQueue[Stream]] = {}
         self.dirty: set[H2Downstream] = set()
+        self.flush_pending = False  # a flush_now is due at the end of this turn of the loop
         self.pool = H2UpstreamPool(self.flush, self._unreachable)
         self.draining = False
         self.quiet: asyncio.Event | None = None  # set when the drain finds no stream left
@@ -223,7 +224,16 @@ class H2Side:
     # -- writes ------------------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Everything produced while handling one event goes out: upstream connections first."""
+        """What was produced while handling an event goes out once the events of this turn of the loop
+        are handled: one write per connection however many reads fed it (under load a turn carries reads
+        from many connections; writing after each cost about a third of the CPU per call)."""
+        if not self.flush_pending:
+            self.flush_pending = True
+            asyncio.get_running_loop().call_soon(self.flush_now)
+
+    def flush_now(self) -> None:
+        """Everything waiting goes out now: upstream connections first."""
+        self.flush_pending = False
         self.pool.flush()
         dirty = self.dirty
         while dirty:
@@ -278,7 +288,7 @@ class H2Side:
         self.draining = True
         for conn in list(self.connections):
             conn.goaway()
-        self.flush()
+        self.flush_now()
 
     def busy(self) -> bool:
         return any(conn.streams for conn in self.connections)
@@ -301,7 +311,7 @@ class H2Side:
         for queue in self.holds.values():
             for stream in queue.release_all():
                 stream.answer(503)
-        self.flush()
+        self.flush_now()
         for conn in list(self.connections):
             if conn.streams:
                 conn.transport.abort()

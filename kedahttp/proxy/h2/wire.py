@@ -30,12 +30,11 @@ from jh2._hazmat import (  # jh2's HPACK in Rust: docs/http2.md, "Reading the he
 )
 
 from kedahttp.proxy.h2 import frames as f
-from kedahttp.proxy.h2.frames import request_problem
 
 try:
-    from kedahttp.proxy._frames import scan_frames
+    from kedahttp.proxy._frames import request_problem, scan_frames
 except ImportError:  # built without the extension (KEDAHTTP_COMPILE=0, no compiler)
-    from kedahttp.proxy.h2.frames import scan_frames
+    from kedahttp.proxy.h2.frames import request_problem, scan_frames
 
 Fields = list[tuple[bytes, bytes, bool]]  # name, value, never-indexed: as HPACK gives and takes them
 
