@@ -107,6 +107,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _window_bytes(text: str) -> int:
+    """An HTTP/2 flow-control window: at least the protocol's default, at most 2^31-1 (RFC 9113 6.9)."""
+    value = _positive_int(text)
+    if not 65535 <= value <= 2**31 - 1:
+        raise ValueError("must be 65535-2147483647 (an HTTP/2 window)")
+    return value
+
+
 class _choice:  # lower case: used like the parse functions beside it
     def __init__(self, *choices: str) -> None:
         self.choices = choices
@@ -264,6 +272,21 @@ SPECS: tuple[Spec, ...] = (
     Spec("h2_relay", _boolean, "false",
          "HTTP/2: relay a client connection whose streams go to one h2c app frame by frame (docs/http2.md)",
          processes=("proxy", "dev")),
+    Spec("h2_stream_window_bytes", _window_bytes, "262144",
+         "HTTP/2: flow-control window per client stream (what the proxy may hold of one stream's body)",
+         processes=("proxy", "dev")),
+    Spec("h2_connection_window_bytes", _window_bytes, "4194304",
+         "HTTP/2: flow-control window per client connection (what the proxy may hold of all its streams)",
+         processes=("proxy", "dev")),
+    Spec("h2_resets_per_second", _positive_int, "200",
+         "HTTP/2: stream resets a client may send per second before GOAWAY (rapid reset, CVE-2023-44487)",
+         processes=("proxy", "dev")),
+    Spec("h2_control_frames_per_second", _positive_int, "200",
+         "HTTP/2: PING and SETTINGS frames a client may send per second before GOAWAY",
+         processes=("proxy", "dev")),
+    Spec("h2_relay_max_age_seconds", _positive_float, "60",
+         "HTTP/2 relay: a relayed connection is asked to go (GOAWAY) this long after it began, to spread "
+         "long-lived clients over the app's endpoints", processes=("proxy", "dev")),
     # issue 14: the controller, and TLS between KEDA and the scaler
     Spec("controller_namespace", _text, "",
          "controller: namespace of its Lease and of the scaler; empty: the pod's own (service account), else default",
@@ -397,6 +420,11 @@ class Settings:
     h2_max_concurrent_streams: int
     h2_max_header_list_bytes: int
     h2_relay: bool
+    h2_stream_window_bytes: int
+    h2_connection_window_bytes: int
+    h2_resets_per_second: int
+    h2_control_frames_per_second: int
+    h2_relay_max_age_seconds: float
     # issue 14
     controller_namespace: str
     lease_duration_seconds: float

@@ -152,8 +152,12 @@ class Proxy:
         self.dispatcher.observer = make_observer(settings.tracing)
         self.h2 = H2Side(self.dispatcher, cold_start_timeout_seconds=settings.cold_start_timeout_seconds,
                          max_held_requests=settings.max_held_requests,
-                         limits=Limits(settings.h2_max_concurrent_streams, settings.h2_max_header_list_bytes),
-                         relay=settings.h2_relay)
+                         limits=Limits(settings.h2_max_concurrent_streams, settings.h2_max_header_list_bytes,
+                                       stream_window_bytes=settings.h2_stream_window_bytes,
+                                       connection_window_bytes=settings.h2_connection_window_bytes,
+                                       resets_per_second=settings.h2_resets_per_second,
+                                       control_frames_per_second=settings.h2_control_frames_per_second),
+                         relay=settings.h2_relay, relay_max_age_seconds=settings.h2_relay_max_age_seconds)
         # the HTTP/2 side passes every change on to the dispatcher
         self.routes = RouteTable(self.h2, limits_from_settings(settings))
         self.h2.routes = self.routes

@@ -5,8 +5,8 @@ protocols share the port. Framing, HPACK, flow control and stream states are the
 (wire.py); this module turns its events into stream calls and enforces the limits a hostile client
 tests: concurrent streams and header list size are advertised in SETTINGS and enforced by the wire, as
 is the CONTINUATION flood (64 frames per block); a client that resets streams faster than
-RESETS_PER_SECOND (rapid reset, CVE-2023-44487) or sends more than CONTROL_FRAMES_PER_SECOND PING/SETTINGS
-frames gets GOAWAY ENHANCE_YOUR_CALM; and a client that stops reading stops being read, so PING and
+H2_RESETS_PER_SECOND (rapid reset, CVE-2023-44487) or sends more than H2_CONTROL_FRAMES_PER_SECOND
+PING/SETTINGS frames gets GOAWAY ENHANCE_YOUR_CALM; and a client that stops reading stops being read, so PING and
 SETTINGS acknowledgements cannot pile up. Graceful drain sends GOAWAY and lets the open streams finish.
 """
 
@@ -24,21 +24,25 @@ from kedahttp.proxy.h2.stream import REFUSED_STREAM, Stream
 from kedahttp.proxy.h2.wire import Fields, Wire, WireError
 from kedahttp.proxy.routing import RouteTable
 
-STREAM_WINDOW_BYTES = 256 * 1024  # what one stream may have in flight to us (and so, buffered by us)
-CONNECTION_WINDOW_BYTES = 4 * 1024 * 1024  # ... and all streams of one connection together
-RESETS_PER_SECOND = 200  # client RST_STREAMs per second before the connection is closed (rapid reset)
-CONTROL_FRAMES_PER_SECOND = 200  # PING and SETTINGS frames per second before the same
 LINGER_SECONDS = 2.0  # after a GOAWAY for an error, input is dropped this long at most before closing
 
 
 class Limits:
-    """Per-connection limits, advertised in the server's SETTINGS."""
+    """What a client connection may do (the H2_* settings): the first four are advertised in the server's
+    SETTINGS or as window updates, the rates are the flood limits."""
 
-    __slots__ = ("max_concurrent_streams", "max_header_list_bytes")
+    __slots__ = ("connection_window_bytes", "control_frames_per_second", "max_concurrent_streams",
+                 "max_header_list_bytes", "resets_per_second", "stream_window_bytes")
 
-    def __init__(self, max_concurrent_streams: int = 128, max_header_list_bytes: int = 64 * 1024) -> None:
+    def __init__(self, max_concurrent_streams: int = 128, max_header_list_bytes: int = 64 * 1024, *,
+                 stream_window_bytes: int = 256 * 1024, connection_window_bytes: int = 4 * 1024 * 1024,
+                 resets_per_second: int = 200, control_frames_per_second: int = 200) -> None:
         self.max_concurrent_streams = max_concurrent_streams
         self.max_header_list_bytes = max_header_list_bytes
+        self.stream_window_bytes = stream_window_bytes  # what one stream may have in flight to us (buffered by us)
+        self.connection_window_bytes = connection_window_bytes  # ... and all streams of one connection together
+        self.resets_per_second = resets_per_second  # client RST_STREAMs per second before GOAWAY (rapid reset)
+        self.control_frames_per_second = control_frames_per_second  # PING and SETTINGS frames, the same
 
 
 class Host(Protocol):
@@ -66,9 +70,10 @@ class H2Downstream(StreamEnd):
         self.client_ip = client_ip
         self.trusted = trusted  # the peer is in TRUSTED_PROXIES: its forwarded headers are believed
         limits = side.limits
+        self.limits = limits
         self.wire = Wire(self, False, max_streams=limits.max_concurrent_streams,
-                         max_header_list_bytes=limits.max_header_list_bytes, stream_window=STREAM_WINDOW_BYTES,
-                         connection_window=CONNECTION_WINDOW_BYTES)
+                         max_header_list_bytes=limits.max_header_list_bytes, stream_window=limits.stream_window_bytes,
+                         connection_window=limits.connection_window_bytes)
         self.transport: Any = None
         self.streams: dict[int, Stream] = {}
         self.writable = True
@@ -190,7 +195,7 @@ class H2Downstream(StreamEnd):
         if stream is not None:
             stream.client_reset()
         self.resets += 1
-        if self._flooded() and self.resets > RESETS_PER_SECOND:
+        if self._flooded() and self.resets > self.limits.resets_per_second:
             raise WireError(f.ENHANCE_YOUR_CALM, b"too many stream resets")
 
     def _pump(self, stream: Stream) -> None:
@@ -228,7 +233,7 @@ class H2Downstream(StreamEnd):
 
     def _control(self) -> None:
         self.control += 1
-        if self._flooded() and self.control > CONTROL_FRAMES_PER_SECOND:
+        if self._flooded() and self.control > self.limits.control_frames_per_second:
             raise WireError(f.ENHANCE_YOUR_CALM, b"too many control frames")
 
     def calm(self, code: int, why: bytes) -> None:

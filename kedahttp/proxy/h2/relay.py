@@ -50,8 +50,6 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 MAX_FRAME_BYTES = 16384  # the largest frame the client may send (the app's SETTINGS are capped to it)
 TABLE_BYTES = 4096  # HPACK dynamic table size either way (both sides' SETTINGS are capped to it)
 MAX_CONTINUATIONS = 64  # CONTINUATION frames in one header block before the connection ends
-RESETS_PER_SECOND = 200  # as downstream.py
-CONTROL_FRAMES_PER_SECOND = 200
 LINGER_SECONDS = 2.0
 CONNECT_TIMEOUT_SECONDS = 5.0
 # the client's SETTINGS on their way to the app: no server push (the proxy does not relay it), and frames
@@ -662,12 +660,12 @@ class Relay(asyncio.Protocol):
 
     def _count_reset(self) -> None:
         self.resets += 1
-        if self._flooded() and self.resets > RESETS_PER_SECOND:
+        if self._flooded() and self.resets > self.side.limits.resets_per_second:
             raise RelayError(f.ENHANCE_YOUR_CALM, b"too many stream resets")
 
     def _count_control(self) -> None:
         self.control += 1
-        if self._flooded() and self.control > CONTROL_FRAMES_PER_SECOND:
+        if self._flooded() and self.control > self.side.limits.control_frames_per_second:
             raise RelayError(f.ENHANCE_YOUR_CALM, b"too many control frames")
 
     def calm(self, code: int, why: bytes) -> None:

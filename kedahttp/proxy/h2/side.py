@@ -25,8 +25,8 @@ from kedahttp.proxy.routing import Route, RouteTable
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 IDLE_TIMEOUT_SECONDS = 75.0  # a client connection without a stream this long is closed (as HTTP/1.1 keep-alive)
-RELAY_MAX_AGE_SECONDS = 60.0  # a relayed connection is asked to go (GOAWAY) this long after it began, so
-# that a long-lived client spreads over the app's endpoints as they change (each connection has one)
+RELAY_MAX_AGE_SECONDS = 60.0  # H2_RELAY_MAX_AGE_SECONDS: a relayed connection is asked to go (GOAWAY) this
+# long after it began, so that a long-lived client spreads over the app's endpoints as they change
 SWEEP_SECONDS = 1.0
 _clock = time.monotonic
 
@@ -43,7 +43,8 @@ def preface_offset(data: bytes) -> int:
 
 class H2Side:
     def __init__(self, dispatcher: Dispatcher, *, cold_start_timeout_seconds: float, max_held_requests: int,
-                 limits: Limits | None = None, relay: bool = False) -> None:
+                 limits: Limits | None = None, relay: bool = False,
+                 relay_max_age_seconds: float = RELAY_MAX_AGE_SECONDS) -> None:
         self.dispatcher = dispatcher
         self.routes: RouteTable = None  # type: ignore[assignment]  # set once the table exists
         self.cold_start_timeout_seconds = cold_start_timeout_seconds
@@ -61,7 +62,7 @@ class H2Side:
         self.quiet: asyncio.Event | None = None  # set when the drain finds no stream left
         self.now = _clock()
         self.idle_timeout_seconds = IDLE_TIMEOUT_SECONDS
-        self.relay_max_age_seconds = RELAY_MAX_AGE_SECONDS
+        self.relay_max_age_seconds = relay_max_age_seconds
         self._sweeper: asyncio.TimerHandle | None = None
 
     # -- the hand-over from the HTTP/1.1 server ----------------------------------------------------

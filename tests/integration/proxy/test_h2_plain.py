@@ -27,7 +27,7 @@ from h2.events import (
 )
 from h2.settings import SettingCodes
 from hpack import Encoder
-from hyperframe.frame import HeadersFrame, SettingsFrame
+from hyperframe.frame import HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame
 
 from kedahttp.process.settings import parse_networks
 from kedahttp.proxy.sources import Backend
@@ -241,7 +241,9 @@ async def test_app_reset_reaches_the_client_and_app_goaway_moves_to_a_new_connec
 
 async def test_stream_and_header_limits_come_from_the_settings(h2app: H2App, proxy_factory: Any,
                                                                proxy_settings: Any) -> None:
-    settings = proxy_settings(h2_max_concurrent_streams=16, h2_max_header_list_bytes=8192)
+    settings = proxy_settings(h2_max_concurrent_streams=16, h2_max_header_list_bytes=8192,
+                              h2_stream_window_bytes=100_000, h2_connection_window_bytes=1_000_000,
+                              h2_resets_per_second=20, h2_control_frames_per_second=30)
     running = await proxy_factory(StaticSource([Backend("default/web", ("web.test",), protocol="h2c")],
                                                {"default/web": [h2app.endpoint]}), settings)
     reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
@@ -251,7 +253,33 @@ async def test_stream_and_header_limits_come_from_the_settings(h2app: H2App, pro
     changed = next(e for e in events if isinstance(e, RemoteSettingsChanged)).changed_settings
     assert changed[SettingCodes.MAX_CONCURRENT_STREAMS].new_value == 16
     assert changed[SettingCodes.MAX_HEADER_LIST_SIZE].new_value == 8192
+    assert changed[SettingCodes.INITIAL_WINDOW_SIZE].new_value == 100_000
+    assert conn.outbound_flow_control_window == 1_000_000
     writer.close()
+
+    async def goaway_code(payload: bytes) -> int:
+        """What the proxy's GOAWAY says after a fresh connection sends ``payload`` (0 if it sent none)."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        client = _h2_client()
+        writer.write(client.data_to_send() + payload)
+        data = b""
+        async with asyncio.timeout(5):
+            while chunk := await reader.read(65536):
+                data += chunk
+        writer.close()
+        found = [e for e in client.receive_data(data) if isinstance(e, ConnectionTerminated)]
+        return found[0].error_code if found else 0
+
+    pings = b"".join(PingFrame(0, b"%08d" % i).serialize() for i in range(40))
+    assert await goaway_code(pings) == 11  # ENHANCE_YOUR_CALM past 30 a second, not the default 200
+    block = Encoder().encode([(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"web.test"),
+                              (b":path", b"/")])
+    pairs = b""
+    for sid in range(1, 61, 2):
+        frame = HeadersFrame(sid, block)
+        frame.flags.add("END_HEADERS")
+        pairs += frame.serialize() + RstStreamFrame(sid, 8).serialize()
+    assert await goaway_code(pairs) == 11  # 30 resets, past 20 a second
 
 
 async def test_http2_client_to_an_http1_app(proxied: Any, tmp_path: Any) -> None:

@@ -48,6 +48,9 @@ def test_flag_wins_over_environment() -> None:
         ("upstream_total_timeout_seconds", "-1", "at least 0"),
         ("cold_start_placeholder", "spinner", "one of hold, page"),
         ("access_log_sample_rate", "1.5", "from 0 to 1"),
+        ("h2_stream_window_bytes", "1000", "65535-2147483647"),
+        ("h2_connection_window_bytes", "2147483648", "65535-2147483647"),
+        ("h2_resets_per_second", "0", "at least 1"),
     ],
 )
 def test_bad_value_names_the_setting(name: str, value: str, reason: str) -> None:
