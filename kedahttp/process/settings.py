@@ -351,7 +351,7 @@ OTHER_VARIABLES: Mapping[str, str] = {
 _SERVICE_LINK = re.compile(r"^KEDAHTTP_\w*_(SERVICE_HOST|SERVICE_PORT\w*|PORT(_\d+_(TCP|UDP|SCTP)\w*)?)$")
 
 _METAVARS: Mapping[Callable[[str], Any], str] = {
-    parse_address: "HOST:PORT", _positive_int: "INTEGER", _positive_float: "NUMBER",
+    parse_address: "HOST:PORT", _positive_int: "INTEGER", _window_bytes: "BYTES", _positive_float: "NUMBER",
     _non_negative_float: "NUMBER", _boolean: "BOOLEAN", _bus_url: "URL",
 }
 
