@@ -3,7 +3,7 @@
 Built on the ``h2`` library, in the test's event loop. Paths: ``/echo`` answers the request body,
 ``/big?n=BYTES`` sends that many bytes (honouring the client's flow control), ``/trailers`` ends with a
 trailer, ``/reset`` resets the stream (CANCEL), ``/goaway`` answers then sends GOAWAY, ``/hang`` never
-answers, ``/stall`` sends a head with content-length 4000 and 2000 bytes, then nothing; anything else
+answers, ``/sleep?ms=N`` answers after N milliseconds (the stream stays open that long), ``/stall`` sends a head with content-length 4000 and 2000 bytes, then nothing; anything else
 answers "<app> <method> <path>". Every request's headers are recorded.
 """
 
@@ -76,9 +76,19 @@ class _Conn(asyncio.Protocol):
             out = body
         else:
             out = b"%s %s %s" % (self.app.name.encode(), head.get(b":method", b""), path)
+        if path.startswith(b"/sleep"):
+            delay = int(path.partition(b"ms=")[2] or b"100") / 1000
+            asyncio.get_running_loop().call_later(delay, self._reply, sid, out, False)
+            return
+        self._reply(sid, out, path == b"/trailers")
+
+    def _reply(self, sid: int, out: bytes, trailers: bool) -> None:
+        if self.transport.is_closing() or sid not in self.conn.streams:
+            return  # the connection or the stream went away meanwhile
         self.conn.send_headers(sid, [(b":status", b"200"), (b"content-length", str(len(out)).encode())])
-        self.outgoing[sid] = (memoryview(out), path == b"/trailers")
+        self.outgoing[sid] = (memoryview(out), trailers)
         self._pump()
+        self.transport.write(self.conn.data_to_send())
 
     def _pump(self) -> None:
         """Sends what each stream still has, as far as the client's windows allow."""

@@ -7,6 +7,7 @@ flow control on a large body, trailers, and graceful drain (GOAWAY, open streams
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import socket
@@ -31,6 +32,7 @@ from hyperframe.frame import HeadersFrame, PingFrame, RstStreamFrame, SettingsFr
 
 from kedahttp.process.settings import parse_networks
 from kedahttp.proxy.sources import Backend
+from tests.harness.bus_log import aggregated, messages_on
 from tests.harness.h2_upstream import H2App
 from tests.harness.static_source import StaticSource
 from tests.harness.waiting import until
@@ -92,6 +94,35 @@ async def test_h2load_many_streams_on_few_connections(proxied: Any, h2app: H2App
     counters = proxied.counters("default/web")
     assert counters.completed == 2000 and counters.in_flight == 0
     assert h2app.connections <= 4  # streams were multiplexed onto shared upstream connections
+
+
+async def test_streams_in_flight_under_load_match_the_aggregator(proxied: Any, h2app: H2App) -> None:
+    """h2load keeps 4 x 25 streams open on an app that answers each after 300 ms: the scaler's aggregator,
+    folding the proxy's reports from the bus, sees 100 in flight while the load runs and never more, and
+    every stream started and completed exactly once in the reports."""
+    h2load = shutil.which("h2load")
+    if h2load is None:
+        pytest.fail("h2load missing: `make bench-tools` installs nghttp2-client")
+    proc = await asyncio.create_subprocess_exec(
+        h2load, "-n", "800", "-c", "4", "-m", "25", "-H", ":authority: web.test",
+        f"http://127.0.0.1:{proxied.port}/sleep?ms=300", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    bus = proxied.proxy.settings.bus
+    seen: list[int] = []
+    while proc.returncode is None:
+        await asyncio.sleep(0.25)
+        seen.append((await aggregated(bus)).metrics("default/web", time.time()).in_flight)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(proc.wait()), 0.01)
+    out = (await proc.communicate())[0].decode()
+    assert "800 succeeded, 0 failed, 0 errored" in out, out
+    assert max(seen) == 100 and seen.count(100) >= 3, seen  # 2.4 s of load, sampled every 0.25 s
+    await asyncio.sleep(0.4)  # a few report intervals
+    assert (await aggregated(bus)).metrics("default/web", time.time()).in_flight == 0
+    reports = [m for m in await messages_on(bus) if hasattr(m, "seq")]
+    started = sum(b.started for r in reports for b in r.backends if b.backend == "default/web")
+    completed = sum(b.completed for r in reports for b in r.backends if b.backend == "default/web")
+    assert (started, completed) == (800, 800)
 
 
 def _h2_client() -> H2Connection:
