@@ -299,7 +299,7 @@ async def test_stream_and_header_limits_come_from_the_settings(h2app: H2App, pro
                 data += chunk
         writer.close()
         found = [e for e in client.receive_data(data) if isinstance(e, ConnectionTerminated)]
-        return found[0].error_code if found else 0
+        return (found[0].error_code or 0) if found else 0
 
     pings = b"".join(PingFrame(0, b"%08d" % i).serialize() for i in range(40))
     assert await goaway_code(pings) == 11  # ENHANCE_YOUR_CALM past 30 a second, not the default 200
