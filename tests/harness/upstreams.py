@@ -2,13 +2,16 @@
 
 ``Upstream`` is a well-behaved aiohttp app (echo, headers, big bodies, status codes, slow answers,
 WebSocket); ``FixedUpstream`` and ``ScriptedUpstream`` are raw asyncio servers that misbehave on purpose
-(answer twice, write before a 101, ...). The recording upstream (``recorder.py``) and the scriptable
-faulty one (``faulty_upstream.py``) live beside this module.
+(answer twice, write before a 101, ...); ``UnacceptingEndpoint`` never accepts a connection. The
+recording upstream (``recorder.py``) and the scriptable faulty one (``faulty_upstream.py``) live beside
+this module.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -164,3 +167,32 @@ class ScriptedUpstream(_RawUpstream):
             pass
         finally:
             writer.close()
+
+
+class UnacceptingEndpoint:
+    """A listening socket whose accept queue is full and never drained, used as ``with``: a connect to
+    ``endpoint`` neither succeeds nor fails (its SYNs are dropped) until the connecting side gives up."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.filling: list[socket.socket] = []
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def __enter__(self) -> UnacceptingEndpoint:
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        for _ in range(4):  # more than the queue holds (backlog 0: one connection)
+            sock = socket.socket()
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                sock.connect(self.listener.getsockname())
+            self.filling.append(sock)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sock in self.filling:
+            sock.close()
+        self.listener.close()

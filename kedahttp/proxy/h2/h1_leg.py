@@ -17,9 +17,9 @@ from typing import Any
 import httptools
 
 from kedahttp.proxy.h2.stream import Stream
+from kedahttp.proxy.h2.upstream import dial
 from kedahttp.proxy.h2.wire import Fields
 
-CONNECT_TIMEOUT_SECONDS = 5.0
 PAUSE_BYTES = 256 * 1024
 HOP_BY_HOP = frozenset((
     b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te", b"trailer",
@@ -158,11 +158,8 @@ class H1Leg(asyncio.Protocol):
 
 
 async def connect(stream: Stream, flush: Callable[[], None], on_unreachable: Callable[[Stream], None]) -> None:
-    host, _, port = stream.endpoint.rpartition(":")
-    loop = asyncio.get_running_loop()
     try:
-        async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
-            await loop.create_connection(lambda: H1Leg(stream, flush), host.strip("[]"), int(port))
+        await dial(stream, H1Leg(stream, flush))
     except (OSError, TimeoutError):
         if not stream.done:
             on_unreachable(stream)
