@@ -114,17 +114,27 @@ class Upstream:
 
 
 class _RawUpstream:
-    """An asyncio server on a free port, used as ``async with``; ``_serve`` handles one connection."""
+    """An asyncio server on a free port, used as ``async with``; ``_serve`` handles one connection.
+    ``connections`` counts the connections it accepted."""
 
     def __init__(self) -> None:
         self.port = 0
+        self.connections = 0
         self._server: asyncio.Server | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
 
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        await self._serve(reader, writer)
+
     async def __aenter__(self) -> Any:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
