@@ -2,13 +2,16 @@
 
 ``Upstream`` is a well-behaved aiohttp app (echo, headers, big bodies, status codes, slow answers,
 WebSocket); ``FixedUpstream`` and ``ScriptedUpstream`` are raw asyncio servers that misbehave on purpose
-(answer twice, write before a 101, ...). The recording upstream (``recorder.py``) and the scriptable
-faulty one (``faulty_upstream.py``) live beside this module.
+(answer twice, write before a 101, ...); ``UnacceptingEndpoint`` never accepts a connection. The
+recording upstream (``recorder.py``) and the scriptable faulty one (``faulty_upstream.py``) live beside
+this module.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -111,17 +114,27 @@ class Upstream:
 
 
 class _RawUpstream:
-    """An asyncio server on a free port, used as ``async with``; ``_serve`` handles one connection."""
+    """An asyncio server on a free port, used as ``async with``; ``_serve`` handles one connection.
+    ``connections`` counts the connections it accepted."""
 
     def __init__(self) -> None:
         self.port = 0
+        self.connections = 0
         self._server: asyncio.Server | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
 
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        await self._serve(reader, writer)
+
     async def __aenter__(self) -> Any:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -164,3 +177,32 @@ class ScriptedUpstream(_RawUpstream):
             pass
         finally:
             writer.close()
+
+
+class UnacceptingEndpoint:
+    """A listening socket whose accept queue is full and never drained, used as ``with``: a connect to
+    ``endpoint`` neither succeeds nor fails (its SYNs are dropped) until the connecting side gives up."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.filling: list[socket.socket] = []
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def __enter__(self) -> UnacceptingEndpoint:
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        for _ in range(4):  # more than the queue holds (backlog 0: one connection)
+            sock = socket.socket()
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                sock.connect(self.listener.getsockname())
+            self.filling.append(sock)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sock in self.filling:
+            sock.close()
+        self.listener.close()

@@ -58,6 +58,7 @@ class H2Side:
         self.dirty: set[H2Downstream] = set()
         self.flush_pending = False  # a flush_now is due at the end of this turn of the loop
         self.pool = H2UpstreamPool(self.flush, self._unreachable)
+        self.h1_pool = h1_leg.H1Pool(self.flush, self._unreachable)  # keep-alive connections to HTTP/1.1 apps
         self.draining = False
         self.quiet: asyncio.Event | None = None  # set when the drain finds no stream left
         self.now = _clock()
@@ -152,8 +153,8 @@ class H2Side:
         stream.attempts += 1
         if route.backend.protocol == "h2c":
             self.pool.start(stream)
-        else:  # an HTTP/1.1 app: the stream becomes one exchange on a connection of its own
-            self.pool.tasks.spawn(h1_leg.connect(stream, self.flush, self._unreachable), "h1 " + stream.endpoint)
+        else:  # an HTTP/1.1 app: the stream becomes one exchange on a keep-alive connection
+            self.h1_pool.start(stream)
 
     def hold(self, stream: Stream, now: float) -> None:
         route = stream.route
@@ -262,9 +263,10 @@ class H2Side:
                 if due:
                     self._timed_out(stream, due)
         self.pool.sweep(now)
+        self.h1_pool.sweep(now)
         self.flush()
         self._sweeper = None
-        if self.connections or self.pool.conns:
+        if self.connections or self.pool.conns or self.h1_pool.idle:
             self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every(), self._sweep)
 
     def _sweep_every(self) -> float:
@@ -319,3 +321,4 @@ class H2Side:
             else:
                 conn.transport.close()
         await self.pool.close()
+        await self.h1_pool.close()

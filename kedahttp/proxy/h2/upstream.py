@@ -25,11 +25,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kedahttp.proxy.h2")
 
-CONNECT_TIMEOUT_SECONDS = 5.0
 STREAM_WINDOW_BYTES = 256 * 1024  # what the app may send on one stream ahead of the client reading it
 CONNECTION_WINDOW_BYTES = 16 * 1024 * 1024
 ASSUMED_STREAMS = 100  # streams a connection is given before the app's SETTINGS say how many it takes
 IDLE_TIMEOUT_SECONDS = 30.0  # an upstream connection without a stream this long is closed (as HTTP/1.1's)
+
+
+async def dial(stream: Stream, protocol: asyncio.Protocol) -> None:
+    """Connects ``protocol`` to the stream's endpoint within its app's connect timeout (the route's limits,
+    as for HTTP/1.1 clients: upstream.py); raises OSError or TimeoutError. Only routed streams are sent."""
+    route = stream.route
+    assert route is not None
+    host, _, port = stream.endpoint.rpartition(":")
+    async with asyncio.timeout(route.limits.connect_timeout_seconds):
+        await asyncio.get_running_loop().create_connection(lambda: protocol, host.strip("[]"), int(port))
 
 
 class H2Upstream(StreamEnd):
@@ -250,14 +259,13 @@ class H2UpstreamPool:
         up = H2Upstream(self, endpoint)
         conns.append(up)
         up.pending.append(stream)
-        self.tasks.spawn(self._connect(up), f"connect {endpoint}")
+        self.tasks.spawn(self._connect(up, stream), f"connect {endpoint}")
 
-    async def _connect(self, up: H2Upstream) -> None:
-        host, _, port = up.endpoint.rpartition(":")
-        loop = asyncio.get_running_loop()
+    async def _connect(self, up: H2Upstream, stream: Stream) -> None:
+        """Opens ``up`` for the streams that wait for it, within the connect timeout of the app of ``stream``,
+        the first of them (the streams to one endpoint are one app's)."""
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
-                await loop.create_connection(lambda: up, host.strip("[]"), int(port))
+            await dial(stream, up)
         except (OSError, TimeoutError):
             up.usable = False
             self.forget(up)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from kedahttp.process.settings import Settings
+from tests.harness.faulty_upstream import FaultyUpstream
 from tests.harness.h2_upstream import H2App
 from tests.harness.proxy import RunningProxy, app_backend, make_settings, start_proxy
 from tests.harness.slow_upstream import SlowUpstream
@@ -35,6 +36,14 @@ async def proxy_factory() -> AsyncIterator[Any]:
 @pytest.fixture
 async def upstream() -> AsyncIterator[Upstream]:
     server = await Upstream().start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def faulty() -> AsyncIterator[FaultyUpstream]:
+    """An HTTP/1.1 app whose faults each request chooses (faulty_upstream.py); it counts its connections."""
+    server = await FaultyUpstream().start()
     yield server
     await server.stop()
 

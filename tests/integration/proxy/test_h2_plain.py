@@ -1,7 +1,8 @@
 """Plain HTTP/2 through the proxy: curl --http2-prior-knowledge and h2load against an h2c app.
 
 Also the hand-over itself: HTTP/1.1 and HTTP/2 clients on the same port, a preface split across reads,
-flow control on a large body, trailers, and graceful drain (GOAWAY, open streams finish).
+flow control on a large body, trailers, and graceful drain (GOAWAY, open streams finish); and HTTP/2
+clients of HTTP/1.1 apps, over keep-alive connections (counted on the app's side).
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ from hyperframe.frame import HeadersFrame, PingFrame, RstStreamFrame, SettingsFr
 from kedahttp.process.settings import parse_networks
 from kedahttp.proxy.sources import Backend
 from tests.harness.bus_log import aggregated, messages_on
+from tests.harness.faulty_upstream import FaultyUpstream, body_for
 from tests.harness.h2_upstream import H2App
 from tests.harness.static_source import StaticSource
+from tests.harness.upstreams import FixedUpstream
 from tests.harness.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
@@ -397,3 +400,120 @@ async def test_malformed_fields_are_reset_and_never_reach_an_http1_app(proxied: 
                                f"http://127.0.0.1:{proxied.port}/headers")
     assert code == 0 and json.loads(out)["path"] == "/headers", err
     assert len(upstream.requests) == 1
+
+
+# -- HTTP/2 clients of HTTP/1.1 apps: keep-alive connections (h1_leg.py) ---------------------------------
+
+async def _h1_app(proxy_factory: Any, endpoint: str) -> Any:
+    """The proxy in front of an HTTP/1.1 app at ``endpoint``, as old.test."""
+    return await proxy_factory(StaticSource([Backend("default/old", ("old.test",))], {"default/old": [endpoint]}))
+
+
+async def _streams(reader: asyncio.StreamReader, writer: Any, conn: H2Connection, *paths: bytes,
+                   method: bytes = b"GET", body: bytes | None = None) -> list[Any]:
+    """Sends one stream per path to old.test at once and waits for them all: [headers, body, trailers] each."""
+    sids = []
+    for path in paths:
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(b":method", method), (b":scheme", b"http"), (b":authority", b"old.test"),
+                                (b":path", path)], end_stream=body is None)
+        if body is not None:
+            conn.send_data(sid, body, end_stream=True)
+        sids.append(sid)
+    writer.write(conn.data_to_send())
+    got = await asyncio.wait_for(_collect(reader, conn, writer, len(sids)), 10)
+    return [got[sid] for sid in sids]
+
+
+async def test_http2_streams_to_an_http1_app_reuse_keep_alive_connections(faulty: FaultyUpstream,
+                                                                           proxy_factory: Any) -> None:
+    running = await _h1_app(proxy_factory, faulty.endpoint)
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+    conn = _h2_client()
+    for i in range(20):  # one after another: one connection to the app
+        (got,) = await _streams(reader, writer, conn, b"/ok/seq-%d?n=3000" % i)
+        assert got[0][b":status"] == b"200" and got[1] == body_for(f"seq-{i}", 3000)
+    assert faulty.connections == 1
+    for r in range(5):  # eight at once (the app takes 20 ms each): eight connections, reused round after round
+        got = await _streams(reader, writer, conn, *(b"/ok/par-%d-%d?n=3000&delay=20" % (r, i) for i in range(8)))
+        assert [g[1] for g in got] == [body_for(f"par-{r}-{i}", 3000) for i in range(8)]
+    assert faulty.connections == 8
+    h2load = shutil.which("h2load")
+    if h2load is None:
+        pytest.fail("h2load missing: `make bench-tools` installs nghttp2-client")
+    code, out, err = await run(h2load, "-n", "600", "-c", "2", "-m", "4", "-H", ":authority: old.test",
+                               f"http://127.0.0.1:{running.port}/ok/load?n=100")
+    assert code == 0, err
+    assert "600 succeeded, 0 failed, 0 errored" in out, out
+    assert faulty.connections == 8  # never more streams at once than idle connections
+    counters = running.counters("default/old")
+    assert counters.completed == 20 + 40 + 600 and counters.in_flight == 0
+    side = running.proxy.h2
+    side.h1_pool.idle_timeout_seconds = 0.5  # the idle ones close after the (h2c pool's) idle timeout
+    await until(lambda: not side.h1_pool.idle and faulty.open_connections == 0, 5, "the idle connections closed")
+    writer.close()
+
+
+async def test_an_http1_app_closing_an_idle_connection_loses_no_request(faulty: FaultyUpstream,
+                                                                        proxy_factory: Any) -> None:
+    running = await _h1_app(proxy_factory, faulty.endpoint)
+    side = running.proxy.h2
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+    conn = _h2_client()
+    # the app closes its connection, unread, as the next request arrives (its keep-alive timeout firing just
+    # then): that request goes again, on a new connection
+    await _streams(reader, writer, conn, b"/ok/warm?close_next=1")
+    (got,) = await _streams(reader, writer, conn, b"/ok/again?n=500")
+    assert got[0][b":status"] == b"200" and got[1] == body_for("again", 500)
+    assert (faulty.discarded, faulty.processed("again"), faulty.connections) == (1, 1, 2)
+    # the app closes connections idle for 0.3 s: the proxy sees it and opens a new one for the next request
+    faulty.idle_close_seconds = 0.3
+    await _streams(reader, writer, conn, b"/ok/before-idle")
+    await until(lambda: not any(side.h1_pool.idle.values()), 5, "the closed idle connection forgotten")
+    (got,) = await _streams(reader, writer, conn, b"/ok/after-idle?n=500")
+    assert got[0][b":status"] == b"200" and got[1] == body_for("after-idle", 500)
+    assert faulty.connections == 3
+    assert running.counters("default/old").completed == 4
+    writer.close()
+
+
+async def test_a_request_the_app_may_have_acted_on_is_not_sent_twice(faulty: FaultyUpstream,
+                                                                     proxy_factory: Any) -> None:
+    """A reused connection closed before any byte of the response: only an idempotent request whose body
+    was not written yet goes again (the app may have acted on the request before closing)."""
+    running = await _h1_app(proxy_factory, faulty.endpoint)
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+    conn = _h2_client()
+    await _streams(reader, writer, conn, b"/ok/warm-1")
+    # drop_first: the app reads the whole request, then closes without a byte (a crash after acting on it)
+    (got,) = await _streams(reader, writer, conn, b"/drop_first/get-1?n=100")
+    assert got[0][b":status"] == b"200" and got[1] == body_for("get-1", 100)
+    assert faulty.processed("get-1") == 2  # a GET may be: it is sent again
+    await _streams(reader, writer, conn, b"/ok/warm-2")
+    (got,) = await _streams(reader, writer, conn, b"/drop_first/post-1", method=b"POST", body=b"order=1")
+    assert got[0][b":status"] == b"502" and faulty.processed("post-1") == 1  # a POST is never sent twice
+    await _streams(reader, writer, conn, b"/ok/warm-3?close_next=1")
+    (got,) = await _streams(reader, writer, conn, b"/ok/put-1", method=b"PUT", body=b"p" * 1000)
+    assert got[0][b":status"] == b"502"  # its body was written and given back to the client: not kept
+    assert faulty.discarded == 1 and faulty.processed("put-1") == 0
+    writer.close()
+
+
+@pytest.mark.parametrize(("response", "connections"), [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 1),
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", 3),
+    (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", 3),  # HTTP/1.0 without keep-alive
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbad", 3),
+])
+async def test_a_connection_is_not_reused_after_a_response_that_ends_it(proxy_factory: Any, response: bytes,
+                                                                 connections: int) -> None:
+    """``Connection: close``, HTTP/1.0, or a second response to one request (which never reaches a stream)."""
+    async with FixedUpstream(response) as app:  # keeps every connection open and answers every request on it
+        running = await _h1_app(proxy_factory, app.endpoint)
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        conn = _h2_client()
+        for _ in range(3):
+            (got,) = await _streams(reader, writer, conn, b"/x")
+            assert got[0][b":status"] == b"200" and got[1] == b"ok"
+        assert app.connections == connections
+        writer.close()

@@ -1,7 +1,8 @@
 """The per-app upstream timeouts hold for HTTP/2 clients too, on real sockets: to an h2c app and to an
 HTTP/1.1 app, a hung app gets 504 (a gRPC call: UNAVAILABLE, so its retry policy applies) after the
 response-header timeout, a stalled body is cut after the idle timeout, a slow steady stream is not, and
-each is counted and logged as an upstream timeout, as for HTTP/1.1 clients (test_upstream_timeouts.py).
+each is counted and logged as an upstream timeout, as for HTTP/1.1 clients (test_upstream_timeouts.py);
+and an app's connect timeout bounds the wait for an endpoint that never accepts.
 
 The side's sweep checks them (no timer per stream), every tenth of the shortest timeout: each fires
 between its value and its value plus two sweep periods; the bounds below add a margin for a loaded machine.
@@ -14,12 +15,14 @@ from typing import Any
 
 import pytest
 
+from kedahttp.proxy.app_settings import AppSettings
 from kedahttp.proxy.sources import Backend
 from tests.harness.clients import curl
 from tests.harness.h2_upstream import H2App
 from tests.harness.proxy import RunningProxy, make_settings, metric
 from tests.harness.slow_upstream import SlowUpstream
 from tests.harness.static_source import StaticSource
+from tests.harness.upstreams import UnacceptingEndpoint
 from tests.harness.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
@@ -97,3 +100,25 @@ async def test_a_slow_steady_stream_is_never_cut(proxy_factory: Any, h2app: H2Ap
     assert took >= 3.0
     page = await running.metrics()
     assert metric(page, "kedahttp_proxy_upstream_errors_total") == 0
+
+
+async def test_an_endpoint_that_never_accepts_is_given_up_after_the_apps_connect_timeout(
+        proxy_factory: Any) -> None:
+    """The app's own connect timeout (0.5 s here; the proxy-wide one stays 5 s), to an h2c app and to an
+    HTTP/1.1 app alike: a stream is answered 502 (a gRPC call: UNAVAILABLE) once it has passed."""
+    quick = AppSettings(connect_timeout_seconds=0.5)
+    with UnacceptingEndpoint() as nowhere:
+        backends = [Backend("default/web", ("web.test",), protocol="h2c", settings=quick),
+                    Backend("default/old", ("old.test",), settings=quick)]
+        running: RunningProxy = await proxy_factory(
+            StaticSource(backends, {"default/web": [nowhere.endpoint], "default/old": [nowhere.endpoint]}))
+        for host in ("web.test", "old.test"):
+            code, out, err, took = await h2curl(running, host, "/x", "-i")
+            assert code == 0, err
+            assert out.startswith("HTTP/2 502"), out
+            assert 0.5 <= took < 0.5 + 1.0, (host, took)
+        code, out, err, took = await h2curl(running, "web.test", "/x", "-i", "-H", "content-type: application/grpc",
+                                            "-H", "te: trailers", "--data-binary", "")
+        assert code == 0, err
+        assert "grpc-status: 14" in out, out
+        assert 0.5 <= took < 0.5 + 1.0, took
