@@ -89,6 +89,8 @@ class H1Leg(asyncio.Protocol):
         self.body_sent = False  # a byte of the request body was written
         self.complete = False  # the whole response was read (what is left may wait for the client)
         self.keep_alive = False  # ... and the app allowed the connection to carry another
+        self.answered = False  # the final response head came
+        self.framed = False  # ... with a length or chunks (else its body ends with the connection)
 
     def bind(self, stream: Stream) -> None:
         """The stream's request goes out here (a connection just opened, or one from the pool)."""
@@ -97,6 +99,7 @@ class H1Leg(asyncio.Protocol):
         self.headers = []
         self.outstanding = 0
         self.got_bytes = self.body_sent = self.complete = self.keep_alive = False
+        self.answered = self.framed = False
         method = next((field[1] for field in stream.head if field[0] == b":method"), b"")
         self.head_only = method == b"HEAD"
         self.idempotent = method in IDEMPOTENT
@@ -144,6 +147,11 @@ class H1Leg(asyncio.Protocol):
         stream, self.stream = self.stream, None
         if stream is None or self.complete or stream.done:
             return
+        if self.answered and not self.framed:  # a body without length or chunks ends with the connection
+            self.complete = True  # (RFC 9112 6.3, item 8), which httptools is never told about
+            stream.upstream_end(None)
+            self.pool.side_flush()
+            return
         # Sent again only when that is safe: the connection had waited in the pool, so the app may have
         # closed it (its keep-alive timeout) just as the request went out; no byte of a response came, so
         # the request has no answer; the method is idempotent, because a close tells nothing of whether
@@ -175,6 +183,8 @@ class H1Leg(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
+        if name == b"content-length" or name == b"transfer-encoding":
+            self.framed = True
         if name not in HOP_BY_HOP:
             self.headers.append((name, value, False))
 
@@ -184,7 +194,10 @@ class H1Leg(asyncio.Protocol):
         status = self.parser.get_status_code()
         headers, self.headers = self.headers, []
         if status < 200:  # 100 Continue and the like: the final answer follows
+            self.framed = False
             return
+        self.answered = True
+        self.framed = self.framed or status in (204, 304)
         stream.response([(b":status", str(status).encode(), False), *headers], self.head_only)
         if self.head_only:
             self.transport.close()

@@ -51,7 +51,6 @@ MAX_FRAME_BYTES = 16384  # the largest frame the client may send (the app's SETT
 TABLE_BYTES = 4096  # HPACK dynamic table size either way (both sides' SETTINGS are capped to it)
 MAX_CONTINUATIONS = 64  # CONTINUATION frames in one header block before the connection ends
 LINGER_SECONDS = 2.0
-CONNECT_TIMEOUT_SECONDS = 5.0
 # the client's SETTINGS on their way to the app: no server push (the proxy does not relay it), and frames
 # and HPACK table no larger than the relay's own bounds
 CLIENT_CAPS = {f.ENABLE_PUSH: 0, f.MAX_FRAME_SIZE: MAX_FRAME_BYTES, f.HEADER_TABLE_SIZE: TABLE_BYTES}
@@ -262,7 +261,7 @@ class Relay(asyncio.Protocol):
             host, _, port = endpoints[i % len(endpoints)].rpartition(":")
             loop = asyncio.get_running_loop()
             try:
-                async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+                async with asyncio.timeout(route.limits.connect_timeout_seconds):  # the app's, as everywhere
                     await loop.create_connection(lambda: self.up, host.strip("[]"), int(port))
                 ok = True
             except (OSError, TimeoutError):

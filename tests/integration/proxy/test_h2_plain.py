@@ -517,3 +517,32 @@ async def test_a_connection_is_not_reused_after_a_response_that_ends_it(proxy_fa
             assert got[0][b":status"] == b"200" and got[1] == b"ok"
         assert app.connections == connections
         writer.close()
+
+
+async def test_an_http1_body_that_ends_with_the_connection_reaches_the_http2_client_whole(proxy_factory: Any) -> None:
+    """An HTTP/1.1 app that answers without a length or chunks and closes (RFC 9112 6.3): the close is the
+    end of the body, and the HTTP/2 client gets all of it and a clean end of stream, not a reset."""
+    body = bytes(range(256)) * 400
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n\r\n" + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    endpoint = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    running = await proxy_factory(StaticSource([Backend("default/eof", ("eof.test",))], {"default/eof": [endpoint]}))
+    try:
+        for _ in range(10):
+            reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+            conn = _h2_client()
+            _request(conn, b"eof.test", b"/")
+            writer.write(conn.data_to_send())
+            out = await asyncio.wait_for(_collect(reader, conn, writer, 1), 5)
+            writer.close()
+            head, got, _ = out[1]
+            assert head[b":status"] == b"200" and got == body
+        assert running.counters("default/eof").completed == 10
+    finally:
+        server.close()
