@@ -8,7 +8,6 @@ clients of HTTP/1.1 apps, over keep-alive connections (counted on the app's side
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import shutil
 import socket
@@ -86,14 +85,20 @@ async def test_curl_prior_knowledge(proxied: Any, h2app: H2App, tmp_path: Any) -
     assert out == "404"
 
 
-async def test_h2load_many_streams_on_few_connections(proxied: Any, h2app: H2App) -> None:
-    h2load = shutil.which("h2load")
-    if h2load is None:
+async def h2load(port: int, authority: str, path: str, requests: int, connections: int, streams: int) -> str:
+    """Runs h2load (``requests`` on ``connections`` with ``streams`` each); every request must succeed."""
+    binary = shutil.which("h2load")
+    if binary is None:
         pytest.fail("h2load missing: `make bench-tools` installs nghttp2-client")
-    code, out, err = await run(h2load, "-n", "2000", "-c", "2", "-m", "20", "-H", ":authority: web.test",
-                               f"http://127.0.0.1:{proxied.port}/x")
+    code, out, err = await run(binary, "-n", str(requests), "-c", str(connections), "-m", str(streams),
+                               "-H", f":authority: {authority}", f"http://127.0.0.1:{port}{path}")
     assert code == 0, err
-    assert "2000 succeeded, 0 failed, 0 errored" in out, out
+    assert f"{requests} succeeded, 0 failed, 0 errored" in out, out
+    return out
+
+
+async def test_h2load_many_streams_on_few_connections(proxied: Any, h2app: H2App) -> None:
+    await h2load(proxied.port, "web.test", "/x", 2000, 2, 20)
     counters = proxied.counters("default/web")
     assert counters.completed == 2000 and counters.in_flight == 0
     assert h2app.connections <= 4  # streams were multiplexed onto shared upstream connections
@@ -103,22 +108,13 @@ async def test_streams_in_flight_under_load_match_the_aggregator(proxied: Any, h
     """h2load keeps 4 x 25 streams open on an app that answers each after 300 ms: the scaler's aggregator,
     folding the proxy's reports from the bus, sees 100 in flight while the load runs and never more, and
     every stream started and completed exactly once in the reports."""
-    h2load = shutil.which("h2load")
-    if h2load is None:
-        pytest.fail("h2load missing: `make bench-tools` installs nghttp2-client")
-    proc = await asyncio.create_subprocess_exec(
-        h2load, "-n", "800", "-c", "4", "-m", "25", "-H", ":authority: web.test",
-        f"http://127.0.0.1:{proxied.port}/sleep?ms=300", stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+    load = asyncio.ensure_future(h2load(proxied.port, "web.test", "/sleep?ms=300", 800, 4, 25))
     bus = proxied.proxy.settings.bus
     seen: list[int] = []
-    while proc.returncode is None:
+    while not load.done():
         await asyncio.sleep(0.25)
         seen.append((await aggregated(bus)).metrics("default/web", time.time()).in_flight)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(proc.wait()), 0.01)
-    out = (await proc.communicate())[0].decode()
-    assert "800 succeeded, 0 failed, 0 errored" in out, out
+    await load  # every call succeeded
     assert max(seen) == 100 and seen.count(100) >= 3, seen  # 2.4 s of load, sampled every 0.25 s
     await asyncio.sleep(0.4)  # a few report intervals
     assert (await aggregated(bus)).metrics("default/web", time.time()).in_flight == 0
@@ -438,13 +434,7 @@ async def test_http2_streams_to_an_http1_app_reuse_keep_alive_connections(faulty
         got = await _streams(reader, writer, conn, *(b"/ok/par-%d-%d?n=3000&delay=20" % (r, i) for i in range(8)))
         assert [g[1] for g in got] == [body_for(f"par-{r}-{i}", 3000) for i in range(8)]
     assert faulty.connections == 8
-    h2load = shutil.which("h2load")
-    if h2load is None:
-        pytest.fail("h2load missing: `make bench-tools` installs nghttp2-client")
-    code, out, err = await run(h2load, "-n", "600", "-c", "2", "-m", "4", "-H", ":authority: old.test",
-                               f"http://127.0.0.1:{running.port}/ok/load?n=100")
-    assert code == 0, err
-    assert "600 succeeded, 0 failed, 0 errored" in out, out
+    await h2load(running.port, "old.test", "/ok/load?n=100", 600, 2, 4)
     assert faulty.connections == 8  # never more streams at once than idle connections
     counters = running.counters("default/old")
     assert counters.completed == 20 + 40 + 600 and counters.in_flight == 0
