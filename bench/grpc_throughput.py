@@ -39,21 +39,32 @@ H2LOAD = shutil.which("h2load") or "/usr/bin/h2load"
 APPS = 10
 CONNECTIONS = 10
 STREAMS = 10
+WARM_UP_SECONDS = 1
 REQUEST = b"\x00\x00\x00\x00\x05world"  # one gRPC message (uncompressed, 5 bytes)
 REPLY = b"\x00\x00\x00\x00\x05hello"
 
 
 def h2load(port: int, paths: list[str], seconds: float, cpu: str | None, tmp: Path,
-           connections: int = CONNECTIONS, streams: int = STREAMS) -> dict[str, float]:
+           connections: int = CONNECTIONS, streams: int = STREAMS, pids: list[int] | None = None) -> dict[str, float]:
+    """h2load's figures; with ``pids``, also the CPU those processes spent per call, counted from the end
+    of h2load's warm-up (whose calls it does not count either) to its end."""
     log = tmp / "h2load.log"
     log.unlink(missing_ok=True)  # h2load appends
-    cmd = [H2LOAD, "-c", str(connections), "-m", str(streams), "-D", str(seconds), "--warm-up-time=1",
+    cmd = [H2LOAD, "-c", str(connections), "-m", str(streams), "-D", str(seconds), f"--warm-up-time={WARM_UP_SECONDS}",
            "-d", str(tmp / "request.bin"), "-H", "content-type: application/grpc", "-H", "te: trailers",
            "-H", ":authority: grpc.bench", f"--log-file={log}",
            *(f"http://127.0.0.1:{port}{path}" for path in paths)]
     if cpu is not None and TASKSET:
         cmd = [TASKSET, "-c", cpu, *cmd]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cpu_from = 0.0
+    if pids:
+        time.sleep(WARM_UP_SECONDS)
+        cpu_from = _cpu_seconds(pids)
+    out, err = proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"h2load failed against port {port}: {err[-600:]}")
+    spent = _cpu_seconds(pids) - cpu_from if pids else 0.0
     done = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded", out)
     assert done, out
     failed = int(done.group(2)) - int(done.group(3))
@@ -61,17 +72,13 @@ def h2load(port: int, paths: list[str], seconds: float, cpu: str | None, tmp: Pa
         raise RuntimeError(f"h2load: calls failed against port {port} {paths[:2]}:\n{out[-600:]}")
     rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
     durations = sorted(int(line.split("\t")[2]) for line in log.read_text().splitlines() if line.strip())
-    return {"rps": round(rps), "requests": int(done.group(3)), "failed": failed,
-            "p50_ms": round(durations[len(durations) // 2] / 1000, 3),
-            "p99_ms": round(durations[int(len(durations) * 0.99)] / 1000, 3)}
-
-
-def measured(port: int, pids: list[int], paths: list[str], seconds: float, cpu: str | None,
-             tmp: Path) -> dict[str, float]:
-    before = _cpu_seconds(pids) if pids else 0.0
-    result = h2load(port, paths, seconds, cpu, tmp)
+    if not durations:
+        raise RuntimeError(f"h2load made no call against port {port} {paths[:2]}:\n{out[-600:]}")
+    result = {"rps": round(rps), "requests": int(done.group(3)), "failed": failed,
+              "p50_ms": round(durations[len(durations) // 2] / 1000, 3),
+              "p99_ms": round(durations[int(len(durations) * 0.99)] / 1000, 3)}
     if pids:
-        result["cpu_us_per_request"] = round((_cpu_seconds(pids) - before) / max(1, result["requests"]) * 1e6, 1)
+        result["cpu_us_per_request"] = round(spent / max(1, result["requests"]) * 1e6, 1)
     return result
 
 
@@ -146,12 +153,14 @@ def run(quick: bool) -> dict[str, Any]:
         shapes = {"one_app": one_app, "many_apps": many_apps}
         runs: dict[str, list[dict[str, float]]] = {}
         for _ in range(rounds):
-            runs.setdefault("direct", []).append(measured(ups[0], [], one_app, seconds, load_cpu, tmp))
+            runs.setdefault("direct", []).append(h2load(ups[0], one_app, seconds, load_cpu, tmp))
             for shape, paths in shapes.items():
-                runs.setdefault(f"nginx_{shape}", []).append(measured(ref, nginx_pids, paths, seconds, load_cpu, tmp))
-                runs.setdefault(f"kedahttp_{shape}", []).append(measured(k1, k1_pids, paths, seconds, load_cpu, tmp))
+                runs.setdefault(f"nginx_{shape}", []).append(
+                    h2load(ref, paths, seconds, load_cpu, tmp, pids=nginx_pids))
+                runs.setdefault(f"kedahttp_{shape}", []).append(
+                    h2load(k1, paths, seconds, load_cpu, tmp, pids=k1_pids))
                 runs.setdefault(f"kedahttp_relay_{shape}", []).append(
-                    measured(kr, kr_pids, paths, seconds, load_cpu, tmp))
+                    h2load(kr, paths, seconds, load_cpu, tmp, pids=kr_pids))
         res = {name: _summary(r) for name, r in runs.items()}
         single = {name: h2load(port, one_app, 2, load_cpu, tmp, connections=1, streams=1)
                   for name, port in (("direct", ups[0]), ("nginx", ref), ("kedahttp", k1), ("kedahttp_relay", kr))}

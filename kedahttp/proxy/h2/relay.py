@@ -611,7 +611,7 @@ class Relay(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _to_client(self, data: bytes) -> None:
-        if data and not self.transport.is_closing():
+        if data and not self.transport.is_closing() and not self.lingering:  # after FIN, nothing more
             self.transport.write(data)
 
     def _finish(self, stream: RelayStream, status: int) -> None:
