@@ -49,6 +49,18 @@ _pack_head = struct.Struct(">BHBBL").pack
 _pack_window = struct.Struct(">BHBBLL").pack  # a WINDOW_UPDATE or RST_STREAM: header and one 32-bit word
 
 
+def content_length(fields: Fields) -> int:
+    """A request's declared body length: -1 when it declares none, -2 when the declaration is malformed
+    (not digits, or fields that disagree: RFC 9110 8.6)."""
+    found = -1
+    for name, value, _ in fields:
+        if name == b"content-length":
+            if not value.isdigit() or (found >= 0 and int(value) != found):
+                return -2
+            found = int(value)
+    return found
+
+
 class WireError(Exception):
     """A connection error: the connection ends with GOAWAY ``code``."""
 
@@ -79,7 +91,7 @@ class Events(Protocol):
 class WireStream:
     """A stream as the wire keeps it, from its HEADERS until both ends ended or one reset it."""
 
-    __slots__ = ("local_ended", "recv", "remote_ended", "send", "started", "unacked")
+    __slots__ = ("expect", "local_ended", "recv", "remote_ended", "send", "started", "unacked")
 
     def __init__(self, send: int, recv: int) -> None:
         self.send = send  # what we may still send on it (the peer's window)
@@ -88,6 +100,7 @@ class WireStream:
         self.local_ended = False
         self.remote_ended = False
         self.started = False  # its first header block (a request, or a final response) came
+        self.expect = -1  # a request's body bytes still to come by its content-length; -1: none declared
 
 
 class Wire:
@@ -233,6 +246,14 @@ class Wire:
             stop -= data[start]
             start += 1
         end = bool(flags & f.END_STREAM)
+        if stream.expect >= 0:  # a body longer or shorter than its content-length is malformed (RFC 9113 8.1.1):
+            left = stream.expect - (stop - start)  # past an HTTP/1.1 app it would be a second request
+            if left < 0 or (end and left):
+                self._ack_connection(length)
+                self.reset(sid, f.PROTOCOL_ERROR)
+                self.events.on_reset(sid, f.PROTOCOL_ERROR)
+                return
+            stream.expect = left
         if end:
             stream.remote_ended = True
             if stream.local_ended:
@@ -291,12 +312,13 @@ class Wire:
             self.highest = sid
             if self.max_streams and len(self.streams) >= self.max_streams:
                 raise WireError(f.PROTOCOL_ERROR, b"more streams than SETTINGS_MAX_CONCURRENT_STREAMS")
-            problem = request_problem(fields, False)
-            if problem:
+            expect = content_length(fields)
+            if request_problem(fields, False) or expect < -1 or (end and expect > 0):
                 self.out.append(_pack_window(0, 4, f.RST_STREAM, 0, sid, f.PROTOCOL_ERROR))
                 return
             stream = WireStream(self.peer_window, self.stream_window)
             stream.started = True
+            stream.expect = expect
             stream.remote_ended = end
             self.streams[sid] = stream
             self.events.on_headers(sid, fields, end, True)
@@ -313,7 +335,7 @@ class Wire:
                 self._remote_end(sid, stream)
             self.events.on_headers(sid, fields, end, True)
             return
-        if not end or (not self.client and request_problem(fields, True)):
+        if not end or (not self.client and (request_problem(fields, True) or stream.expect > 0)):
             self.reset(sid, f.PROTOCOL_ERROR)
             self.events.on_reset(sid, f.PROTOCOL_ERROR)
             return

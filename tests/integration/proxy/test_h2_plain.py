@@ -28,7 +28,7 @@ from h2.events import (
 )
 from h2.settings import SettingCodes
 from hpack import Encoder
-from hyperframe.frame import HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame
+from hyperframe.frame import DataFrame, HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame
 
 from kedahttp.process.settings import parse_networks
 from kedahttp.proxy.sources import Backend
@@ -536,3 +536,29 @@ async def test_an_http1_body_that_ends_with_the_connection_reaches_the_http2_cli
         assert running.counters("default/eof").completed == 10
     finally:
         server.close()
+
+
+async def test_a_body_longer_than_its_content_length_never_reaches_an_http1_app(proxied: Any, upstream: Any) -> None:
+    """Request smuggling through the HTTP/1.1 leg: content-length 5 and a DATA frame carrying 5 bytes and a
+    second request. Passed on as it came, the app would read two requests; the stream is reset
+    (PROTOCOL_ERROR, RFC 9113 8.1.1) and the app sees neither."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxied.port)
+    fields = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"old.test"), (b":path", b"/headers"),
+              (b"content-length", b"5")]
+    head = HeadersFrame(1, Encoder().encode(fields))
+    head.flags.add("END_HEADERS")
+    body = DataFrame(1, b"hello" + b"GET /smuggled HTTP/1.1\r\nhost: old.test\r\n\r\n")
+    body.flags.add("END_STREAM")
+    writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SettingsFrame(0).serialize() + head.serialize()
+                 + body.serialize())
+    data = b""
+    async with asyncio.timeout(5):
+        while b"\x00\x00\x04\x03\x00\x00\x00\x00\x01" not in data:  # RST_STREAM on stream 1
+            chunk = await reader.read(65536)
+            assert chunk, "closed without a reset"
+            data += chunk
+    at = data.index(b"\x00\x00\x04\x03\x00\x00\x00\x00\x01")
+    assert int.from_bytes(data[at + 9:at + 13], "big") == 1  # PROTOCOL_ERROR
+    writer.close()
+    await asyncio.sleep(0.3)
+    assert not [r for r in upstream.requests if "smuggled" in r["path"]]

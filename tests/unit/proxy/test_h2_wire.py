@@ -297,6 +297,54 @@ def test_the_c_request_check_finds_what_the_python_one_finds() -> None:
         assert _frames.request_problem(bad, False) != b""
 
 
+POST = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a.test"), (b":path", b"/up")]
+
+
+@pytest.mark.parametrize(("declared", "chunks", "ok"), [
+    (b"5", [b"hello"], True),
+    (b"5", [b"he", b"llo"], True),
+    (b"5", [b"hello", b"GET /smuggled HTTP/1.1\r\n\r\n"], False),  # more than declared: never passed on
+    (b"5", [b"hell"], False),  # ends short
+    (b"0", [b"x"], False),
+    (b"-1", [b"x"], False),
+    (b"5, 6", [b"hello"], False),
+])
+def test_a_body_must_match_its_content_length(declared: bytes, chunks: list[bytes], ok: bool) -> None:
+    wire, owner, _ = server()
+    wire.receive(raw_request([*POST, (b"content-length", declared)], end=False))
+    for i, chunk in enumerate(chunks):
+        frame = DataFrame(1, chunk)
+        if i == len(chunks) - 1:
+            frame.flags.add("END_STREAM")
+        wire.receive(frame.serialize())
+    passed = b"".join(e[2] for e in owner.events if e[0] == "data")
+    if ok:
+        assert passed == b"".join(chunks) and owner.events[-1][-1] is True
+        return
+    assert b"smuggled" not in passed
+    sent = out_frames(wire)
+    assert any(isinstance(x, RstStreamFrame) and x.error_code == PROTOCOL_ERROR for x in sent)
+
+
+def test_repeated_content_length_fields_must_agree_and_trailers_cannot_cut_a_body_short() -> None:
+    wire, owner, _ = server()
+    wire.receive(raw_request([*POST, (b"content-length", b"3"), (b"content-length", b"3")], end=False))
+    wire.receive(DataFrame(1, b"abc").serialize())
+    assert owner.events[-1] == ("data", 1, b"abc", 3, False)
+    wire.receive(raw_request([*POST, (b"content-length", b"3"), (b"content-length", b"4")], sid=3, end=False))
+    assert [e[1] for e in owner.events if e[0] == "headers"] == [1]
+    wire.receive(raw_request([*POST, (b"content-length", b"9")], sid=5, end=False))
+    wire.receive(DataFrame(5, b"abc").serialize())
+    trailers = HeadersFrame(5, Encoder().encode([(b"x-t", b"1")]))
+    trailers.flags.add("END_HEADERS")
+    trailers.flags.add("END_STREAM")
+    wire.receive(trailers.serialize())
+    assert owner.events[-1] == ("reset", 5, PROTOCOL_ERROR)
+    wire, owner, _ = server()
+    wire.receive(raw_request([*POST, (b"content-length", b"2")]))  # END_STREAM on HEADERS: no body at all
+    assert owner.events == []
+
+
 def test_trailers_with_a_pseudo_header_or_without_end_stream_reset_the_stream() -> None:
     wire, owner, _peer = server()
     wire.receive(raw_request(REQUEST, end=False))
