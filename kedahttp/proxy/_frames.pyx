@@ -40,8 +40,15 @@ def scan_frames(bytes data, Py_ssize_t start, Py_ssize_t max_length, bint every)
 # two equal on generated header lists). A table says which bytes a field name may hold: lowercase token
 # characters (RFC 9110 5.1, RFC 9113 8.2.1).
 cdef unsigned char _NAME_OK[256]
+cdef unsigned char _METHOD_OK[256]  # a token in any case
+cdef unsigned char _TARGET_OK[256]  # no space, control byte or DEL
 for _c in bytearray(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"):
     _NAME_OK[_c] = 1
+    _METHOD_OK[_c] = 1
+for _c in bytearray(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"):
+    _METHOD_OK[_c] = 1
+for _c in range(256):
+    _TARGET_OK[_c] = 0x21 <= _c != 0x7F
 _CONNECTION_FIELDS = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"))
 
 
@@ -57,13 +64,25 @@ cdef int _pseudo_bit(const unsigned char* p, Py_ssize_t n):
     return 0
 
 
+cdef bint _all_in(const unsigned char* table, bytes value):
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(value)
+    cdef Py_ssize_t i
+    for i in range(PyBytes_GET_SIZE(value)):
+        if not table[p[i]]:
+            return False
+    return True
+
+
 def request_problem(list fields, bint trailers):
     cdef int seen = 0
     cdef int bit
+    cdef int hosts = 0
     cdef bint regular = False
     cdef bytes name, value
     cdef bytes method = b""
     cdef bytes path = b""
+    cdef bytes authority = b""
+    cdef bytes host = b""
     cdef const unsigned char* p
     cdef Py_ssize_t n, i
     cdef unsigned char c
@@ -83,6 +102,8 @@ def request_problem(list fields, bint trailers):
                 method = value
             elif bit == 4:
                 path = value
+            elif bit == 8:
+                authority = value
         else:
             regular = True
             for i in range(n):
@@ -90,6 +111,9 @@ def request_problem(list fields, bint trailers):
                     return b"field name not a lowercase token"
             if name in _CONNECTION_FIELDS or (n == 2 and p[0] == 116 and p[1] == 101 and value != b"trailers"):
                 return b"connection-specific field " + name
+            if n == 4 and memcmp(p, b"host", 4) == 0:
+                host = value
+                hosts += 1
         p = <const unsigned char*>PyBytes_AS_STRING(value)
         n = PyBytes_GET_SIZE(value)
         if n:
@@ -103,8 +127,16 @@ def request_problem(list fields, bint trailers):
         return b""
     if not seen & 1:
         return b"no :method"
+    if not method or not _all_in(_METHOD_OK, method):
+        return b":method not a token"
+    if not _all_in(_TARGET_OK, authority) or not _all_in(_TARGET_OK, path):
+        return b"space or control byte in :authority or :path"
+    if hosts > 1 or (hosts and seen & 8 and host != authority):
+        return b"a second Host, or a Host that differs from :authority"
     if method == b"CONNECT":
         return b"" if seen == 9 else b"CONNECT with :scheme or :path, or without :authority"
     if seen & 6 != 6 or not path:
         return b"no :scheme or :path"
+    if (<const unsigned char*>PyBytes_AS_STRING(path))[0] != 47 and not (path == b"*" and method == b"OPTIONS"):
+        return b":path not origin-form"
     return b""

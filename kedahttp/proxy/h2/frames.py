@@ -133,6 +133,8 @@ _PSEUDO_BITS = {b":method": 1, b":scheme": 2, b":path": 4, b":authority": 8}
 # a field name: lowercase token characters (RFC 9110 5.1, RFC 9113 8.2.1)
 _NAME_BYTES = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
 _BAD_VALUE_BYTES = frozenset(b"\x00\r\n")
+_METHOD_BYTES = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_TARGET_BYTES = frozenset(range(0x21, 0x7F)) | frozenset(range(0x80, 0x100))  # no space, control byte or DEL
 
 
 def request_problem(fields: list[tuple[bytes, bytes, bool]], trailers: bool) -> bytes:
@@ -140,11 +142,15 @@ def request_problem(fields: list[tuple[bytes, bytes, bool]], trailers: bool) -> 
     nothing does: names that are not lowercase tokens, values with NUL, CR or LF or surrounding
     whitespace, connection-specific fields, TE other than "trailers", pseudo-header fields unknown,
     repeated, after a regular field, in trailers, or missing (:method; :scheme and a non-empty :path
-    unless CONNECT). _frames.pyx has the same function in C; the relay and the full stack check with it,
-    so a field that could split an HTTP/1.1 head never reaches an app."""
+    unless CONNECT); a :method that is not a token, a :path that is not origin-form ("/...", or "*" for
+    OPTIONS) or holds a space or control byte, an :authority with one, a Host that differs from the
+    :authority, a second Host. _frames.pyx has the same function in C; the relay and the full stack
+    check with it, so nothing that could split or redirect an HTTP/1.1 request line or head reaches an
+    app."""
     seen = 0
     regular = False
-    method = path = b""
+    method = path = authority = host = b""
+    hosts = 0
     for name, value, _ in fields:
         if not name:
             return b"empty field name"
@@ -157,20 +163,33 @@ def request_problem(fields: list[tuple[bytes, bytes, bool]], trailers: bool) -> 
                 method = value
             elif bit == 4:
                 path = value
+            elif bit == 8:
+                authority = value
         else:
             regular = True
             if not _NAME_BYTES.issuperset(name):
                 return b"field name not a lowercase token"
             if name in CONNECTION_FIELDS or (name == b"te" and value != b"trailers"):
                 return b"connection-specific field " + name
+            if name == b"host":
+                host = value
+                hosts += 1
         if value and (not _BAD_VALUE_BYTES.isdisjoint(value) or value[0] in b" \t" or value[-1] in b" \t"):
             return b"field value with NUL, CR, LF or surrounding whitespace in " + name
     if trailers:
         return b""
     if not seen & 1:
         return b"no :method"
+    if not method or not _METHOD_BYTES.issuperset(method):
+        return b":method not a token"
+    if not _TARGET_BYTES.issuperset(authority) or not _TARGET_BYTES.issuperset(path):
+        return b"space or control byte in :authority or :path"
+    if hosts > 1 or (hosts and seen & 8 and host != authority):
+        return b"a second Host, or a Host that differs from :authority"
     if method == b"CONNECT":
         return b"" if seen == 9 else b"CONNECT with :scheme or :path, or without :authority"
     if seen & 6 != 6 or not path:
         return b"no :scheme or :path"
+    if path[0] != 47 and not (path == b"*" and method == b"OPTIONS"):  # "/"
+        return b":path not origin-form"
     return b""

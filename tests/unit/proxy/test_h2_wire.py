@@ -262,8 +262,13 @@ def test_the_peers_table_size_is_followed() -> None:
     [f for f in REQUEST if f[0] != b":path"],
     [f for f in REQUEST if f[0] != b":method"],
     [(b":path", b"") if f[0] == b":path" else f for f in REQUEST],
+    [(b":path", b"http://b.test/x") if f[0] == b":path" else f for f in REQUEST],
+    [(b":path", b"/a b") if f[0] == b":path" else f for f in REQUEST],
+    [(b":method", b"GET /x") if f[0] == b":method" else f for f in REQUEST],
+    [*REQUEST, (b"host", b"b.test")],
 ], ids=["uppercase", "connection", "transfer-encoding", "te", "crlf", "nul", "space", "space-in-name", "unknown-pseudo",
-        "repeated-pseudo", "pseudo-after-regular", "no-path", "no-method", "empty-path"])
+        "repeated-pseudo", "pseudo-after-regular", "no-path", "no-method", "empty-path", "absolute-path",
+        "space-in-path", "space-in-method", "host-differs"])
 def test_malformed_requests_are_reset_and_never_reach_the_owner(fields: list[tuple[bytes, bytes]]) -> None:
     wire, owner, _peer = server()
     wire.receive(raw_request(fields))
@@ -275,14 +280,15 @@ def test_malformed_requests_are_reset_and_never_reach_the_owner(fields: list[tup
 
 
 _names = st.sampled_from([b":method", b":scheme", b":path", b":authority", b":foo", b"te", b"connection", b"x-a",
-                          b"X-A", b"a b", b"", b"content-type", b"keep-alive", b"upgrade"])
-_values = st.one_of(st.sampled_from([b"GET", b"CONNECT", b"/", b"", b"trailers", b"gzip", b" x", b"x\t", b"a\r\nb",
-                                     b"\x00"]), st.binary(max_size=6))
+                          b"X-A", b"a b", b"", b"content-type", b"keep-alive", b"upgrade", b"host"])
+_values = st.one_of(st.sampled_from([b"GET", b"CONNECT", b"OPTIONS", b"/", b"*", b"/a b", b"h", b"", b"trailers", b"gzip",
+                                     b" x", b"x\t", b"a\r\nb", b"\x00", b"http://h/", b"\x7f", b"G T"]),
+                    st.binary(max_size=6))
 
 
 @needs_c
 @given(st.lists(st.tuples(_names, _values, st.booleans()), max_size=8), st.booleans())
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=3000, deadline=None)
 def test_python_and_c_request_checks_agree(fields: list[tuple[bytes, bytes, bool]], trailers: bool) -> None:
     assert _frames.request_problem(fields, trailers) == frames.request_problem(fields, trailers)
 
@@ -293,7 +299,9 @@ def test_the_c_request_check_finds_what_the_python_one_finds() -> None:
     good = [(n, v, False) for n, v in REQUEST]
     assert _frames.request_problem(good, False) == b""
     for bad in ([*good, (b"x-a", b"b\r\nc", False)], [*good, (b"X", b"1", False)], good[1:],
-                [*good, (b"te", b"gzip", False)], [*good, (b":path", b"/", False)]):
+                [*good, (b"te", b"gzip", False)], [*good, (b":path", b"/", False)], [*good, (b"host", b"b.test", False)],
+                [(b":method", b"GE T", False), *good[1:]], [(b":path", b"http://b.test/", False) if f[0] == b":path"
+                                                              else f for f in good]):
         assert _frames.request_problem(bad, False) != b""
 
 
