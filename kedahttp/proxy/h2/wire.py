@@ -306,7 +306,9 @@ class Wire:
             if self.client or sid <= self.highest:
                 if self.client and self._idle(sid):
                     raise WireError(f.PROTOCOL_ERROR, b"HEADERS on a stream this end did not open")
-                return  # a stream that was reset: its late blocks are read for the table, then dropped
+                if not self.client:  # a client reusing a closed stream's id is told so, not left waiting
+                    self.out.append(_pack_window(0, 4, f.RST_STREAM, 0, sid, STREAM_CLOSED))
+                return  # a stream that is over: its late blocks are read for the table, then dropped
             if not sid % 2:
                 raise WireError(f.PROTOCOL_ERROR, b"stream id not a client's")
             self.highest = sid

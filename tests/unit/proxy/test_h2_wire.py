@@ -495,6 +495,18 @@ def test_continuation_frames_are_limited() -> None:
     assert owner.events == [("headers", 1, REQUEST, False, True)]
 
 
+def test_a_request_on_a_closed_stream_id_is_refused_not_left_waiting() -> None:
+    wire, owner, _ = server()
+    wire.receive(raw_request(REQUEST, sid=5))
+    wire.send_headers(5, [(b":status", b"200", False)], True)
+    out_frames(wire)
+    wire.receive(raw_request(REQUEST, sid=3))  # below the highest id: that stream is closed (never opened)
+    wire.receive(raw_request(REQUEST, sid=5))  # closed after its answer
+    sent = out_frames(wire)
+    assert [(type(x), x.stream_id, x.error_code) for x in sent] == [(RstStreamFrame, 3, 5), (RstStreamFrame, 5, 5)]
+    assert [e[1] for e in owner.events if e[0] == "headers"] == [5]
+
+
 def test_pings_are_answered_and_goaway_is_reported() -> None:
     wire, owner, _peer = server()
     wire.receive(PingFrame(0, b"abcdefgh").serialize() + GoAwayFrame(0, 5, 0).serialize())
