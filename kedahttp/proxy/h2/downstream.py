@@ -19,12 +19,10 @@ from typing import Any, Protocol
 from kedahttp.proxy.forwarded import PASSED_NAMES, TOLD_NAMES, forwarded_fields
 from kedahttp.proxy.h2 import frames as f
 from kedahttp.proxy.h2 import grpc
-from kedahttp.proxy.h2.ends import StreamEnd
+from kedahttp.proxy.h2.ends import StreamEnd, linger
 from kedahttp.proxy.h2.stream import REFUSED_STREAM, Stream
 from kedahttp.proxy.h2.wire import Fields, Wire, WireError
 from kedahttp.proxy.routing import RouteTable
-
-LINGER_SECONDS = 2.0  # after a GOAWAY for an error, input is dropped this long at most before closing
 
 
 class Limits:
@@ -252,18 +250,11 @@ class H2Downstream(StreamEnd):
         self._linger()
 
     def _linger(self) -> None:
-        """Writes end (FIN) after what was written; input is dropped until the client closes, LINGER_SECONDS
-        at most: a WINDOW_UPDATE or PING the client sends meanwhile cannot turn the close into a reset that
-        destroys what it has not read yet (a GOAWAY, the end of a stream)."""
+        """Writes end after what was written; input is dropped from now on (``ends.linger``)."""
         self.lingering = True
-        transport = self.transport
-        if transport.is_closing() or not transport.can_write_eof():
-            transport.close()
-            return
         if not self.eof_sent:
             self.eof_sent = True
-            transport.write_eof()
-        asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
+            linger(self.transport)
 
     # -- called by streams and the side ------------------------------------------------------------
 

@@ -3,15 +3,32 @@
 The client connection (downstream.py) and the app connection (upstream.py) each map their own stream ids
 to the shared ``Stream`` and get the same events from their ``Wire``; they differ only in which way the
 bytes go. DATA for a stream that is gone is acknowledged at once (nobody will read it, and the sender's
-window must not shrink for it).
+window must not shrink for it). And how a client connection ends without losing what it was sent last
+(``linger``), for the full stack's client connections and the relay's alike.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from kedahttp.proxy.h2.stream import Stream
 from kedahttp.proxy.h2.wire import Fields, Wire
+
+LINGER_SECONDS = 2.0  # how long a closing connection's input is dropped at most before it is closed
+
+
+def linger(transport: Any) -> None:
+    """Ends a connection without losing what it was sent last: FIN after the writes already buffered, then
+    its input is read and dropped (the caller ignores it) until the peer closes, LINGER_SECONDS at most.
+    Closing a socket with unread input sends a reset, which can destroy a GOAWAY or the end of a stream
+    before the peer has read them; a WINDOW_UPDATE or PING sent meanwhile is such input."""
+    if transport.is_closing() or not transport.can_write_eof():
+        transport.close()
+        return
+    transport.resume_reading()
+    transport.write_eof()
+    asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
 
 
 class StreamEnd(asyncio.Protocol):

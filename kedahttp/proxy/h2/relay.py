@@ -36,6 +36,7 @@ from jh2._hazmat import (  # jh2's HPACK decoder in Rust: docs/http2.md, "Readin
 
 from kedahttp.proxy.forwarded import FORWARDED_NAMES, forwarded_fields
 from kedahttp.proxy.h2 import frames as f
+from kedahttp.proxy.h2.ends import linger
 from kedahttp.proxy.h2.frames import Frame
 
 try:
@@ -50,7 +51,6 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 MAX_FRAME_BYTES = 16384  # the largest frame the client may send (the app's SETTINGS are capped to it)
 TABLE_BYTES = 4096  # HPACK dynamic table size either way (both sides' SETTINGS are capped to it)
 MAX_CONTINUATIONS = 64  # CONTINUATION frames in one header block before the connection ends
-LINGER_SECONDS = 2.0
 # the client's SETTINGS on their way to the app: no server push (the proxy does not relay it), and frames
 # and HPACK table no larger than the relay's own bounds
 CLIENT_CAPS = {f.ENABLE_PUSH: 0, f.MAX_FRAME_SIZE: MAX_FRAME_BYTES, f.HEADER_TABLE_SIZE: TABLE_BYTES}
@@ -628,7 +628,7 @@ class Relay(asyncio.Protocol):
 
     def _close_when_quiet(self) -> None:
         """The connection is done: the app's leg closes; the client's gets FIN, and its input is dropped
-        until it closes too (LINGER_SECONDS at most), so a last WINDOW_UPDATE of its cannot turn the close
+        until it closes too (``ends.linger``), so a last WINDOW_UPDATE of its cannot turn the close
         into a reset that loses what it has not read yet."""
         up = self.up.transport
         if up is not None and not up.is_closing():
@@ -636,16 +636,10 @@ class Relay(asyncio.Protocol):
         self._linger()
 
     def _linger(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing() or self.lingering:
+        if self.transport is None or self.transport.is_closing() or self.lingering:
             return
         self.lingering = True
-        if not transport.can_write_eof():
-            transport.close()
-            return
-        transport.resume_reading()
-        transport.write_eof()
-        asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
+        linger(self.transport)
 
     # -- limits ------------------------------------------------------------------------------------
 
