@@ -147,8 +147,9 @@ class H1Leg(asyncio.Protocol):
         stream, self.stream = self.stream, None
         if stream is None or self.complete or stream.done:
             return
-        if self.answered and not self.framed:  # a body without length or chunks ends with the connection
-            self.complete = True  # (RFC 9112 6.3, item 8), which httptools is never told about
+        if self.answered and not self.framed and exc is None:  # a body without length or chunks ends with
+            self.complete = True  # the connection (RFC 9112 6.3, item 8; httptools is never told); a reset
+            # (``exc``) is not an end: that stream is cut, as any other
             stream.upstream_end(None)
             self.pool.side_flush()
             return
