@@ -228,7 +228,7 @@ class H2Side:
     def flush(self) -> None:
         """What was produced while handling an event goes out once the events of this turn of the loop
         are handled: one write per connection however many reads fed it (under load a turn carries reads
-        from many connections; writing after each cost about a third of the CPU per call)."""
+        from many connections; writing after each cost about a tenth more CPU per call, bench/RESULTS.md)."""
         if not self.flush_pending:
             self.flush_pending = True
             asyncio.get_running_loop().call_soon(self.flush_now)
