@@ -9,8 +9,9 @@ event objects in between: ``on_headers``, ``on_data``, ``on_reset``, ``on_window
 
 Errors: a connection error raises ``WireError`` (the owner answers GOAWAY with its code and closes); a
 stream error resets that stream (RST_STREAM) and reports it to the owner as ``on_reset`` so whatever the
-stream was doing ends. Requests are checked field by field (``frames.request_problem``) before the owner
-sees them: a malformed one is reset with PROTOCOL_ERROR and never reaches an app.
+stream was doing ends. Requests are checked field by field (``frames.request_problem``, in C where
+built) before the owner sees them, and their bodies against a declared content-length as they arrive: a
+malformed one is reset with PROTOCOL_ERROR, and what is past the fault never reaches an app.
 
 Flow control: the peer's windows (what we may send) are ``send_window``; ours (what the peer may send)
 are given back by ``ack``, which the owner calls once the bytes were passed on, in WINDOW_UPDATEs batched
