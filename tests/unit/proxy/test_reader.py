@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kedahttp.proxy import http1, reader
-from tests.harness.reads import cut
+from tests.harness.reads import cut, framed_body
 
 _heads = pytest.importorskip("kedahttp.proxy._heads", reason="built without the C request reader")
 
@@ -95,13 +95,8 @@ def request(draw: Any) -> bytes:
     lines = [method + b" " + target + b" " + version]
     lines += [n.encode() + b": " + v.encode() for n, v in headers
               if n.lower() not in ("content-length", "transfer-encoding")]
-    payload = b""
-    if body == "length":
-        payload = draw(st.binary(max_size=20))
-        lines.append(b"Content-Length: %d" % len(payload))
-    elif body == "chunked":
-        lines.append(b"Transfer-Encoding: chunked")
-        payload = b"5\r\nhello\r\n0\r\n" + draw(st.sampled_from([b"", b"X-Trailer: 1\r\nHost: evil\r\n"])) + b"\r\n"
+    framing, payload = framed_body(draw, body, b"Host")
+    lines += framing
     return b"\r\n".join(lines) + b"\r\n\r\n" + payload
 
 

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kedahttp.proxy import http1, reader
-from tests.harness.reads import cut
+from tests.harness.reads import cut, framed_body
 
 _heads = pytest.importorskip("kedahttp.proxy._heads", reason="built without the C response reader")
 
@@ -101,14 +101,9 @@ def response(draw: Any) -> bytes:
     lines = [version + b" " + status] + [n.encode() + b": " + v.encode() for n, v in headers]
     if status[:3] == b"101" and draw(st.booleans()):  # a switch as servers send it
         lines += [b"Connection: upgrade", b"Upgrade: websocket"]
-    payload = b""
-    if body == "length":
-        payload = draw(st.binary(max_size=20))
-        lines.append(b"Content-Length: %d" % len(payload))
-    elif body == "chunked":
-        lines.append(b"Transfer-Encoding: chunked")
-        payload = b"5\r\nhello\r\n0\r\n" + draw(st.sampled_from([b"", b"X-Trailer: 1\r\nServer: evil\r\n"])) + b"\r\n"
-    elif body == "close":
+    framing, payload = framed_body(draw, body, b"Server")
+    lines += framing
+    if body == "close":
         payload = draw(st.binary(max_size=20))
     return out + b"\r\n".join(lines) + b"\r\n\r\n" + payload
 
